@@ -1,0 +1,101 @@
+package coord
+
+import (
+	"context"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// Store is the coordinator's durable state. Every change happens inside Tx,
+// which runs fn in one database transaction and commits only if fn returns
+// nil. Transactions are serializable with respect to each other for the
+// rows they touch; an implementation may retry fn on a serialization
+// failure, so fn must have no side effects outside tx.
+type Store interface {
+	Tx(ctx context.Context, fn func(tx Tx) error) error
+	Close() error
+}
+
+// Tx is the set of operations available inside a transaction. Lookups of a
+// missing row return a *market.Error of kind NotFound; uniqueness violations
+// return kind Conflict.
+type Tx interface {
+	// Accounts and keys.
+	InsertAccount(ctx context.Context, a market.Account) error // Conflict if the email is taken (case-insensitive)
+	Account(ctx context.Context, id market.AccountID) (market.Account, error)
+	AccountByEmail(ctx context.Context, email string) (market.Account, error) // case-insensitive
+	InsertAPIKey(ctx context.Context, k market.APIKey) error
+	APIKeyByHash(ctx context.Context, hash []byte) (market.APIKey, error) // revoked keys are returned too
+	APIKeys(ctx context.Context, owner market.AccountID) ([]market.APIKey, error)
+	RevokeAPIKey(ctx context.Context, owner market.AccountID, id market.APIKeyID, at time.Time) error // NotFound if not the owner's
+
+	// Machines. UsedGPUs is not stored; the coordinator fills it from
+	// ActiveGPUs.
+	InsertMachine(ctx context.Context, m market.Machine) error // Conflict on (owner, fingerprint)
+	UpdateMachine(ctx context.Context, m market.Machine) error // whole row by ID
+	Machine(ctx context.Context, id market.MachineID) (market.Machine, error)
+	MachineByFingerprint(ctx context.Context, owner market.AccountID, fingerprint string) (market.Machine, error)
+	Machines(ctx context.Context, f MachineFilter) ([]market.Machine, error) // ordered by ID
+	// ActiveGPUs returns, per machine, the GPU indices held by active instances.
+	ActiveGPUs(ctx context.Context, machines []market.MachineID) (map[market.MachineID][]int, error)
+
+	// Instances. InsertInstance reserves the instance's GPUs: if any of them
+	// is held by another active instance it returns Conflict and writes
+	// nothing. UpdateInstance writes the whole row; moving to a terminal
+	// state releases the GPUs.
+	InsertInstance(ctx context.Context, i market.Instance) error
+	UpdateInstance(ctx context.Context, i market.Instance) error
+	Instance(ctx context.Context, id market.InstanceID) (market.Instance, error)
+	Instances(ctx context.Context, f InstanceFilter) ([]market.Instance, error) // ordered by CreatedAt, then ID
+
+	// Ledger. ApplyTransfer assigns t.Seq (the next of a gapless sequence),
+	// stores t and its entries and updates balances. It returns Conflict if
+	// t.Key was used before, Invalid if the entries do not sum to zero, and
+	// InsufficientFunds (writing nothing) if an account that may not go
+	// negative would. A charge (Kind charge) is unique per (Instance, Minute):
+	// a second one returns Conflict.
+	ApplyTransfer(ctx context.Context, t market.Transfer) (market.Transfer, error)
+	TransferByKey(ctx context.Context, key string) (market.Transfer, error)
+	Balance(ctx context.Context, a market.LedgerAccount, asset market.Asset) (market.Money, error) // 0 for an unknown account
+	Balances(ctx context.Context, asset market.Asset) (map[market.LedgerAccount]market.Money, error)
+	// Transfers returns transfers touching any account of owner (all when
+	// owner is ""), newest first, at most limit (0 = no limit), with Seq < before
+	// when before > 0.
+	Transfers(ctx context.Context, owner market.AccountID, before int64, limit int) ([]market.Transfer, error)
+	// ChargedMinutes returns the minute indices already charged for an instance.
+	ChargedMinutes(ctx context.Context, id market.InstanceID) ([]int64, error)
+
+	// Logs. AppendLogs numbers the chunks per instance (Seq from 1) and stores them.
+	AppendLogs(ctx context.Context, chunks []market.LogChunk) error
+	Logs(ctx context.Context, id market.InstanceID, afterSeq int64, limit int) ([]market.LogChunk, error)
+
+	// Events, numbered by the store.
+	AppendEvent(ctx context.Context, e market.Event) error
+	Events(ctx context.Context, f EventFilter) ([]market.Event, error) // newest first
+}
+
+// MachineFilter selects machines. Zero fields do not filter.
+type MachineFilter struct {
+	Owner  market.AccountID
+	Listed *bool
+	Online *bool
+}
+
+// InstanceFilter selects instances. Zero fields do not filter.
+type InstanceFilter struct {
+	Renter     market.AccountID
+	Machine    market.MachineID
+	ActiveOnly bool // only states that hold GPUs
+	// Billable selects instances with StartedAt set and Settled false:
+	// those whose charges or escrow release may still be due.
+	Billable bool
+}
+
+// EventFilter selects events. Zero fields do not filter.
+type EventFilter struct {
+	Account  market.AccountID
+	Machine  market.MachineID
+	Instance market.InstanceID
+	Limit    int
+}

@@ -1,0 +1,195 @@
+package market
+
+import "time"
+
+// This file holds the messages of the JSON APIs that are shared by the
+// coordinator and its clients (agent and CLI).
+
+// Desired is what an assignment asks the agent to do with an instance.
+type Desired string
+
+// Desired states.
+const (
+	DesiredRun  Desired = "run"
+	DesiredStop Desired = "stop"
+)
+
+// Assignment is one instance the agent must run or stop. Generation fences
+// reports: the coordinator rejects a report that carries an older one.
+type Assignment struct {
+	Instance     InstanceID        `json:"instance"`
+	Generation   int64             `json:"generation"`
+	Desired      Desired           `json:"desired"`
+	GPUs         []int             `json:"gpus"`
+	GPUUUIDs     []string          `json:"gpu_uuids"`
+	Image        string            `json:"image,omitempty"`
+	Command      []string          `json:"command"`
+	Env          map[string]string `json:"env,omitempty"`
+	GraceSeconds int               `json:"grace_seconds"`
+}
+
+// DesiredState is the full set of assignments of a machine. The agent
+// reconciles against it on every poll, whether or not Version changed.
+type DesiredState struct {
+	Machine     MachineID    `json:"machine"`
+	Version     int64        `json:"version"`
+	Assignments []Assignment `json:"assignments"`
+	// LostAfterSeconds is the coordinator's lost-host deadline. The agent
+	// stops its workloads when it has had no contact for a shorter time.
+	LostAfterSeconds int `json:"lost_after_seconds"`
+}
+
+// ObservedState is what the agent's runner sees of an instance.
+type ObservedState string
+
+// Observed states.
+const (
+	ObservedStarting ObservedState = "starting"
+	ObservedRunning  ObservedState = "running"
+	ObservedExited   ObservedState = "exited"  // ended on its own
+	ObservedStopped  ObservedState = "stopped" // ended because it was asked to
+	ObservedFailed   ObservedState = "failed"  // could not start
+)
+
+// InstanceReport is the agent's view of one instance.
+type InstanceReport struct {
+	Instance   InstanceID    `json:"instance"`
+	Generation int64         `json:"generation"`
+	State      ObservedState `json:"state"`
+	ExitCode   *int          `json:"exit_code,omitempty"`
+	Message    string        `json:"message,omitempty"`
+}
+
+// Report is sent by the agent after each reconcile and as its heartbeat.
+type Report struct {
+	Instances []InstanceReport `json:"instances"`
+	Logs      []LogChunk       `json:"logs,omitempty"` // Seq is ignored; the coordinator numbers chunks
+}
+
+// Rejection says why one instance report was refused.
+type Rejection struct {
+	Instance InstanceID `json:"instance"`
+	Reason   string     `json:"reason"`
+}
+
+// ReportResult answers a Report. Rejected reports must not be retried with
+// the same generation; the agent should poll for the desired state.
+type ReportResult struct {
+	Rejected []Rejection `json:"rejected,omitempty"`
+}
+
+// SignupRequest creates an account.
+type SignupRequest struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+	Roles    []Role `json:"roles"`
+}
+
+// LoginRequest exchanges a password for a new API key.
+type LoginRequest struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+	KeyName  string `json:"key_name,omitempty"`
+}
+
+// NewAPIKey is returned once when a key is created; Secret is not stored.
+type NewAPIKey struct {
+	APIKey
+	Secret string `json:"secret"`
+}
+
+// LoginResult answers a login.
+type LoginResult struct {
+	Account Account   `json:"account"`
+	Key     NewAPIKey `json:"key"`
+}
+
+// CreateKeyRequest creates an API key for the caller.
+type CreateKeyRequest struct {
+	Name string `json:"name"`
+}
+
+// MachineUpdate changes a host's settings of a machine. Nil fields are left
+// as they are.
+type MachineUpdate struct {
+	PricePerGPUHour *Money  `json:"price_per_gpu_hour,omitempty"`
+	Region          *string `json:"region,omitempty"`
+	DataCenter      *string `json:"datacenter,omitempty"`
+}
+
+// OfferFilter narrows an offer search. Zero fields do not filter.
+type OfferFilter struct {
+	GPUName     string `json:"gpu_name,omitempty"`       // case-insensitive substring of the model
+	MinGPUs     int    `json:"num_gpus,omitempty"`       // at least this many free GPUs
+	MaxPrice    Money  `json:"max_price,omitempty"`      // per GPU-hour, 0 = any
+	MinGPURAMGB int64  `json:"min_gpu_ram_gb,omitempty"` // per GPU
+}
+
+// Offer is a listed machine with free GPUs, as a renter sees it.
+type Offer struct {
+	Machine         MachineID `json:"machine"`
+	GPUModel        string    `json:"gpu_model"`
+	GPURAMMiB       int64     `json:"gpu_ram_mib"`
+	FreeGPUs        int       `json:"free_gpus"`
+	TotalGPUs       int       `json:"total_gpus"`
+	PricePerGPUHour Money     `json:"price_per_gpu_hour"`
+	CPUCores        int       `json:"cpu_cores"`
+	RAMMiB          int64     `json:"ram_mib"`
+	DiskGiB         int64     `json:"disk_gib"`
+	Region          string    `json:"region,omitempty"`
+	Runner          string    `json:"runner"`
+}
+
+// CreateInstanceRequest rents GPUs of a machine on demand.
+type CreateInstanceRequest struct {
+	Machine      MachineID         `json:"machine"`
+	GPUs         int               `json:"gpus"`
+	Image        string            `json:"image,omitempty"`
+	Command      []string          `json:"command"`
+	Env          map[string]string `json:"env,omitempty"`
+	GraceSeconds int               `json:"grace_seconds,omitempty"`
+}
+
+// DepositRequest credits tokens to an account (admin only).
+type DepositRequest struct {
+	Account AccountID `json:"account,omitempty"`
+	Email   string    `json:"email,omitempty"` // alternative to Account
+	Amount  Money     `json:"amount"`
+	Memo    string    `json:"memo,omitempty"`
+}
+
+// Wallet is a user's balances.
+type Wallet struct {
+	Account   AccountID `json:"account"`
+	Asset     Asset     `json:"asset"`
+	Available Money     `json:"available"`
+	Escrow    Money     `json:"escrow"`
+	Earnings  Money     `json:"earnings"`
+}
+
+// Earnings summarises what a host earned, per machine.
+type EarningsReport struct {
+	Account  AccountID         `json:"account"`
+	Asset    Asset             `json:"asset"`
+	Total    Money             `json:"total"`
+	Machines []MachineEarnings `json:"machines"`
+}
+
+// MachineEarnings is a host's earnings from one machine.
+type MachineEarnings struct {
+	Machine MachineID `json:"machine"`
+	Minutes int64     `json:"minutes"`
+	Amount  Money     `json:"amount"`
+}
+
+// HistoryEntry is one transfer as seen from one user's accounts.
+type HistoryEntry struct {
+	Seq      int64         `json:"seq"`
+	At       time.Time     `json:"at"`
+	Kind     TransferKind  `json:"kind"`
+	Account  LedgerAccount `json:"account"`
+	Amount   Money         `json:"amount"`
+	Instance InstanceID    `json:"instance,omitempty"`
+	Minute   int64         `json:"minute,omitempty"`
+	Memo     string        `json:"memo,omitempty"`
+}
