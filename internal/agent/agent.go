@@ -1,0 +1,520 @@
+// Package agent is the host loop: it registers the machine with the
+// coordinator, long-polls its desired state, reconciles the workloads a
+// Runner runs against it, and reports what it observes.
+//
+// It imports only internal/market; the coordinator client and the runner
+// are passed in through the interfaces declared here.
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// Coordinator is the agent's view of the coordinator's agent API.
+type Coordinator interface {
+	Register(ctx context.Context, hw market.Hardware) (market.Machine, error)
+	// Desired returns at once when the machine's desired-state version
+	// differs from sinceVersion, else after up to wait.
+	Desired(ctx context.Context, id market.MachineID, sinceVersion int64, wait time.Duration) (market.DesiredState, error)
+	Report(ctx context.Context, id market.MachineID, r market.Report) (market.ReportResult, error)
+}
+
+// Runner runs workloads on the host. Instances are keyed by InstanceID.
+type Runner interface {
+	// Start runs an assignment. Starting an instance that runs is a no-op;
+	// one that cannot start must show up in List as failed.
+	Start(ctx context.Context, a market.Assignment) error
+	// Stop asks the instance to end, kills it after grace, and returns when
+	// it has ended. Stopping an unknown or finished instance is not an error.
+	Stop(ctx context.Context, id market.InstanceID, grace time.Duration) error
+	// List returns every instance the runner knows, running or finished,
+	// including those found from before a restart.
+	List(ctx context.Context) ([]market.InstanceReport, error)
+	// Drain returns the output produced since the last Drain.
+	Drain(ctx context.Context) ([]market.LogChunk, error)
+	// Forget drops a finished instance and its files.
+	Forget(ctx context.Context, id market.InstanceID) error
+}
+
+// Clock is the agent's source of time.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Config configures an Agent. Zero durations take the defaults noted.
+type Config struct {
+	Hardware    market.Hardware
+	Coordinator Coordinator
+	Runner      Runner
+	Logger      *slog.Logger // nil discards
+	Clock       Clock        // nil is the system clock
+
+	HeartbeatInterval time.Duration // longest time between reports; default 10s
+	PollWait          time.Duration // long-poll wait; default 30s
+	ReconcileInterval time.Duration // how often the runner is checked between polls; default 1s
+	RetryMin          time.Duration // first backoff after a failed call; default 1s
+	RetryMax          time.Duration // longest backoff; default 30s
+	CallTimeout       time.Duration // limit of one Register or Report call; default 15s
+	DefaultGrace      time.Duration // grace for instances with no known assignment; default 10s
+	ShutdownReport    time.Duration // how long the final report may take; default 2s
+}
+
+// DefaultLostAfter is the coordinator's lost-host deadline assumed until a
+// desired state says otherwise.
+const DefaultLostAfter = 60 * time.Second
+
+// maxPendingLogs bounds logs kept while the coordinator is unreachable.
+const maxPendingLogs = 4 << 20
+
+// Agent is the host loop. Create it with New and run it with Run.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+	clk Clock
+}
+
+// New returns an agent; it does nothing until Run.
+func New(cfg Config) *Agent {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.HeartbeatInterval, 10*time.Second)
+	def(&cfg.PollWait, 30*time.Second)
+	def(&cfg.ReconcileInterval, time.Second)
+	def(&cfg.RetryMin, time.Second)
+	def(&cfg.RetryMax, 30*time.Second)
+	def(&cfg.CallTimeout, 15*time.Second)
+	def(&cfg.DefaultGrace, 10*time.Second)
+	def(&cfg.ShutdownReport, 2*time.Second)
+	a := &Agent{cfg: cfg, log: cfg.Logger, clk: cfg.Clock}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.clk == nil {
+		a.clk = systemClock{}
+	}
+	return a
+}
+
+// loop is the state of one Run, owned by its goroutine.
+type loop struct {
+	*Agent
+	machine market.MachineID
+
+	haveDesired bool
+	version     int64
+	desired     map[market.InstanceID]market.Assignment
+	grace       map[market.InstanceID]time.Duration // last known grace per instance
+	lostAfter   time.Duration
+	lastContact time.Time
+	selfStopped bool // stopped everything for lack of contact
+
+	started    map[market.InstanceID]bool // started by us, not yet reported as starting
+	stopping   map[market.InstanceID]bool
+	stopDone   chan market.InstanceID
+	reported   map[market.InstanceID]market.InstanceReport // last report accepted or rejected
+	pending    []market.LogChunk
+	pendingLen int
+	lastReport time.Time // last report that reached the coordinator
+}
+
+// Run registers the machine and reconciles until ctx ends. Then it stops
+// every workload with its grace, sends a last report if it can within
+// ShutdownReport, and returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	l := &loop{
+		Agent:     a,
+		desired:   map[market.InstanceID]market.Assignment{},
+		grace:     map[market.InstanceID]time.Duration{},
+		lostAfter: DefaultLostAfter,
+		started:   map[market.InstanceID]bool{},
+		stopping:  map[market.InstanceID]bool{},
+		stopDone:  make(chan market.InstanceID, 1),
+		reported:  map[market.InstanceID]market.InstanceReport{},
+	}
+	m, ok := l.register(ctx)
+	if !ok {
+		// Never registered: still stop what an earlier agent left running,
+		// since no coordinator has vouched for it.
+		l.shutdown(ctx)
+		return nil
+	}
+	l.machine = m.ID
+	l.lastContact = a.clk.Now()
+	l.loop(ctx)
+	l.shutdown(ctx)
+	return nil
+}
+
+func (l *loop) register(ctx context.Context) (market.Machine, bool) {
+	backoff := l.cfg.RetryMin
+	since := l.clk.Now()
+	for {
+		if !l.selfStopped && l.clk.Now().Sub(since) > l.lostAfter/2 {
+			// Instances found from before a restart have had no contact
+			// for at least this long.
+			l.selfStopped = true
+			l.log.Error("cannot register with the coordinator; stopping all workloads", "trying_for", l.clk.Now().Sub(since))
+			l.stopAll(ctx)
+		}
+		select {
+		case id := <-l.stopDone:
+			delete(l.stopping, id)
+		default:
+		}
+		cctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
+		m, err := l.cfg.Coordinator.Register(cctx, l.cfg.Hardware)
+		cancel()
+		if err == nil {
+			l.log.Info("registered", "machine", m.ID, "gpus", len(l.cfg.Hardware.GPUs))
+			return m, true
+		}
+		if ctx.Err() != nil {
+			return market.Machine{}, false
+		}
+		l.log.Warn("register failed; retrying", "err", err, "retry_in", backoff)
+		wait := l.clk.After(backoff)
+	sleep:
+		for {
+			select {
+			case <-ctx.Done():
+				return market.Machine{}, false
+			case id := <-l.stopDone:
+				delete(l.stopping, id)
+			case <-wait:
+				break sleep
+			}
+		}
+		backoff = min(2*backoff, l.cfg.RetryMax)
+	}
+}
+
+type pollResult struct {
+	ds  market.DesiredState
+	err error
+}
+
+func (l *loop) loop(ctx context.Context) {
+	pollCtx, cancelPoll := context.WithCancel(ctx)
+	pollCh := make(chan pollResult, 1)
+	polling := false
+	poll := func() {
+		polling = true
+		since := l.version
+		if !l.haveDesired {
+			since = -1 // any version differs: answer at once
+		}
+		go func() {
+			ds, err := l.cfg.Coordinator.Desired(pollCtx, l.machine, since, l.cfg.PollWait)
+			pollCh <- pollResult{ds, err}
+		}()
+	}
+	defer func() {
+		cancelPoll()
+		if polling {
+			<-pollCh
+		}
+	}()
+
+	poll()
+	var retry <-chan time.Time
+	backoff := l.cfg.RetryMin
+	tick := l.clk.After(l.cfg.ReconcileInterval)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-pollCh:
+			polling = false
+			if r.err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				l.log.Warn("poll desired state failed", "err", r.err, "retry_in", backoff)
+				retry = l.clk.After(backoff)
+				backoff = min(2*backoff, l.cfg.RetryMax)
+				break
+			}
+			backoff = l.cfg.RetryMin
+			l.contact()
+			l.setDesired(r.ds)
+			poll()
+		case <-retry:
+			retry = nil
+			poll()
+		case id := <-l.stopDone:
+			delete(l.stopping, id)
+		case <-tick:
+			tick = l.clk.After(l.cfg.ReconcileInterval)
+		}
+		l.checkContact(ctx)
+		l.reconcile(ctx)
+		l.report(ctx, false)
+	}
+}
+
+func (l *loop) contact() {
+	l.lastContact = l.clk.Now()
+	if l.selfStopped {
+		l.log.Info("contact with the coordinator is back")
+		l.selfStopped = false
+	}
+}
+
+func (l *loop) setDesired(ds market.DesiredState) {
+	if l.haveDesired && ds.Version != l.version {
+		l.log.Debug("desired state changed", "version", ds.Version)
+	}
+	l.haveDesired = true
+	l.version = ds.Version
+	l.desired = make(map[market.InstanceID]market.Assignment, len(ds.Assignments))
+	for _, as := range ds.Assignments {
+		l.desired[as.Instance] = as
+		l.grace[as.Instance] = time.Duration(max(as.GraceSeconds, 0)) * time.Second
+	}
+	if ds.LostAfterSeconds > 0 {
+		l.lostAfter = time.Duration(ds.LostAfterSeconds) * time.Second
+	}
+}
+
+// checkContact applies the no-double-run rule: without contact for half the
+// coordinator's lost deadline, the coordinator may soon hand our GPUs to
+// someone else, so everything stops.
+func (l *loop) checkContact(ctx context.Context) {
+	silent := l.clk.Now().Sub(l.lastContact)
+	if l.selfStopped || silent <= l.lostAfter/2 {
+		return
+	}
+	l.selfStopped = true
+	l.log.Error("no contact with the coordinator; stopping all workloads", "silent_for", silent, "lost_after", l.lostAfter)
+	l.stopAll(ctx)
+}
+
+func (l *loop) list(ctx context.Context) (map[market.InstanceID]market.InstanceReport, bool) {
+	obs, err := l.cfg.Runner.List(ctx)
+	if err != nil {
+		l.log.Error("list workloads", "err", err)
+		return nil, false
+	}
+	m := make(map[market.InstanceID]market.InstanceReport, len(obs))
+	for _, o := range obs {
+		m[o.Instance] = o
+	}
+	return m, true
+}
+
+func isRunning(s market.ObservedState) bool {
+	return s == market.ObservedStarting || s == market.ObservedRunning
+}
+
+// reconcile diffs what runs against what should run, both ways.
+func (l *loop) reconcile(ctx context.Context) {
+	if !l.haveDesired {
+		return // an adopted instance waits for the coordinator's word
+	}
+	obs, ok := l.list(ctx)
+	if !ok {
+		return
+	}
+	for _, id := range slices.Sorted(maps.Keys(l.desired)) {
+		as := l.desired[id]
+		o, known := obs[id]
+		switch {
+		case as.Desired == market.DesiredStop:
+			if known && isRunning(o.State) {
+				l.stop(ctx, id)
+			}
+		case as.Desired != market.DesiredRun:
+			l.log.Warn("unknown desired state; ignoring", "instance", id, "desired", as.Desired)
+		case l.selfStopped:
+			// Starting work now could double-run it.
+		case !known:
+			l.start(ctx, as)
+		case !isRunning(o.State) && as.Generation > o.Generation:
+			// A new generation of a finished instance: run it again.
+			if err := l.cfg.Runner.Forget(ctx, id); err != nil {
+				l.log.Error("forget finished instance", "instance", id, "err", err)
+				continue
+			}
+			delete(l.reported, id)
+			l.start(ctx, as)
+		}
+	}
+	for id, o := range obs {
+		if _, want := l.desired[id]; want {
+			continue
+		}
+		if isRunning(o.State) {
+			l.stop(ctx, id)
+			continue
+		}
+		// Finished and no longer desired: forget it once the coordinator
+		// has seen its final state (accepted, or rejected as stale).
+		if r, ok := l.reported[id]; ok && r.State == o.State && !l.stopping[id] {
+			if err := l.cfg.Runner.Forget(ctx, id); err != nil {
+				l.log.Error("forget finished instance", "instance", id, "err", err)
+				continue
+			}
+			delete(l.reported, id)
+			delete(l.grace, id)
+			delete(l.started, id)
+		}
+	}
+}
+
+func (l *loop) start(ctx context.Context, as market.Assignment) {
+	l.log.Info("starting instance", "instance", as.Instance, "generation", as.Generation, "gpus", as.GPUs)
+	l.started[as.Instance] = true
+	if err := l.cfg.Runner.Start(ctx, as); err != nil {
+		delete(l.started, as.Instance)
+		l.log.Error("start instance failed", "instance", as.Instance, "err", err)
+	}
+}
+
+// stop stops an instance in the background; the loop goes on meanwhile.
+// Stops are not cancelled with Run's ctx: a workload gets its grace.
+func (l *loop) stop(ctx context.Context, id market.InstanceID) {
+	if l.stopping[id] {
+		return
+	}
+	grace, ok := l.grace[id]
+	if !ok {
+		grace = l.cfg.DefaultGrace
+	}
+	l.stopping[id] = true
+	l.log.Info("stopping instance", "instance", id, "grace", grace)
+	sctx := context.WithoutCancel(ctx)
+	go func() {
+		if err := l.cfg.Runner.Stop(sctx, id, grace); err != nil {
+			l.log.Error("stop instance failed", "instance", id, "err", err)
+		}
+		l.stopDone <- id
+	}()
+}
+
+func (l *loop) stopAll(ctx context.Context) {
+	obs, _ := l.list(ctx)
+	for _, id := range slices.Sorted(maps.Keys(obs)) {
+		if isRunning(obs[id].State) {
+			l.stop(ctx, id)
+		}
+	}
+}
+
+// report sends the observed state of every instance and the drained logs,
+// when something changed, logs are waiting or a heartbeat is due.
+func (l *loop) report(ctx context.Context, force bool) bool {
+	chunks, err := l.cfg.Runner.Drain(ctx)
+	if err != nil {
+		l.log.Warn("drain logs", "err", err)
+	}
+	l.addLogs(chunks)
+	obs, ok := l.list(ctx)
+	if !ok {
+		return false
+	}
+	rep := market.Report{Instances: make([]market.InstanceReport, 0, len(obs)), Logs: l.pending}
+	changed := false
+	for _, id := range slices.Sorted(maps.Keys(obs)) {
+		r := obs[id]
+		if as, ok := l.desired[id]; ok && isRunning(r.State) && as.Generation > r.Generation {
+			// The coordinator moved the instance to a new generation
+			// while it ran; it is still the same workload.
+			r.Generation = as.Generation
+		}
+		if l.started[id] && r.State == market.ObservedRunning {
+			r.State = market.ObservedStarting
+		}
+		if prev, ok := l.reported[id]; !ok || !sameReport(prev, r) {
+			changed = true
+		}
+		rep.Instances = append(rep.Instances, r)
+	}
+	heartbeat := l.clk.Now().Sub(l.lastReport) >= l.cfg.HeartbeatInterval
+	if !force && !changed && len(rep.Logs) == 0 && !heartbeat {
+		return true
+	}
+	cctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
+	res, err := l.cfg.Coordinator.Report(cctx, l.machine, rep)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Warn("report failed", "err", err)
+		}
+		return false
+	}
+	l.contact()
+	l.lastReport = l.clk.Now()
+	l.pending, l.pendingLen = nil, 0
+	for _, r := range rep.Instances {
+		l.reported[r.Instance] = r
+		if r.State == market.ObservedStarting {
+			delete(l.started, r.Instance)
+		}
+	}
+	for _, rj := range res.Rejected {
+		l.log.Warn("coordinator rejected instance report", "instance", rj.Instance, "reason", rj.Reason)
+	}
+	return true
+}
+
+func sameReport(a, b market.InstanceReport) bool {
+	return a.Instance == b.Instance && a.Generation == b.Generation && a.State == b.State &&
+		a.Message == b.Message && exit(a.ExitCode) == exit(b.ExitCode)
+}
+
+func exit(c *int) int {
+	if c == nil {
+		return -1 << 31
+	}
+	return *c
+}
+
+func (l *loop) addLogs(chunks []market.LogChunk) {
+	for _, c := range chunks {
+		l.pending = append(l.pending, c)
+		l.pendingLen += len(c.Data)
+	}
+	dropped := 0
+	for l.pendingLen > maxPendingLogs && len(l.pending) > 0 {
+		l.pendingLen -= len(l.pending[0].Data)
+		l.pending = l.pending[1:]
+		dropped++
+	}
+	if dropped > 0 {
+		l.log.Warn("coordinator unreachable; dropped old log chunks", "chunks", dropped)
+	}
+}
+
+// shutdown stops every workload with its grace, waits for the stops, and
+// sends a last report if the coordinator answers quickly.
+func (l *loop) shutdown(ctx context.Context) {
+	l.stopAll(context.WithoutCancel(ctx))
+	for len(l.stopping) > 0 {
+		delete(l.stopping, <-l.stopDone)
+	}
+	if l.machine == "" {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ShutdownReport)
+	defer cancel()
+	if l.report(rctx, true) {
+		l.log.Info("stopped; final report sent")
+	} else {
+		l.log.Warn("stopped; final report not sent")
+	}
+}

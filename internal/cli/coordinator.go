@@ -1,0 +1,145 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/httpapi"
+	"github.com/gpumarket/gpumarket/internal/ledger"
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/sqlite"
+	"github.com/gpumarket/gpumarket/internal/webui"
+)
+
+// Guard: the SQLite adapter is a coordinator store.
+var _ coord.Store = (*sqlite.DB)(nil)
+
+// coordinatorConfig is what serve and dev decide about the coordinator.
+type coordinatorConfig struct {
+	Listen    string // host:port; port 0 picks a free one
+	DBPath    string
+	Mode      string // shown on the home page: "serve" or "dev"
+	Clock     coord.Clock
+	Logger    *slog.Logger
+	Fee       ledger.BasisPoints
+	LostAfter time.Duration
+	Tick      time.Duration // real time between background passes
+	Faucet    market.Money
+	Passwords coord.PasswordHasher
+}
+
+// coordinator is a started coordinator: store open, port bound.
+type coordinator struct {
+	Service *coord.Service
+	URL     string // http://host:port
+	store   *sqlite.DB
+	ln      net.Listener
+	srv     *http.Server
+	tick    time.Duration
+	log     *slog.Logger
+}
+
+// startCoordinator opens the store and binds the listener, so that errors
+// (a bad path, a port in use) surface before anything runs. Run serves.
+func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator, error) {
+	store, err := sqlite.Open(ctx, cfg.DBPath)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", cfg.DBPath, err)
+	}
+	svc := coord.New(coord.Config{
+		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,
+		LostAfter: cfg.LostAfter, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ui := webui.Handler(webui.Info{Mode: cfg.Mode, Stats: func() webui.Stats {
+		st, err := svc.Stats(context.Background())
+		if err != nil {
+			cfg.Logger.Error("stats for home page", "err", err)
+		}
+		return webui.Stats{Machines: st.Machines, OnlineMachines: st.OnlineMachines, RunningInstances: st.RunningInstances}
+	}}, cfg.Logger)
+	handler := httpapi.New(svc, httpapi.Options{Logger: cfg.Logger, Registry: reg, UI: ui})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("listen on %s: %w (is another gpumarket running? pick another address with --listen)", cfg.Listen, err)
+	}
+	tick := cfg.Tick
+	if tick <= 0 {
+		tick = 5 * time.Second
+	}
+	return &coordinator{
+		Service: svc,
+		URL:     "http://" + ln.Addr().String(),
+		store:   store,
+		ln:      ln,
+		srv:     &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second},
+		tick:    tick,
+		log:     cfg.Logger,
+	}, nil
+}
+
+// Run serves HTTP and runs the background loops until ctx ends, then
+// shuts down within a few seconds and closes the store.
+func (c *coordinator) Run(ctx context.Context) error {
+	defer c.store.Close()
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	loopsDone := make(chan error, 1)
+	go func() { loopsDone <- c.Service.Run(loopCtx, c.tick) }()
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- c.srv.Serve(c.ln) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveDone:
+		err = fmt.Errorf("http server: %w", err)
+	}
+	stopLoops()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if serr := c.srv.Shutdown(shutCtx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) {
+		c.log.Warn("http shutdown", "err", serr)
+	}
+	c.srv.Close() // ends long polls still open
+	<-loopsDone
+	return err
+}
+
+// parseFee reads a percentage such as "10", "2.5" or "2.5%" into basis
+// points.
+func parseFee(s string) (ledger.BasisPoints, error) {
+	t := strings.TrimSuffix(strings.TrimSpace(s), "%")
+	whole, frac, _ := strings.Cut(t, ".")
+	if len(frac) > 2 {
+		return 0, fmt.Errorf("fee %q has more than 2 decimals", s)
+	}
+	frac += strings.Repeat("0", 2-len(frac))
+	w, err1 := strconv.Atoi(whole)
+	f, err2 := strconv.Atoi(frac)
+	bp := w*100 + f
+	if err1 != nil || err2 != nil || w < 0 || bp > 10_000 {
+		return 0, fmt.Errorf("fee %q must be a percentage between 0 and 100, like 10 or 2.5", s)
+	}
+	return ledger.BasisPoints(bp), nil
+}
+
+func newLogger(format string, level slog.Level, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

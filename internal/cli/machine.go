@@ -1,0 +1,234 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/gpumarket/gpumarket/internal/apiclient"
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+type machineCmd struct {
+	List        machineListCmd   `cmd:"" help:"List your machines."`
+	Show        machineShowCmd   `cmd:"" help:"Show a machine and its GPUs."`
+	Set         machineSetCmd    `cmd:"" help:"Change a machine's price or region."`
+	ListForRent machineListOnCmd `cmd:"" name:"list-for-rent" help:"Offer a machine for rent."`
+	Unlist      machineUnlistCmd `cmd:"" help:"Take a machine off the market; running instances go on."`
+}
+
+type machineListCmd struct {
+	All bool `help:"List every machine (admins only)."`
+}
+
+func (c *machineListCmd) Help() string {
+	return `Examples:
+  gpumarket machine list
+  gpumarket machine list --all -o json`
+}
+
+func (c *machineListCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	ms, err := api.Machines(ctx, c.All)
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(ms)
+	}
+	t := newTable(env.Stdout, "ID", "STATUS", "GPUS", "FREE", "PRICE/GPU/H", "REGION", "HOSTNAME", "LAST SEEN")
+	for _, m := range ms {
+		t.row(string(m.ID), string(m.Status), gpuSummary(m.GPUs),
+			fmt.Sprintf("%d/%d", len(m.FreeGPUs()), len(m.GPUs)),
+			money(m.PricePerGPUHour, ""), dash(m.Region), dash(m.Hostname), env.time(m.LastSeenAt))
+	}
+	return t.flush()
+}
+
+type machineShowCmd struct {
+	ID string `arg:"" help:"Machine ID (m-...)."`
+}
+
+func (c *machineShowCmd) Help() string {
+	return `Example:
+  gpumarket machine show m-0a1b2c3d4e5f`
+}
+
+func (c *machineShowCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	m, err := api.Machine(ctx, market.MachineID(c.ID))
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(m)
+	}
+	return printMachine(env, m)
+}
+
+func printMachine(env *Env, m market.Machine) error {
+	t := newTable(env.Stdout)
+	t.row("ID:", string(m.ID))
+	t.row("Status:", string(m.Status))
+	t.row("Owner:", string(m.Owner))
+	t.row("Hostname:", dash(m.Hostname))
+	t.row("Region:", dash(m.Region))
+	t.row("Datacenter:", dash(m.DataCenter))
+	t.row("Price:", money(m.PricePerGPUHour, "")+" per GPU-hour")
+	t.row("GPUs:", fmt.Sprintf("%s, %d free", gpuSummary(m.GPUs), len(m.FreeGPUs())))
+	t.row("CPU / RAM / disk:", fmt.Sprintf("%d cores / %s / %d GiB", m.CPUCores, mib(m.RAMMiB), m.DiskGiB))
+	t.row("Driver / CUDA:", dash(m.DriverVersion)+" / "+dash(m.CUDAVersion))
+	t.row("Runner:", dash(m.Runner))
+	t.row("Last seen:", env.time(m.LastSeenAt))
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(m.GPUs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(env.Stdout)
+	g := newTable(env.Stdout, "INDEX", "MODEL", "VRAM", "POWER W (MIN-MAX)", "IN USE", "UUID")
+	used := map[int]bool{}
+	for _, i := range m.UsedGPUs {
+		used[i] = true
+	}
+	for _, gpu := range m.GPUs {
+		inUse := "no"
+		if used[gpu.Index] {
+			inUse = "yes"
+		}
+		g.row(strconv.Itoa(gpu.Index), gpu.Model, mib(gpu.VRAMMiB),
+			fmt.Sprintf("%d-%d", gpu.MinPowerW, gpu.MaxPowerW), inUse, gpu.UUID)
+	}
+	return g.flush()
+}
+
+type machineSetCmd struct {
+	ID              string  `arg:"" help:"Machine ID (m-...)."`
+	PricePerGPUHour string  `name:"price-per-gpu-hour" placeholder:"TOKENS" help:"On-demand price of one GPU for one hour, in tokens (up to 6 decimals)."`
+	Region          *string `help:"Region the machine is in, such as eu or us-east."`
+	Datacenter      *string `help:"Datacenter the machine is in."`
+}
+
+func (c *machineSetCmd) Help() string {
+	return `Examples:
+  gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.5
+  gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.45 --region eu`
+}
+
+func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	upd := market.MachineUpdate{Region: c.Region, DataCenter: c.Datacenter}
+	if c.PricePerGPUHour != "" {
+		p, err := market.ParseMoney(c.PricePerGPUHour)
+		if err != nil {
+			return usagef("--price-per-gpu-hour: %v", err)
+		}
+		if p < 0 {
+			return usagef("--price-per-gpu-hour %s is negative; a price is 0 or more", c.PricePerGPUHour)
+		}
+		upd.PricePerGPUHour = &p
+	}
+	if upd == (market.MachineUpdate{}) {
+		return usagef("nothing to change; pass --price-per-gpu-hour, --region or --datacenter")
+	}
+	m, err := api.UpdateMachine(ctx, market.MachineID(c.ID), upd)
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(m)
+	}
+	fmt.Fprintf(env.Stdout, "Machine %s: price %s per GPU-hour, region %s.\n", m.ID, money(m.PricePerGPUHour, ""), dash(m.Region))
+	return nil
+}
+
+type machineListOnCmd struct {
+	ID string `arg:"" help:"Machine ID (m-...)."`
+}
+
+func (c *machineListOnCmd) Help() string {
+	return `Example:
+  gpumarket machine list-for-rent m-0a1b2c3d4e5f`
+}
+
+func (c *machineListOnCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	m, err := api.ListMachine(ctx, market.MachineID(c.ID))
+	return machineStatusDone(env, m, err)
+}
+
+type machineUnlistCmd struct {
+	ID string `arg:"" help:"Machine ID (m-...)."`
+}
+
+func (c *machineUnlistCmd) Help() string {
+	return `Example:
+  gpumarket machine unlist m-0a1b2c3d4e5f`
+}
+
+func (c *machineUnlistCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	m, err := api.UnlistMachine(ctx, market.MachineID(c.ID))
+	return machineStatusDone(env, m, err)
+}
+
+func machineStatusDone(env *Env, m market.Machine, err error) error {
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(m)
+	}
+	listed := "not listed"
+	if m.Listed {
+		listed = "listed for rent"
+	}
+	fmt.Fprintf(env.Stdout, "Machine %s is %s (status %s).\n", m.ID, listed, m.Status)
+	return nil
+}
+
+type offerCmd struct {
+	Search offerSearchCmd `cmd:"" help:"Search listed machines with free GPUs."`
+}
+
+type offerSearchCmd struct {
+	GPUName   string `name:"gpu-name" help:"GPU model contains this text (case-insensitive), such as 4090."`
+	GPUs      int    `name:"gpus" placeholder:"N" help:"At least N free GPUs."`
+	MaxPrice  string `name:"max-price" placeholder:"TOKENS" help:"At most this price per GPU-hour."`
+	MinGPURAM int64  `name:"min-gpu-ram" placeholder:"GB" help:"At least this much memory per GPU, in GB."`
+}
+
+func (c *offerSearchCmd) Help() string {
+	return `Examples:
+  gpumarket offer search
+  gpumarket offer search --gpu-name 4090 --gpus 2 --max-price 0.8
+  gpumarket offer search --min-gpu-ram 40 -o json`
+}
+
+func (c *offerSearchCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	f := market.OfferFilter{GPUName: c.GPUName, MinGPUs: c.GPUs, MinGPURAMGB: c.MinGPURAM}
+	if c.GPUs < 0 || c.MinGPURAM < 0 {
+		return usagef("--gpus and --min-gpu-ram must not be negative")
+	}
+	if c.MaxPrice != "" {
+		p, err := market.ParseMoney(c.MaxPrice)
+		if err != nil {
+			return usagef("--max-price: %v", err)
+		}
+		f.MaxPrice = p
+	}
+	offers, err := api.Offers(ctx, f)
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(offers)
+	}
+	if len(offers) == 0 {
+		fmt.Fprintln(env.Stdout, "No offers match.")
+		return nil
+	}
+	t := newTable(env.Stdout, "MACHINE", "GPU", "VRAM", "FREE", "PRICE/GPU/H", "CPU", "RAM", "DISK", "REGION")
+	for _, o := range offers {
+		t.row(string(o.Machine), o.GPUModel, mib(o.GPURAMMiB), fmt.Sprintf("%d/%d", o.FreeGPUs, o.TotalGPUs),
+			money(o.PricePerGPUHour, ""), strconv.Itoa(o.CPUCores), mib(o.RAMMiB),
+			fmt.Sprintf("%d GiB", o.DiskGiB), dash(o.Region))
+	}
+	return t.flush()
+}

@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+type serveCmd struct {
+	Listen        string        `default:"127.0.0.1:8080" env:"GPUMARKET_LISTEN" help:"Address to serve the API, agent API and web UI on."`
+	DB            string        `name:"db" default:"gpumarket.db" env:"GPUMARKET_DB" help:"SQLite database file (created if missing)."`
+	Fee           string        `default:"10" help:"Platform fee on on-demand charges, in percent."`
+	LostAfter     time.Duration `default:"60s" help:"A machine silent this long goes offline and its instances fail."`
+	Tick          time.Duration `default:"5s" help:"How often billing and lost-host detection run."`
+	AdminEmail    string        `env:"GPUMARKET_ADMIN_EMAIL" help:"Create this admin account at start if it does not exist (password from GPUMARKET_ADMIN_PASSWORD)."`
+	AdminPassword string        `env:"GPUMARKET_ADMIN_PASSWORD" hidden:""`
+	LogFormat     string        `default:"json" enum:"json,text" help:"Log format: json or text."`
+	Verbose       bool          `short:"v" help:"Log debug messages."`
+}
+
+func (c *serveCmd) Help() string {
+	return `Runs the coordinator: the JSON API under /api/v1, the agent API under
+/agent/v1, the web UI at /, metrics at /metrics. Billing and lost-host
+detection run in the background.
+
+Examples:
+  gpumarket serve --listen 0.0.0.0:8080 --db /var/lib/gpumarket/gpumarket.db
+  GPUMARKET_ADMIN_EMAIL=ops@example.com GPUMARKET_ADMIN_PASSWORD=... gpumarket serve`
+}
+
+func (c *serveCmd) Run(ctx context.Context, env *Env) error {
+	fee, err := parseFee(c.Fee)
+	if err != nil {
+		return usagef("--fee: %v", err)
+	}
+	if c.LostAfter < 10*time.Second {
+		return usagef("--lost-after %s is too short; use at least 10s", c.LostAfter)
+	}
+	level := slog.LevelInfo
+	if c.Verbose {
+		level = slog.LevelDebug
+	}
+	log := newLogger(c.LogFormat, level, env.Stderr)
+	co, err := startCoordinator(ctx, coordinatorConfig{
+		Listen: c.Listen, DBPath: c.DB, Mode: "serve", Logger: log,
+		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick,
+	})
+	if err != nil {
+		return err
+	}
+	if c.AdminEmail != "" {
+		if c.AdminPassword == "" {
+			return usagef("--admin-email needs the password in GPUMARKET_ADMIN_PASSWORD")
+		}
+		_, err := co.Service.CreateAccount(ctx, c.AdminEmail, c.AdminPassword, []market.Role{market.RoleAdmin})
+		switch {
+		case market.IsKind(err, market.Conflict):
+			log.Info("admin account exists", "email", c.AdminEmail)
+		case err != nil:
+			return fmt.Errorf("create admin account: %w", err)
+		default:
+			log.Info("admin account created", "email", c.AdminEmail)
+		}
+	}
+	log.Info("coordinator listening", "url", co.URL, "db", c.DB)
+	return co.Run(ctx)
+}

@@ -1,0 +1,287 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// maxPollWait caps an agent's long poll.
+const maxPollWait = 60 * time.Second
+
+// Desired returns the desired state of the caller's machine. If since is
+// the current version it waits up to wait for a change first. The answer is
+// always the full state: the agent reconciles against it every time.
+func (s *Service) Desired(ctx context.Context, caller market.Account, id market.MachineID, since int64, wait time.Duration) (market.DesiredState, error) {
+	const op = "get desired state"
+	var m market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		m, err = ownMachine(ctx, tx, caller, id, op)
+		return err
+	})
+	if err != nil {
+		return market.DesiredState{}, err
+	}
+	version := s.hub.wait(ctx, machineTopic(id), since, min(wait, maxPollWait))
+	ds := market.DesiredState{Machine: id, Version: version, Assignments: []market.Assignment{}, LostAfterSeconds: int(s.cfg.LostAfter / time.Second)}
+	var insts []market.Instance
+	err = s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		insts, err = tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true})
+		return err
+	})
+	if err != nil {
+		return market.DesiredState{}, err
+	}
+	uuid := map[int]string{}
+	for _, g := range m.GPUs {
+		uuid[g.Index] = g.UUID
+	}
+	for _, inst := range insts {
+		a := market.Assignment{
+			Instance:     inst.ID,
+			Generation:   inst.Generation,
+			Desired:      market.DesiredRun,
+			GPUs:         inst.GPUs,
+			Image:        inst.Image,
+			Command:      inst.Command,
+			Env:          inst.Env,
+			GraceSeconds: inst.GraceSeconds,
+		}
+		if inst.State == market.InstanceStopping {
+			a.Desired = market.DesiredStop
+		}
+		for _, g := range inst.GPUs {
+			a.GPUUUIDs = append(a.GPUUUIDs, uuid[g])
+		}
+		ds.Assignments = append(ds.Assignments, a)
+	}
+	return ds, nil
+}
+
+// Report records an agent's observed state; it is also the machine's
+// heartbeat. Reports about instances that are not assigned to this machine,
+// or that carry another generation than the current one, are rejected one
+// by one and change nothing.
+func (s *Service) Report(ctx context.Context, caller market.Account, id market.MachineID, r market.Report) (market.ReportResult, error) {
+	const op = "report"
+	res := market.ReportResult{}
+	var changedLogs []market.InstanceID
+	machineChanged := false
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		res, changedLogs, machineChanged = market.ReportResult{}, nil, false
+		m, err := ownMachine(ctx, tx, caller, id, op)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if !m.Online {
+			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: m.Owner, Machine: m.ID, Message: "heartbeats resumed"}); err != nil {
+				return err
+			}
+		}
+		m.Online, m.LastSeenAt = true, now
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		accepted := map[market.InstanceID]bool{}
+		for _, rep := range r.Instances {
+			inst, err := tx.Instance(ctx, rep.Instance)
+			switch {
+			case market.IsKind(err, market.NotFound) || (err == nil && inst.Machine != id):
+				res.Rejected = append(res.Rejected, market.Rejection{Instance: rep.Instance, Reason: "not assigned to this machine"})
+				continue
+			case err != nil:
+				return err
+			case rep.Generation != inst.Generation:
+				res.Rejected = append(res.Rejected, market.Rejection{Instance: rep.Instance,
+					Reason: fmt.Sprintf("stale generation %d; the current one is %d", rep.Generation, inst.Generation)})
+				continue
+			}
+			accepted[inst.ID] = true
+			typ, ok := observe(&inst, rep, now)
+			if !ok {
+				continue
+			}
+			if inst.State.Terminal() {
+				machineChanged = true
+				if err := s.settle(ctx, tx, &inst, now); err != nil {
+					return err
+				}
+			}
+			if err := tx.UpdateInstance(ctx, inst); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: typ, Account: inst.Renter, Machine: id, Instance: inst.ID, Message: describe(inst)}); err != nil {
+				return err
+			}
+		}
+		var logs []market.LogChunk
+		for _, c := range r.Logs {
+			if !accepted[c.Instance] {
+				inst, err := tx.Instance(ctx, c.Instance)
+				if err != nil || inst.Machine != id {
+					continue // logs of an instance this machine does not run
+				}
+				accepted[c.Instance] = true
+			}
+			if c.At.IsZero() {
+				c.At = now
+			}
+			logs = append(logs, c)
+			changedLogs = append(changedLogs, c.Instance)
+		}
+		if len(logs) > 0 {
+			return tx.AppendLogs(ctx, logs)
+		}
+		return nil
+	})
+	if err != nil {
+		return market.ReportResult{}, err
+	}
+	for _, id := range changedLogs {
+		s.hub.notify(logTopic(id))
+	}
+	if machineChanged {
+		s.hub.notify(machineTopic(id))
+	}
+	return res, nil
+}
+
+// observe applies an accepted report to inst and returns the event type
+// and whether anything changed.
+func observe(inst *market.Instance, rep market.InstanceReport, now time.Time) (string, bool) {
+	if inst.State.Terminal() {
+		return "", false
+	}
+	end := func(state market.InstanceState, reason string) {
+		inst.State = state
+		if inst.Reason == "" || state == market.InstanceFailed {
+			inst.Reason = reason
+		}
+		inst.ExitCode = rep.ExitCode
+		inst.EndedAt = ptr(now)
+		if inst.StopAt == nil {
+			inst.StopAt = ptr(now)
+		}
+	}
+	switch rep.State {
+	case market.ObservedStarting:
+		if inst.State != market.InstancePending {
+			return "", false
+		}
+		inst.State = market.InstanceStarting
+		return "instance.starting", true
+	case market.ObservedRunning:
+		if inst.State != market.InstancePending && inst.State != market.InstanceStarting {
+			return "", false
+		}
+		inst.State = market.InstanceRunning
+		inst.StartedAt = ptr(now)
+		return "instance.running", true
+	case market.ObservedExited:
+		code := "unknown"
+		if rep.ExitCode != nil {
+			code = fmt.Sprint(*rep.ExitCode)
+		}
+		end(market.InstanceStopped, "exited with code "+code)
+		return "instance.stopped", true
+	case market.ObservedStopped:
+		end(market.InstanceStopped, "stopped")
+		return "instance.stopped", true
+	case market.ObservedFailed:
+		msg := rep.Message
+		if msg == "" {
+			msg = "the agent could not start it"
+		}
+		end(market.InstanceFailed, "failed: "+msg)
+		return "instance.failed", true
+	}
+	return "", false
+}
+
+func describe(inst market.Instance) string {
+	s := string(inst.State)
+	if inst.Reason != "" {
+		s += ": " + inst.Reason
+	}
+	return s
+}
+
+// detectLost takes machines silent past the lost deadline offline and fails
+// their instances, billed up to the last heartbeat.
+func (s *Service) detectLost(ctx context.Context) error {
+	online := true
+	var ms []market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		ms, err = tx.Machines(ctx, MachineFilter{Online: &online})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("list online machines: %w", err)
+	}
+	deadline := s.now().Add(-s.cfg.LostAfter)
+	for _, m := range ms {
+		if !m.LastSeenAt.Before(deadline) {
+			continue
+		}
+		if err := s.loseMachine(ctx, m.ID, deadline); err != nil {
+			return fmt.Errorf("take %s offline: %w", m.ID, err)
+		}
+	}
+	return nil
+}
+
+func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline time.Time) error {
+	lost := false
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		m, err := tx.Machine(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !m.Online || !m.LastSeenAt.Before(deadline) {
+			return nil // a heartbeat came in meanwhile
+		}
+		lost = true
+		now := s.now()
+		m.Online = false
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.offline", Account: m.Owner, Machine: id,
+			Message: fmt.Sprintf("no heartbeat since %s", m.LastSeenAt.Format(time.RFC3339))}); err != nil {
+			return err
+		}
+		insts, err := tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true})
+		if err != nil {
+			return err
+		}
+		for _, inst := range insts {
+			inst.State = market.InstanceFailed
+			inst.Reason = "host lost contact"
+			inst.EndedAt = ptr(now)
+			if inst.StopAt == nil || m.LastSeenAt.Before(*inst.StopAt) {
+				inst.StopAt = ptr(m.LastSeenAt)
+			}
+			inst.Generation++
+			if err := s.settle(ctx, tx, &inst, now); err != nil {
+				return err
+			}
+			if err := tx.UpdateInstance(ctx, inst); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.failed", Account: inst.Renter, Machine: id, Instance: inst.ID, Message: describe(inst)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && lost {
+		s.hub.notify(machineTopic(id))
+	}
+	return err
+}

@@ -1,0 +1,153 @@
+// Package coord is the coordinator service: accounts, machines, instances,
+// billing and the agent protocol. It applies the pure rules of ledger and
+// match to the state kept behind the Store interface it declares.
+//
+// It imports market and the pure packages, never an adapter.
+package coord
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/ledger"
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// Clock tells the coordinator what time it is. Tests use a fake one; `dev
+// --speedup` a fast one.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// Config configures a Service.
+type Config struct {
+	Store  Store
+	Clock  Clock
+	Logger *slog.Logger
+	// Fee is the platform's share of on-demand charges (default 10%).
+	Fee ledger.BasisPoints
+	// LostAfter is how long a machine may stay silent before it is offline
+	// and its instances fail (default 60 s).
+	LostAfter time.Duration
+	// DefaultGrace is the SIGTERM-to-SIGKILL time when a create names none
+	// (default 10 s); MaxGrace caps what a renter may ask (default 5 min).
+	DefaultGrace, MaxGrace time.Duration
+	// Faucet, when positive, lets any account credit itself this much with
+	// the faucet call (dev mode only).
+	Faucet market.Money
+	// PasswordHasher hashes and checks passwords. Tests use a cheap one.
+	Passwords PasswordHasher
+}
+
+// PasswordHasher hashes and checks passwords.
+type PasswordHasher interface {
+	Hash(password string) (string, error)
+	Verify(hash, password string) bool
+}
+
+// Service is the coordinator. Its methods take the calling account (already
+// authenticated) and enforce who may see and change what.
+type Service struct {
+	store Store
+	clock Clock
+	log   *slog.Logger
+	cfg   Config
+	hub   *hub
+}
+
+// New returns a Service with defaults filled in.
+func New(cfg Config) *Service {
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Fee == 0 {
+		cfg.Fee = 1000
+	}
+	if cfg.Fee < 0 {
+		cfg.Fee = 0
+	}
+	if cfg.LostAfter <= 0 {
+		cfg.LostAfter = time.Minute
+	}
+	if cfg.DefaultGrace <= 0 {
+		cfg.DefaultGrace = 10 * time.Second
+	}
+	if cfg.MaxGrace <= 0 {
+		cfg.MaxGrace = 5 * time.Minute
+	}
+	if cfg.Passwords == nil {
+		cfg.Passwords = Argon2id{}
+	}
+	return &Service{store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, cfg: cfg, hub: newHub(cfg.Clock.Now().UnixNano())}
+}
+
+// Run runs the background loops (billing, lost-host detection) every
+// interval of real time until ctx ends.
+func (s *Service) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("background tick", "err", err)
+			}
+		}
+	}
+}
+
+// Tick runs one pass of the background work at the clock's current time:
+// machines silent past the lost deadline go offline, and every running
+// instance is charged for the minutes it completed.
+func (s *Service) Tick(ctx context.Context) error {
+	if err := s.detectLost(ctx); err != nil {
+		return err
+	}
+	return s.bill(ctx)
+}
+
+func (s *Service) now() time.Time { return s.clock.Now().UTC() }
+
+func ptr[T any](v T) *T { return &v }
+
+// Stats are live counts for the home page and metrics.
+type Stats struct {
+	Machines, OnlineMachines, RunningInstances int
+}
+
+// Stats counts machines and running instances.
+func (s *Service) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		ms, err := tx.Machines(ctx, MachineFilter{})
+		if err != nil {
+			return err
+		}
+		st.Machines = len(ms)
+		for _, m := range ms {
+			if m.Online {
+				st.OnlineMachines++
+			}
+		}
+		insts, err := tx.Instances(ctx, InstanceFilter{ActiveOnly: true})
+		for _, i := range insts {
+			if i.State == market.InstanceRunning {
+				st.RunningInstances++
+			}
+		}
+		return err
+	})
+	return st, err
+}

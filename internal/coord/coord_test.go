@@ -1,0 +1,485 @@
+package coord_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/sqlite"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// plainPasswords keeps tests fast; production uses Argon2id.
+type plainPasswords struct{}
+
+func (plainPasswords) Hash(p string) (string, error) { return "plain:" + p, nil }
+func (plainPasswords) Verify(h, p string) bool    { return h == "plain:"+p }
+
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	svc    *coord.Service
+	clock  *fakeClock
+	admin  market.Account
+	host   market.Account
+	renter market.Account
+	mach   market.Machine
+}
+
+// newEnv starts a service on a fresh SQLite file with an admin, a host
+// whose 4-GPU machine is listed at 0.60 per GPU-hour, and a renter with
+// 100 tokens.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := t.Context()
+	store, err := sqlite.Open(ctx, t.TempDir()+"/test.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}
+	e := &env{t: t, ctx: ctx, clock: clock, svc: coord.New(coord.Config{Store: store, Clock: clock, Passwords: plainPasswords{}})}
+	e.admin = must(e.svc.CreateAccount(ctx, "admin@example.com", "password1", []market.Role{market.RoleAdmin}))
+	e.host = e.account("host@example.com", market.RoleHost)
+	e.renter = e.account("renter@example.com", market.RoleRenter)
+	e.mach = e.machine(e.host, "fp-1", 4)
+	e.deposit(e.renter, market.Tokens(100))
+	return e
+}
+
+// must returns v, or panics (failing the test) on an unexpected error.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(fmt.Sprintf("unexpected error: %v", err))
+	}
+	return v
+}
+
+func (e *env) account(email string, roles ...market.Role) market.Account {
+	return must(e.svc.Signup(e.ctx, market.SignupRequest{Email: email, Password: "password1", Roles: roles}))
+}
+
+func (e *env) machine(host market.Account, fp string, gpus int) market.Machine {
+	hw := market.Hardware{Fingerprint: fp, Hostname: "box", Runner: "process", CPUCores: 16, RAMMiB: 65536}
+	for i := range gpus {
+		hw.GPUs = append(hw.GPUs, market.GPU{Index: i, UUID: fp + "-gpu-" + string(rune('a'+i)), Model: "RTX 4090", VRAMMiB: 24564, MinPowerW: 150, MaxPowerW: 450})
+	}
+	m := must(e.svc.RegisterMachine(e.ctx, host, hw))
+	price := market.Money(600_000)
+	must(e.svc.UpdateMachine(e.ctx, host, m.ID, market.MachineUpdate{PricePerGPUHour: &price}))
+	return must(e.svc.SetListed(e.ctx, host, m.ID, true))
+}
+
+func (e *env) deposit(a market.Account, amt market.Money) {
+	must(e.svc.Deposit(e.ctx, e.admin, market.NewID("dep-"), market.DepositRequest{Account: a.ID, Amount: amt}))
+}
+
+func (e *env) create(gpus int) (market.Instance, error) {
+	return e.svc.CreateInstance(e.ctx, e.renter, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: gpus, Command: []string{"sleep", "60"}})
+}
+
+// report sends one agent report about inst and returns the rejections.
+func (e *env) report(inst market.Instance, state market.ObservedState) []market.Rejection {
+	e.t.Helper()
+	res := must(e.svc.Report(e.ctx, e.host, inst.Machine, market.Report{Instances: []market.InstanceReport{{Instance: inst.ID, Generation: inst.Generation, State: state}}}))
+	return res.Rejected
+}
+
+// advance moves the clock forward in steps of at most 20 s, with the
+// agent's heartbeat (an empty report) after each, so the machine stays
+// online.
+func (e *env) advance(d time.Duration) {
+	e.t.Helper()
+	for d > 0 {
+		step := min(d, 20*time.Second)
+		e.clock.Advance(step)
+		d -= step
+		must(e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{}))
+	}
+}
+
+func (e *env) inst(id market.InstanceID) market.Instance {
+	return must(e.svc.Instance(e.ctx, e.admin, id))
+}
+
+func (e *env) wallet(a market.Account) market.Wallet { return must(e.svc.Wallet(e.ctx, a)) }
+
+func (e *env) tick() {
+	e.t.Helper()
+	if err := e.svc.Tick(e.ctx); err != nil {
+		e.t.Fatalf("Tick: %v", err)
+	}
+	e.check()
+}
+
+func (e *env) check() {
+	e.t.Helper()
+	if err := e.svc.CheckLedger(e.ctx); err != nil {
+		e.t.Fatalf("ledger invariants broken: %v", err)
+	}
+}
+
+func wantKind(t *testing.T, err error, k market.Kind, msgPart string) {
+	t.Helper()
+	if !market.IsKind(err, k) {
+		t.Fatalf("err = %v (kind %v), want kind %v", err, market.KindOf(err), k)
+	}
+	if !strings.Contains(market.Message(err), msgPart) {
+		t.Errorf("message %q does not say %q", market.Message(err), msgPart)
+	}
+}
+
+func TestCreateHoldsOneHourAndReservesGPUs(t *testing.T) {
+	e := newEnv(t)
+	inst := must(e.create(2))
+	if got, want := inst.GPUs, []int{0, 1}; !equalInts(got, want) {
+		t.Errorf("GPUs = %v, want %v", got, want)
+	}
+	if inst.PricePerHour != 1_200_000 || inst.Escrow != 1_200_000 {
+		t.Errorf("price %s escrow %s, want 1.20 and 1.20", inst.PricePerHour, inst.Escrow)
+	}
+	w := e.wallet(e.renter)
+	if w.Available != market.Tokens(100)-1_200_000 || w.Escrow != 1_200_000 {
+		t.Errorf("wallet = %+v, want 98.80 available, 1.20 escrow", w)
+	}
+	second := must(e.create(2))
+	if !equalInts(second.GPUs, []int{2, 3}) {
+		t.Errorf("second GPUs = %v, want [2 3]", second.GPUs)
+	}
+	_, err := e.create(1)
+	wantKind(t, err, market.Conflict, "0 of 4 GPUs free")
+	e.check()
+}
+
+func TestCreateRejectsBadInput(t *testing.T) {
+	e := newEnv(t)
+	poor := e.account("poor@example.com", market.RoleRenter)
+	hostOnly := e.account("hostonly@example.com", market.RoleHost)
+	for _, tc := range []struct {
+		name   string
+		caller market.Account
+		req    market.CreateInstanceRequest
+		kind   market.Kind
+		msg    string
+	}{
+		{"unknown machine", e.renter, market.CreateInstanceRequest{Machine: "m-nope", GPUs: 1, Command: []string{"x"}}, market.NotFound, "m-nope not found"},
+		{"zero GPUs", e.renter, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 0, Command: []string{"x"}}, market.Invalid, "at least 1"},
+		{"too many GPUs", e.renter, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 5, Command: []string{"x"}}, market.Invalid, "has 4 GPUs"},
+		{"no command", e.renter, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1}, market.Invalid, "command"},
+		{"image on process runner", e.renter, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Image: "pytorch", Command: []string{"x"}}, market.Invalid, "not container images"},
+		{"reserved env", e.renter, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}, Env: map[string]string{"CUDA_VISIBLE_DEVICES": "0"}}, market.Invalid, "cannot be overridden"},
+		{"bad env name", e.renter, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}, Env: map[string]string{"A=B": "0"}}, market.Invalid, "without '='"},
+		{"grace too long", e.renter, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}, GraceSeconds: 3600}, market.Invalid, "above the maximum"},
+		{"no money", poor, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}}, market.InsufficientFunds, "holds one hour (0.60 GMT)"},
+		{"not a renter", hostOnly, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}}, market.Forbidden, "renter role"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.svc.CreateInstance(e.ctx, tc.caller, tc.req)
+			wantKind(t, err, tc.kind, tc.msg)
+		})
+	}
+	t.Run("unlisted", func(t *testing.T) {
+		must(e.svc.SetListed(e.ctx, e.host, e.mach.ID, false))
+		_, err := e.create(1)
+		wantKind(t, err, market.Conflict, "not listed")
+		must(e.svc.SetListed(e.ctx, e.host, e.mach.ID, true))
+	})
+	e.check()
+	if w := e.wallet(e.renter); w.Available != market.Tokens(100) || w.Escrow != 0 {
+		t.Errorf("failed creates moved money: %+v", w)
+	}
+}
+
+func TestBillingChargesEachMinuteOnceAndSettles(t *testing.T) {
+	e := newEnv(t)
+	inst := must(e.create(1)) // 0.60/h = 0.01/min
+	e.advance(5 * time.Second)
+	if rej := e.report(inst, market.ObservedRunning); rej != nil {
+		t.Fatalf("running report rejected: %v", rej)
+	}
+	e.advance(3*time.Minute + 30*time.Second)
+	e.tick()
+	e.tick() // a second pass at the same time charges nothing more
+	got := e.inst(inst.ID)
+	if got.BilledMins != 3 || got.Charged != 30_000 {
+		t.Fatalf("after 3m30s: billed %d minutes, %s; want 3 minutes, 0.03", got.BilledMins, got.Charged)
+	}
+	host := e.wallet(e.host)
+	if host.Earnings != 27_000 {
+		t.Errorf("host earnings = %s, want 0.027 (0.03 less 10%%)", host.Earnings)
+	}
+	e.advance(40 * time.Second) // 4m10s in: the 5th minute started
+	stopped := must(e.svc.StopInstance(e.ctx, e.renter, inst.ID))
+	if stopped.State != market.InstanceStopping || stopped.Generation != inst.Generation+1 {
+		t.Fatalf("after stop: state %s gen %d, want stopping gen %d", stopped.State, stopped.Generation, inst.Generation+1)
+	}
+	e.advance(10 * time.Minute) // the agent is slow to confirm; billing ended at the stop
+	e.tick()
+	if rej := e.report(stopped, market.ObservedStopped); rej != nil {
+		t.Fatalf("stopped report rejected: %v", rej)
+	}
+	got = e.inst(inst.ID)
+	if got.State != market.InstanceStopped || !got.Settled || got.BilledMins != 5 || got.Charged != 50_000 || got.Escrow != 0 {
+		t.Fatalf("final: %+v; want stopped, settled, 5 minutes, 0.05 charged, no escrow", got)
+	}
+	w := e.wallet(e.renter)
+	if w.Available != market.Tokens(100)-50_000 || w.Escrow != 0 {
+		t.Errorf("renter wallet = %+v, want 99.95 available, 0 escrow", w)
+	}
+	if h := e.wallet(e.host); h.Earnings != 45_000 {
+		t.Errorf("host earnings = %s, want 0.045", h.Earnings)
+	}
+	e.check()
+	r := must(e.svc.Earnings(e.ctx, e.host))
+	if len(r.Machines) != 1 || r.Machines[0].Minutes != 5 || r.Machines[0].Amount != 45_000 || r.Total != 45_000 {
+		t.Errorf("earnings report = %+v", r)
+	}
+}
+
+func TestOutOfFundsStopsWithNoticeAndEscrowPays(t *testing.T) {
+	e := newEnv(t)
+	poor := e.account("poor@example.com", market.RoleRenter)
+	e.deposit(poor, 620_000) // one hour of escrow (0.60) and two minutes
+	inst := must(e.svc.CreateInstance(e.ctx, poor, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}}))
+	e.report(inst, market.ObservedRunning)
+	e.advance(2 * time.Minute)
+	e.tick() // minutes 0 and 1 from available; the next cannot be paid
+	got := e.inst(inst.ID)
+	if got.State != market.InstanceStopping || got.NoticeAt == nil || !strings.Contains(got.Reason, "out of funds") {
+		t.Fatalf("after 2 minutes: state %s reason %q, want stopping for lack of funds", got.State, got.Reason)
+	}
+	e.advance(90 * time.Second)
+	e.report(got, market.ObservedStopped)
+	got = e.inst(inst.ID)
+	if got.BilledMins != 2 || !got.Settled {
+		t.Errorf("billed %d minutes, settled %v; want 2 and settled", got.BilledMins, got.Settled)
+	}
+	if w := e.wallet(poor); w.Available != 600_000 || w.Escrow != 0 {
+		t.Errorf("wallet = %+v, want the escrow back (0.60) and nothing held", w)
+	}
+	e.check()
+}
+
+func TestEscrowPaysMinutesTheBalanceCannot(t *testing.T) {
+	e := newEnv(t)
+	poor := e.account("poor@example.com", market.RoleRenter)
+	e.deposit(poor, 600_000) // exactly the escrow
+	inst := must(e.svc.CreateInstance(e.ctx, poor, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}}))
+	e.report(inst, market.ObservedRunning)
+	e.advance(3 * time.Minute) // no tick ran meanwhile: three minutes are due
+	e.tick()
+	got := e.inst(inst.ID)
+	if got.BilledMins != 3 || got.Escrow != 570_000 || got.State != market.InstanceStopping {
+		t.Fatalf("billed %d escrow %s state %s; want 3 minutes from escrow (0.57 left), stopping", got.BilledMins, got.Escrow, got.State)
+	}
+	e.report(got, market.ObservedStopped)
+	if w := e.wallet(poor); w.Available != 570_000 || w.Escrow != 0 {
+		t.Errorf("wallet = %+v, want 0.57 back", w)
+	}
+	e.check()
+}
+
+func TestReportsAreFencedByGeneration(t *testing.T) {
+	e := newEnv(t)
+	inst := must(e.create(1))
+	e.report(inst, market.ObservedRunning)
+	stopped := must(e.svc.StopInstance(e.ctx, e.renter, inst.ID))
+	// A late report of the old generation must not revive or end it.
+	rej := e.report(inst, market.ObservedExited)
+	if len(rej) != 1 || !strings.Contains(rej[0].Reason, "stale generation 1") {
+		t.Fatalf("stale report: rejections %v, want one for generation 1", rej)
+	}
+	if got := e.inst(inst.ID); got.State != market.InstanceStopping {
+		t.Fatalf("state after stale report = %s, want stopping", got.State)
+	}
+	// Another host's agent cannot report about this instance.
+	other := e.account("other-host@example.com", market.RoleHost)
+	om := e.machine(other, "fp-other", 1)
+	res := must(e.svc.Report(e.ctx, other, om.ID, market.Report{Instances: []market.InstanceReport{{Instance: inst.ID, Generation: stopped.Generation, State: market.ObservedStopped}}}))
+	if len(res.Rejected) != 1 || res.Rejected[0].Reason != "not assigned to this machine" {
+		t.Fatalf("foreign report: %v", res.Rejected)
+	}
+	_, err := e.svc.Report(e.ctx, other, e.mach.ID, market.Report{})
+	wantKind(t, err, market.NotFound, "not found among your machines")
+	e.check()
+}
+
+func TestLostHostFailsInstancesBilledToLastHeartbeat(t *testing.T) {
+	e := newEnv(t)
+	inst := must(e.create(1))
+	e.report(inst, market.ObservedRunning)
+	e.clock.Advance(90 * time.Second)
+	e.report(inst, market.ObservedRunning) // heartbeat at 1m30s
+	e.clock.Advance(59 * time.Second)
+	e.tick()
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
+		t.Fatal("machine offline before the lost deadline")
+	}
+	e.clock.Advance(2 * time.Second)
+	e.tick()
+	m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID))
+	if m.Online || m.Status != market.MachineOffline {
+		t.Fatalf("machine after deadline: online %v status %s", m.Online, m.Status)
+	}
+	got := e.inst(inst.ID)
+	if got.State != market.InstanceFailed || got.Reason != "host lost contact" || got.BilledMins != 2 || !got.Settled {
+		t.Fatalf("instance: %s %q billed %d settled %v; want failed, host lost contact, 2 minutes, settled", got.State, got.Reason, got.BilledMins, got.Settled)
+	}
+	offers := must(e.svc.Offers(e.ctx, market.OfferFilter{}))
+	if len(offers) != 0 {
+		t.Errorf("offline machine is offered: %v", offers)
+	}
+	e.check()
+}
+
+func TestAuthorization(t *testing.T) {
+	e := newEnv(t)
+	inst := must(e.create(1))
+	mallory := e.account("mallory@example.com", market.RoleRenter, market.RoleHost)
+	_, err := e.svc.Instance(e.ctx, mallory, inst.ID)
+	wantKind(t, err, market.NotFound, "not found")
+	_, err = e.svc.StopInstance(e.ctx, mallory, inst.ID)
+	wantKind(t, err, market.NotFound, "not found")
+	_, err = e.svc.Logs(e.ctx, mallory, inst.ID, 0, 0, 0)
+	wantKind(t, err, market.NotFound, "not found")
+	_, err = e.svc.Events(e.ctx, mallory, coord.EventFilter{Instance: inst.ID})
+	wantKind(t, err, market.NotFound, "not found")
+	price := market.Money(1)
+	_, err = e.svc.UpdateMachine(e.ctx, mallory, e.mach.ID, market.MachineUpdate{PricePerGPUHour: &price})
+	wantKind(t, err, market.NotFound, "not found")
+	_, err = e.svc.SetListed(e.ctx, mallory, e.mach.ID, false)
+	wantKind(t, err, market.NotFound, "not found")
+	_, err = e.svc.Desired(e.ctx, mallory, e.mach.ID, 0, 0)
+	wantKind(t, err, market.NotFound, "not found")
+	_, err = e.svc.Deposit(e.ctx, mallory, "k", market.DepositRequest{Account: mallory.ID, Amount: 1})
+	wantKind(t, err, market.Forbidden, "admin role")
+	_, err = e.svc.Machines(e.ctx, mallory, true)
+	wantKind(t, err, market.Forbidden, "admin role")
+	if list := must(e.svc.Instances(e.ctx, mallory, false)); len(list) != 0 {
+		t.Errorf("mallory lists %d instances, want 0", len(list))
+	}
+}
+
+func TestDepositIsIdempotent(t *testing.T) {
+	e := newEnv(t)
+	req := market.DepositRequest{Email: "renter@example.com", Amount: market.Tokens(5)}
+	first := must(e.svc.Deposit(e.ctx, e.admin, "key-1", req))
+	again := must(e.svc.Deposit(e.ctx, e.admin, "key-1", req))
+	if first.Seq != again.Seq {
+		t.Errorf("retry made a new transfer: seq %d then %d", first.Seq, again.Seq)
+	}
+	req.Amount = market.Tokens(6)
+	_, err := e.svc.Deposit(e.ctx, e.admin, "key-1", req)
+	wantKind(t, err, market.Conflict, "different deposit")
+	if w := e.wallet(e.renter); w.Available != market.Tokens(105) {
+		t.Errorf("available = %s, want 105", w.Available)
+	}
+	e.check()
+}
+
+func TestConcurrentCreatesNeverShareAGPU(t *testing.T) {
+	e := newEnv(t)
+	e.deposit(e.renter, market.Tokens(1000))
+	var wg sync.WaitGroup
+	results := make(chan market.Instance, 20)
+	for range 20 {
+		wg.Go(func() {
+			if inst, err := e.create(1); err == nil {
+				results <- inst
+			} else if !market.IsKind(err, market.Conflict) {
+				t.Errorf("create: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	seen := map[int]bool{}
+	n := 0
+	for inst := range results {
+		n++
+		for _, g := range inst.GPUs {
+			if seen[g] {
+				t.Errorf("GPU %d given twice", g)
+			}
+			seen[g] = true
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d creates succeeded, want 4 (one per GPU)", n)
+	}
+	e.check()
+}
+
+func TestLoginAndKeys(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.svc.Login(e.ctx, market.LoginRequest{Email: "renter@example.com", Password: "wrong-password"})
+	wantKind(t, err, market.Unauthorized, "wrong email or password")
+	_, err = e.svc.Login(e.ctx, market.LoginRequest{Email: "nobody@example.com", Password: "password1"})
+	wantKind(t, err, market.Unauthorized, "wrong email or password")
+	res := must(e.svc.Login(e.ctx, market.LoginRequest{Email: "RENTER@example.com", Password: "password1"}))
+	if !strings.HasPrefix(res.Key.Secret, coord.KeyPrefix) {
+		t.Fatalf("secret %q lacks prefix", res.Key.Secret)
+	}
+	a := must(e.svc.Authenticate(e.ctx, res.Key.Secret))
+	if a.ID != e.renter.ID {
+		t.Errorf("key authenticates %s, want %s", a.ID, e.renter.ID)
+	}
+	if err := e.svc.RevokeKey(e.ctx, e.renter, res.Key.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.svc.Authenticate(e.ctx, res.Key.Secret)
+	wantKind(t, err, market.Unauthorized, "revoked")
+	_, err = e.svc.Signup(e.ctx, market.SignupRequest{Email: "Renter@Example.com", Password: "password1"})
+	wantKind(t, err, market.Conflict, "exists already")
+	_, err = e.svc.Signup(e.ctx, market.SignupRequest{Email: "x@example.com", Password: "password1", Roles: []market.Role{market.RoleAdmin}})
+	wantKind(t, err, market.Invalid, "cannot be chosen")
+	_, err = e.svc.Signup(e.ctx, market.SignupRequest{Email: "not-an-email", Password: "password1"})
+	wantKind(t, err, market.Invalid, "not an email")
+}
+
+func TestArgon2id(t *testing.T) {
+	var h coord.Argon2id
+	hash, err := h.Hash("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(hash, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Errorf("hash %q is not a PHC argon2id string with the expected parameters", hash)
+	}
+	if !h.Verify(hash, "correct horse") || h.Verify(hash, "correct horsE") || h.Verify("garbage", "x") {
+		t.Error("Verify accepts a wrong password or rejects the right one")
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,282 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/gpumarket/gpumarket/internal/match"
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// RegisterMachine records the caller's machine from its agent's hardware
+// report. It is idempotent by (owner, fingerprint): a restarted agent gets
+// its machine back, with the hardware updated and the host's settings kept.
+func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw market.Hardware) (market.Machine, error) {
+	const op = "register machine"
+	if err := require(caller, op, market.RoleHost); err != nil {
+		return market.Machine{}, err
+	}
+	if err := validateHardware(hw); err != nil {
+		return market.Machine{}, market.Errorf(op, market.Invalid, "%w", err)
+	}
+	now := s.now()
+	var m market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		old, err := tx.MachineByFingerprint(ctx, caller.ID, hw.Fingerprint)
+		switch {
+		case market.IsKind(err, market.NotFound):
+			m = market.Machine{
+				ID:        market.MachineID(market.NewID(market.MachinePrefix)),
+				Owner:     caller.ID,
+				Hardware:  hw,
+				Online:    true,
+				CreatedAt: now,
+			}
+			m.LastSeenAt = now
+			if err := tx.InsertMachine(ctx, m); err != nil {
+				return err
+			}
+			return tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.registered", Account: caller.ID, Machine: m.ID,
+				Message: fmt.Sprintf("registered %s with %d GPUs", hw.Hostname, len(hw.GPUs))})
+		case err != nil:
+			return err
+		}
+		m = old
+		// Keep what the host set unless the agent was told explicitly.
+		region, dc := m.Region, m.DataCenter
+		m.Hardware = hw
+		if hw.Region == "" {
+			m.Region = region
+		}
+		if hw.DataCenter == "" {
+			m.DataCenter = dc
+		}
+		wasOnline := m.Online
+		m.Online, m.LastSeenAt = true, now
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		if !wasOnline {
+			return tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: caller.ID, Machine: m.ID, Message: "agent registered again"})
+		}
+		return nil
+	})
+	if err != nil {
+		return market.Machine{}, err
+	}
+	return s.fill(ctx, m)
+}
+
+func validateHardware(hw market.Hardware) error {
+	var problems []string
+	if strings.TrimSpace(hw.Fingerprint) == "" {
+		problems = append(problems, "fingerprint is empty")
+	}
+	if hw.Runner == "" {
+		problems = append(problems, "runner is empty")
+	}
+	seenIdx, seenUUID := map[int]bool{}, map[string]bool{}
+	for _, g := range hw.GPUs {
+		switch {
+		case seenIdx[g.Index]:
+			problems = append(problems, fmt.Sprintf("GPU index %d appears twice", g.Index))
+		case g.UUID == "" || seenUUID[g.UUID]:
+			problems = append(problems, fmt.Sprintf("GPU %d has a missing or repeated UUID %q", g.Index, g.UUID))
+		case g.Model == "" || g.VRAMMiB <= 0:
+			problems = append(problems, fmt.Sprintf("GPU %d lacks its model or memory size", g.Index))
+		case g.MinPowerW > g.MaxPowerW:
+			problems = append(problems, fmt.Sprintf("GPU %d has a minimum power limit %d W above its maximum %d W", g.Index, g.MinPowerW, g.MaxPowerW))
+		}
+		seenIdx[g.Index], seenUUID[g.UUID] = true, true
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("bad hardware report: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// fill sets the derived fields of machines: status and used GPUs.
+func (s *Service) fill(ctx context.Context, ms ...market.Machine) (market.Machine, error) {
+	if err := s.fillAll(ctx, ms); err != nil || len(ms) == 0 {
+		return market.Machine{}, err
+	}
+	return ms[0], nil
+}
+
+func (s *Service) fillAll(ctx context.Context, ms []market.Machine) error {
+	ids := make([]market.MachineID, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	var used map[market.MachineID][]int
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		used, err = tx.ActiveGPUs(ctx, ids)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i := range ms {
+		ms[i].UsedGPUs = slices.Sorted(slices.Values(used[ms[i].ID]))
+		if ms[i].UsedGPUs == nil {
+			ms[i].UsedGPUs = []int{}
+		}
+		ms[i].DeriveStatus()
+	}
+	return nil
+}
+
+// Machines lists the caller's machines, or every machine for an admin who
+// asks for all.
+func (s *Service) Machines(ctx context.Context, caller market.Account, all bool) ([]market.Machine, error) {
+	f := MachineFilter{Owner: caller.ID}
+	if all {
+		if err := require(caller, "list all machines", market.RoleAdmin); err != nil {
+			return nil, err
+		}
+		f.Owner = ""
+	}
+	var ms []market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		ms, err = tx.Machines(ctx, f)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if ms == nil {
+		ms = []market.Machine{}
+	}
+	return ms, s.fillAll(ctx, ms)
+}
+
+// Machine returns one machine. Hosts see their own, admins any; renters see
+// listed machines (the same facts an offer shows).
+func (s *Service) Machine(ctx context.Context, caller market.Account, id market.MachineID) (market.Machine, error) {
+	var m market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		m, err = tx.Machine(ctx, id)
+		return err
+	})
+	if err != nil {
+		return market.Machine{}, err
+	}
+	if m.Owner != caller.ID && !caller.Has(market.RoleAdmin) && !m.Listed {
+		return market.Machine{}, market.Errorf("show machine", market.NotFound, "machine %s not found", id)
+	}
+	return s.fill(ctx, m)
+}
+
+// ownMachine loads a machine the caller may change: its owner's, or any
+// for an admin.
+func ownMachine(ctx context.Context, tx Tx, caller market.Account, id market.MachineID, op string) (market.Machine, error) {
+	m, err := tx.Machine(ctx, id)
+	if err != nil {
+		return m, err
+	}
+	if m.Owner != caller.ID && !caller.Has(market.RoleAdmin) {
+		return m, market.Errorf(op, market.NotFound, "machine %s not found among your machines (gpumarket machine list)", id)
+	}
+	return m, nil
+}
+
+// UpdateMachine changes a host's settings of its machine.
+func (s *Service) UpdateMachine(ctx context.Context, caller market.Account, id market.MachineID, u market.MachineUpdate) (market.Machine, error) {
+	const op = "update machine"
+	if u.PricePerGPUHour != nil {
+		p := *u.PricePerGPUHour
+		if p <= 0 {
+			return market.Machine{}, market.Errorf(op, market.Invalid, "price per GPU-hour must be above zero, got %s", p)
+		}
+		if p > market.Tokens(1_000_000) {
+			return market.Machine{}, market.Errorf(op, market.Invalid, "price per GPU-hour %s is above the limit of 1000000 tokens", p)
+		}
+	}
+	for _, f := range []*string{u.Region, u.DataCenter} {
+		if f != nil && len(*f) > 64 {
+			return market.Machine{}, market.Errorf(op, market.Invalid, "region and data center names are at most 64 characters")
+		}
+	}
+	var m market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if m, err = ownMachine(ctx, tx, caller, id, op); err != nil {
+			return err
+		}
+		if u.PricePerGPUHour != nil {
+			m.PricePerGPUHour = *u.PricePerGPUHour
+		}
+		if u.Region != nil {
+			m.Region = *u.Region
+		}
+		if u.DataCenter != nil {
+			m.DataCenter = *u.DataCenter
+		}
+		return tx.UpdateMachine(ctx, m)
+	})
+	if err != nil {
+		return market.Machine{}, err
+	}
+	return s.fill(ctx, m)
+}
+
+// SetListed lists a machine for rent or takes it off the market. Running
+// instances are not affected by unlisting.
+func (s *Service) SetListed(ctx context.Context, caller market.Account, id market.MachineID, listed bool) (market.Machine, error) {
+	op := "unlist machine"
+	if listed {
+		op = "list machine"
+	}
+	var m market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if m, err = ownMachine(ctx, tx, caller, id, op); err != nil {
+			return err
+		}
+		if listed && m.PricePerGPUHour <= 0 {
+			return market.Errorf(op, market.Invalid, "set a price first: gpumarket machine set %s --price-per-gpu-hour 0.50", id)
+		}
+		if listed && len(m.GPUs) == 0 {
+			return market.Errorf(op, market.Invalid, "machine %s reported no GPUs; there is nothing to rent", id)
+		}
+		if m.Listed == listed {
+			return nil
+		}
+		m.Listed = listed
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		typ := "machine.unlisted"
+		if listed {
+			typ = "machine.listed"
+		}
+		return tx.AppendEvent(ctx, market.Event{At: s.now(), Type: typ, Account: caller.ID, Machine: id, Message: op})
+	})
+	if err != nil {
+		return market.Machine{}, err
+	}
+	return s.fill(ctx, m)
+}
+
+// Offers lists rentable machines that pass f.
+func (s *Service) Offers(ctx context.Context, f market.OfferFilter) ([]market.Offer, error) {
+	t := true
+	var ms []market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		ms, err = tx.Machines(ctx, MachineFilter{Listed: &t, Online: &t})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.fillAll(ctx, ms); err != nil {
+		return nil, err
+	}
+	return match.Search(ms, f), nil
+}

@@ -1,0 +1,1005 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// sqlTx implements coord.Tx over any *sql.Tx whose database accepts the SQL
+// in queries.go. Nothing in it is specific to SQLite except the classify
+// function it is given.
+type sqlTx struct {
+	tx       *sql.Tx
+	classify func(error) violation
+}
+
+var _ coord.Tx = (*sqlTx)(nil)
+
+// inList is the most placeholders one IN (...) list gets; SQLite allows
+// 32766 per statement, Postgres 65535.
+const inList = 500
+
+// noLimit stands for "no limit" in a LIMIT clause both databases accept.
+const noLimit = math.MaxInt64
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func nullMicros(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: micros(*t), Valid: true}
+}
+
+func fromNullMicros(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMicros(v.Int64)
+	return &t
+}
+
+func toJSON(v any) (string, error) {
+	b, err := json.Marshal(v)
+	return string(b), err
+}
+
+func limitOf(n int) int64 {
+	if n <= 0 {
+		return noLimit
+	}
+	return int64(n)
+}
+
+// scanner is *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// atomic runs fn inside a savepoint: if fn fails, everything it wrote is
+// undone and the transaction stays usable (on Postgres a failed statement
+// would otherwise abort the whole transaction).
+func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
+	if _, err := t.tx.ExecContext(ctx, qSavepoint); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	if err := fn(); err != nil {
+		if _, rerr := t.tx.ExecContext(ctx, qRollbackTo); rerr != nil {
+			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rerr))
+		}
+		if _, rerr := t.tx.ExecContext(ctx, qReleaseSave); rerr != nil {
+			return errors.Join(err, fmt.Errorf("release savepoint: %w", rerr))
+		}
+		return err
+	}
+	if _, err := t.tx.ExecContext(ctx, qReleaseSave); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
+}
+
+// exists reports whether query returns a row.
+func (t *sqlTx) exists(ctx context.Context, query string, args ...any) (bool, error) {
+	var v any
+	err := t.tx.QueryRowContext(ctx, query, args...).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Accounts and keys.
+
+func scanAccount(s scanner) (market.Account, error) {
+	var a market.Account
+	var roles string
+	var created int64
+	if err := s.Scan(&a.ID, &a.Email, &a.PasswordHash, &roles, &created); err != nil {
+		return a, err
+	}
+	if err := json.Unmarshal([]byte(roles), &a.Roles); err != nil {
+		return a, fmt.Errorf("decode roles of account %s: %w", a.ID, err)
+	}
+	a.CreatedAt = fromMicros(created)
+	return a, nil
+}
+
+func (t *sqlTx) InsertAccount(ctx context.Context, a market.Account) error {
+	const op = "insert account"
+	lower := strings.ToLower(a.Email)
+	conflict := func() error {
+		return market.Errorf(op, market.Conflict, "an account with email %s or id %s already exists; log in or use another email", a.Email, a.ID)
+	}
+	var id string
+	err := t.tx.QueryRowContext(ctx, qAccountExists, a.ID, lower).Scan(&id)
+	switch {
+	case err == nil && id == string(a.ID):
+		return market.Errorf(op, market.Conflict, "account %s already exists", a.ID)
+	case err == nil:
+		return market.Errorf(op, market.Conflict, "email %s is already registered; log in or use another email", a.Email)
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("%s %s: %w", op, a.ID, err)
+	}
+	roles, err := toJSON(a.Roles)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, a.ID, err)
+	}
+	return t.atomic(ctx, func() error {
+		_, err := t.tx.ExecContext(ctx, qInsertAccount, a.ID, a.Email, lower, a.PasswordHash, roles, micros(a.CreatedAt))
+		if t.classify(err) == uniqueViolation {
+			return conflict()
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, a.ID, err)
+		}
+		return nil
+	})
+}
+
+func (t *sqlTx) Account(ctx context.Context, id market.AccountID) (market.Account, error) {
+	a, err := scanAccount(t.tx.QueryRowContext(ctx, qAccount, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, market.Errorf("get account", market.NotFound, "account %s not found", id)
+	}
+	if err != nil {
+		return a, fmt.Errorf("get account %s: %w", id, err)
+	}
+	return a, nil
+}
+
+func (t *sqlTx) AccountByEmail(ctx context.Context, email string) (market.Account, error) {
+	a, err := scanAccount(t.tx.QueryRowContext(ctx, qAccountByEmail, strings.ToLower(email)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, market.Errorf("get account", market.NotFound, "no account with email %s", email)
+	}
+	if err != nil {
+		return a, fmt.Errorf("get account by email: %w", err)
+	}
+	return a, nil
+}
+
+func scanAPIKey(s scanner) (market.APIKey, error) {
+	var k market.APIKey
+	var created int64
+	var revoked sql.NullInt64
+	if err := s.Scan(&k.ID, &k.Owner, &k.Name, &k.Prefix, &k.Hash, &created, &revoked); err != nil {
+		return k, err
+	}
+	k.CreatedAt = fromMicros(created)
+	k.RevokedAt = fromNullMicros(revoked)
+	return k, nil
+}
+
+func (t *sqlTx) InsertAPIKey(ctx context.Context, k market.APIKey) error {
+	const op = "insert api key"
+	return t.atomic(ctx, func() error {
+		_, err := t.tx.ExecContext(ctx, qInsertAPIKey, k.ID, k.Owner, k.Name, k.Prefix, k.Hash, micros(k.CreatedAt), nullMicros(k.RevokedAt))
+		switch t.classify(err) {
+		case uniqueViolation:
+			return market.Errorf(op, market.Conflict, "api key %s (or one with the same secret) already exists; create a new key", k.ID)
+		case foreignKeyViolation:
+			return market.Errorf(op, market.NotFound, "account %s not found", k.Owner)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, k.ID, err)
+		}
+		return nil
+	})
+}
+
+func (t *sqlTx) APIKeyByHash(ctx context.Context, hash []byte) (market.APIKey, error) {
+	k, err := scanAPIKey(t.tx.QueryRowContext(ctx, qAPIKeyByHash, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return k, market.Errorf("get api key", market.NotFound, "api key not found; check the key or create a new one")
+	}
+	if err != nil {
+		return k, fmt.Errorf("get api key by hash: %w", err)
+	}
+	return k, nil
+}
+
+func (t *sqlTx) APIKeys(ctx context.Context, owner market.AccountID) ([]market.APIKey, error) {
+	rows, err := t.tx.QueryContext(ctx, qAPIKeys, owner)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys of %s: %w", owner, err)
+	}
+	return collect(rows, scanAPIKey)
+}
+
+func (t *sqlTx) RevokeAPIKey(ctx context.Context, owner market.AccountID, id market.APIKeyID, at time.Time) error {
+	res, err := t.tx.ExecContext(ctx, qRevokeAPIKey, owner, id, micros(at))
+	if err != nil {
+		return fmt.Errorf("revoke api key %s: %w", id, err)
+	}
+	return mustAffect(res, market.Errorf("revoke api key", market.NotFound, "api key %s not found among your keys", id))
+}
+
+// collect scans every row with scan and closes rows.
+func collect[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// mustAffect returns notFound when res changed no row.
+func mustAffect(res sql.Result, notFound error) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return notFound
+	}
+	return nil
+}
+
+// Machines.
+
+func machineArgs(m market.Machine) ([]any, error) {
+	gpus, err := toJSON(m.GPUs)
+	if err != nil {
+		return nil, err
+	}
+	return []any{m.ID, m.Owner, m.Fingerprint, m.Hostname, gpus, m.CPUCores, m.RAMMiB, m.DiskGiB,
+		m.DriverVersion, m.CUDAVersion, m.Runner, m.Region, m.DataCenter, m.Listed, m.Online,
+		string(m.Status), int64(m.PricePerGPUHour), micros(m.LastSeenAt), micros(m.CreatedAt)}, nil
+}
+
+func scanMachine(s scanner) (market.Machine, error) {
+	var m market.Machine
+	var gpus string
+	var price, seen, created int64
+	err := s.Scan(&m.ID, &m.Owner, &m.Fingerprint, &m.Hostname, &gpus, &m.CPUCores, &m.RAMMiB, &m.DiskGiB,
+		&m.DriverVersion, &m.CUDAVersion, &m.Runner, &m.Region, &m.DataCenter, &m.Listed, &m.Online,
+		&m.Status, &price, &seen, &created)
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal([]byte(gpus), &m.GPUs); err != nil {
+		return m, fmt.Errorf("decode gpus of machine %s: %w", m.ID, err)
+	}
+	m.PricePerGPUHour = market.Money(price)
+	m.LastSeenAt = fromMicros(seen)
+	m.CreatedAt = fromMicros(created)
+	return m, nil
+}
+
+func (t *sqlTx) InsertMachine(ctx context.Context, m market.Machine) error {
+	const op = "insert machine"
+	var id market.MachineID
+	err := t.tx.QueryRowContext(ctx, qMachineConflict, m.ID, m.Owner, m.Fingerprint).Scan(&id)
+	switch {
+	case err == nil && id == m.ID:
+		return market.Errorf(op, market.Conflict, "machine %s already exists", m.ID)
+	case err == nil:
+		return market.Errorf(op, market.Conflict, "a machine with fingerprint %q is already registered by account %s as %s", m.Fingerprint, m.Owner, id)
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("%s %s: %w", op, m.ID, err)
+	}
+	args, err := machineArgs(m)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, m.ID, err)
+	}
+	return t.atomic(ctx, func() error {
+		_, err := t.tx.ExecContext(ctx, qInsertMachine, args...)
+		switch t.classify(err) {
+		case uniqueViolation:
+			return market.Errorf(op, market.Conflict, "machine %s or fingerprint %q is already registered", m.ID, m.Fingerprint)
+		case foreignKeyViolation:
+			return market.Errorf(op, market.NotFound, "account %s not found", m.Owner)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, m.ID, err)
+		}
+		return nil
+	})
+}
+
+func (t *sqlTx) UpdateMachine(ctx context.Context, m market.Machine) error {
+	const op = "update machine"
+	args, err := machineArgs(m)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, m.ID, err)
+	}
+	return t.atomic(ctx, func() error {
+		res, err := t.tx.ExecContext(ctx, qUpdateMachine, args...)
+		switch t.classify(err) {
+		case uniqueViolation:
+			return market.Errorf(op, market.Conflict, "account %s already has a machine with fingerprint %q", m.Owner, m.Fingerprint)
+		case foreignKeyViolation:
+			return market.Errorf(op, market.NotFound, "account %s not found", m.Owner)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, m.ID, err)
+		}
+		return mustAffect(res, market.Errorf(op, market.NotFound, "machine %s not found", m.ID))
+	})
+}
+
+func (t *sqlTx) Machine(ctx context.Context, id market.MachineID) (market.Machine, error) {
+	m, err := scanMachine(t.tx.QueryRowContext(ctx, qMachine, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, market.Errorf("get machine", market.NotFound, "machine %s not found", id)
+	}
+	if err != nil {
+		return m, fmt.Errorf("get machine %s: %w", id, err)
+	}
+	return m, nil
+}
+
+func (t *sqlTx) MachineByFingerprint(ctx context.Context, owner market.AccountID, fingerprint string) (market.Machine, error) {
+	m, err := scanMachine(t.tx.QueryRowContext(ctx, qMachineByFP, owner, fingerprint))
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, market.Errorf("get machine", market.NotFound, "account %s has no machine with fingerprint %q", owner, fingerprint)
+	}
+	if err != nil {
+		return m, fmt.Errorf("get machine by fingerprint: %w", err)
+	}
+	return m, nil
+}
+
+// where builds a WHERE clause from conditions with $N placeholders.
+type where struct {
+	conds []string
+	args  []any
+}
+
+// add appends cond, in which "?" stands for the next placeholder.
+func (w *where) add(cond string, arg any) {
+	w.args = append(w.args, arg)
+	w.conds = append(w.conds, strings.Replace(cond, "?", "$"+strconv.Itoa(len(w.args)), 1))
+}
+
+func (w *where) sql() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+func (t *sqlTx) Machines(ctx context.Context, f coord.MachineFilter) ([]market.Machine, error) {
+	var w where
+	if f.Owner != "" {
+		w.add("owner_id = ?", f.Owner)
+	}
+	if f.Listed != nil {
+		w.add("listed = ?", *f.Listed)
+	}
+	if f.Online != nil {
+		w.add("online = ?", *f.Online)
+	}
+	rows, err := t.tx.QueryContext(ctx, qMachines+w.sql()+qMachinesOrder, w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("list machines: %w", err)
+	}
+	return collect(rows, scanMachine)
+}
+
+func (t *sqlTx) ActiveGPUs(ctx context.Context, machines []market.MachineID) (map[market.MachineID][]int, error) {
+	out := make(map[market.MachineID][]int)
+	for chunk := range slices.Chunk(machines, inList) {
+		ph := make([]string, len(chunk))
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			ph[i] = "$" + strconv.Itoa(i+1)
+			args[i] = id
+		}
+		rows, err := t.tx.QueryContext(ctx, qActiveGPUsPrefix+"("+strings.Join(ph, ", ")+")"+qActiveGPUsOrder, args...)
+		if err != nil {
+			return nil, fmt.Errorf("active gpus: %w", err)
+		}
+		allocs, err := collect(rows, scanAllocation)
+		if err != nil {
+			return nil, fmt.Errorf("active gpus: %w", err)
+		}
+		for _, a := range allocs {
+			out[a.machine] = append(out[a.machine], a.gpu)
+		}
+	}
+	return out, nil
+}
+
+// Instances.
+
+type allocation struct {
+	machine market.MachineID
+	gpu     int
+}
+
+func scanAllocation(s scanner) (allocation, error) {
+	var a allocation
+	err := s.Scan(&a.machine, &a.gpu)
+	return a, err
+}
+
+func instanceArgs(i market.Instance) ([]any, error) {
+	gpus, err := toJSON(i.GPUs)
+	if err != nil {
+		return nil, err
+	}
+	command, err := toJSON(i.Command)
+	if err != nil {
+		return nil, err
+	}
+	env, err := toJSON(i.Env)
+	if err != nil {
+		return nil, err
+	}
+	var exit sql.NullInt64
+	if i.ExitCode != nil {
+		exit = sql.NullInt64{Int64: int64(*i.ExitCode), Valid: true}
+	}
+	return []any{i.ID, i.Renter, i.Machine, string(i.Kind), gpus, i.Image, command, env,
+		string(i.State), i.Active(), i.Generation, int64(i.PricePerHour), int64(i.Escrow), i.Reason,
+		exit, micros(i.CreatedAt), nullMicros(i.StartedAt), nullMicros(i.StopAt), nullMicros(i.EndedAt),
+		i.BilledMins, int64(i.Charged), i.Settled, i.GraceSeconds, nullMicros(i.NoticeAt),
+		nullMicros(i.LastReportAt)}, nil
+}
+
+func scanInstance(s scanner) (market.Instance, error) {
+	var i market.Instance
+	var gpus, command, env string
+	var active bool
+	var price, escrow, charged, created int64
+	var exit, started, stopAt, ended, notice, report sql.NullInt64
+	err := s.Scan(&i.ID, &i.Renter, &i.Machine, &i.Kind, &gpus, &i.Image, &command, &env,
+		&i.State, &active, &i.Generation, &price, &escrow, &i.Reason,
+		&exit, &created, &started, &stopAt, &ended,
+		&i.BilledMins, &charged, &i.Settled, &i.GraceSeconds, &notice, &report)
+	if err != nil {
+		return i, err
+	}
+	for _, f := range []struct {
+		s string
+		v any
+	}{{gpus, &i.GPUs}, {command, &i.Command}, {env, &i.Env}} {
+		if err := json.Unmarshal([]byte(f.s), f.v); err != nil {
+			return i, fmt.Errorf("decode instance %s: %w", i.ID, err)
+		}
+	}
+	if exit.Valid {
+		c := int(exit.Int64)
+		i.ExitCode = &c
+	}
+	i.PricePerHour = market.Money(price)
+	i.Escrow = market.Money(escrow)
+	i.Charged = market.Money(charged)
+	i.CreatedAt = fromMicros(created)
+	i.StartedAt = fromNullMicros(started)
+	i.StopAt = fromNullMicros(stopAt)
+	i.EndedAt = fromNullMicros(ended)
+	i.NoticeAt = fromNullMicros(notice)
+	i.LastReportAt = fromNullMicros(report)
+	return i, nil
+}
+
+// checkGPUList rejects an instance that names one GPU twice.
+func checkGPUList(op string, i market.Instance) error {
+	seen := make(map[int]bool, len(i.GPUs))
+	for _, g := range i.GPUs {
+		if seen[g] {
+			return market.Errorf(op, market.Invalid, "instance %s lists GPU %d twice; name each GPU once", i.ID, g)
+		}
+		seen[g] = true
+	}
+	return nil
+}
+
+// reserve makes the instance's gpu_allocations rows match what it should
+// hold: its GPUs while active, nothing once terminal. It must run inside
+// atomic, so that a Conflict leaves nothing written.
+func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance) error {
+	var want []allocation
+	if i.Active() {
+		for _, g := range i.GPUs {
+			want = append(want, allocation{i.Machine, g})
+		}
+		slices.SortFunc(want, func(a, b allocation) int { return a.gpu - b.gpu })
+	}
+	rows, err := t.tx.QueryContext(ctx, qAllocations, i.ID)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, i.ID, err)
+	}
+	have, err := collect(rows, scanAllocation)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, i.ID, err)
+	}
+	if slices.Equal(have, want) {
+		return nil
+	}
+	if len(have) > 0 {
+		if _, err := t.tx.ExecContext(ctx, qDeleteAllocations, i.ID); err != nil {
+			return fmt.Errorf("%s %s: release gpus: %w", op, i.ID, err)
+		}
+	}
+	// Look first, to name every GPU in use in the message.
+	var held []int
+	for _, a := range want {
+		ok, err := t.exists(ctx, qHeldGPU, a.machine, a.gpu, i.ID)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, i.ID, err)
+		}
+		if ok {
+			held = append(held, a.gpu)
+		}
+	}
+	if len(held) > 0 {
+		return gpuConflict(op, i.Machine, held)
+	}
+	for _, a := range want {
+		_, err := t.tx.ExecContext(ctx, qInsertAllocation, a.machine, a.gpu, i.ID)
+		if t.classify(err) == uniqueViolation { // a concurrent transaction won the race
+			return gpuConflict(op, i.Machine, []int{a.gpu})
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: reserve gpu %d: %w", op, i.ID, a.gpu, err)
+		}
+	}
+	return nil
+}
+
+func gpuConflict(op string, m market.MachineID, held []int) error {
+	return market.Errorf(op, market.Conflict, "GPUs %v of machine %s are in use by another instance; choose free GPUs", held, m)
+}
+
+// missingRef names the renter or machine an instance refers to that does
+// not exist, after a foreign key violation.
+func (t *sqlTx) missingRef(ctx context.Context, op string, i market.Instance) error {
+	if ok, err := t.exists(ctx, qMachineExists, i.Machine); err == nil && !ok {
+		return market.Errorf(op, market.NotFound, "machine %s not found", i.Machine)
+	}
+	return market.Errorf(op, market.NotFound, "account %s not found", i.Renter)
+}
+
+func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
+	const op = "insert instance"
+	if err := checkGPUList(op, i); err != nil {
+		return err
+	}
+	args, err := instanceArgs(i)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, i.ID, err)
+	}
+	if ok, err := t.exists(ctx, qInstanceExists, i.ID); err != nil {
+		return fmt.Errorf("%s %s: %w", op, i.ID, err)
+	} else if ok {
+		return market.Errorf(op, market.Conflict, "instance %s already exists", i.ID)
+	}
+	var fk bool
+	err = t.atomic(ctx, func() error {
+		_, err := t.tx.ExecContext(ctx, qInsertInstance, args...)
+		switch t.classify(err) {
+		case uniqueViolation:
+			return market.Errorf(op, market.Conflict, "instance %s already exists", i.ID)
+		case foreignKeyViolation:
+			fk = true
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, i.ID, err)
+		}
+		return t.reserve(ctx, op, i)
+	})
+	if fk {
+		return t.missingRef(ctx, op, i)
+	}
+	return err
+}
+
+func (t *sqlTx) UpdateInstance(ctx context.Context, i market.Instance) error {
+	const op = "update instance"
+	if err := checkGPUList(op, i); err != nil {
+		return err
+	}
+	args, err := instanceArgs(i)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, i.ID, err)
+	}
+	var fk bool
+	err = t.atomic(ctx, func() error {
+		res, err := t.tx.ExecContext(ctx, qUpdateInstance, args...)
+		if t.classify(err) == foreignKeyViolation {
+			fk = true
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, i.ID, err)
+		}
+		if err := mustAffect(res, market.Errorf(op, market.NotFound, "instance %s not found", i.ID)); err != nil {
+			return err
+		}
+		return t.reserve(ctx, op, i)
+	})
+	if fk {
+		return t.missingRef(ctx, op, i)
+	}
+	return err
+}
+
+func (t *sqlTx) Instance(ctx context.Context, id market.InstanceID) (market.Instance, error) {
+	i, err := scanInstance(t.tx.QueryRowContext(ctx, qInstance, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return i, market.Errorf("get instance", market.NotFound, "instance %s not found", id)
+	}
+	if err != nil {
+		return i, fmt.Errorf("get instance %s: %w", id, err)
+	}
+	return i, nil
+}
+
+func (t *sqlTx) Instances(ctx context.Context, f coord.InstanceFilter) ([]market.Instance, error) {
+	var w where
+	if f.Renter != "" {
+		w.add("renter_id = ?", f.Renter)
+	}
+	if f.Machine != "" {
+		w.add("machine_id = ?", f.Machine)
+	}
+	if f.ActiveOnly {
+		w.add("active = ?", true)
+	}
+	if f.Billable {
+		w.add("started_at IS NOT NULL AND settled = ?", false)
+	}
+	rows, err := t.tx.QueryContext(ctx, qInstances+w.sql()+qInstancesOrder, w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	return collect(rows, scanInstance)
+}
+
+// Ledger.
+
+// checkTransfer validates t and returns the net change per account, in the
+// order the accounts first appear.
+func checkTransfer(op string, t market.Transfer) ([]market.Entry, error) {
+	bad := func(format string, args ...any) ([]market.Entry, error) {
+		return nil, market.Errorf(op, market.Invalid, format, args...)
+	}
+	switch {
+	case t.ID == "":
+		return bad("transfer has no id")
+	case t.Key == "":
+		return bad("transfer %s has no idempotency key", t.ID)
+	case t.Kind == "":
+		return bad("transfer %s has no kind", t.ID)
+	case t.Asset == "":
+		return bad("transfer %s has no asset", t.ID)
+	case len(t.Entries) < 2:
+		return bad("transfer %s has %d entries; it needs at least two", t.ID, len(t.Entries))
+	case t.Kind == market.TransferCharge && t.Instance == "":
+		return bad("charge %s names no instance", t.ID)
+	}
+	var sum market.Money
+	var net []market.Entry
+	for _, e := range t.Entries {
+		if e.Account == "" {
+			return bad("transfer %s has an entry without an account", t.ID)
+		}
+		s := sum + e.Amount
+		if (e.Amount > 0 && s < sum) || (e.Amount < 0 && s > sum) {
+			return bad("transfer %s: amounts overflow", t.ID)
+		}
+		sum = s
+		k := slices.IndexFunc(net, func(n market.Entry) bool { return n.Account == e.Account })
+		if k < 0 {
+			net = append(net, e)
+			continue
+		}
+		n := net[k].Amount + e.Amount
+		if (e.Amount > 0 && n < net[k].Amount) || (e.Amount < 0 && n > net[k].Amount) {
+			return bad("transfer %s: amounts overflow", t.ID)
+		}
+		net[k].Amount = n
+	}
+	if sum != 0 {
+		return bad("entries of transfer %s sum to %s, not zero", t.ID, sum)
+	}
+	return net, nil
+}
+
+func insufficient(op string, acct market.LedgerAccount, asset market.Asset, have, delta market.Money) error {
+	need := -delta
+	return market.Errorf(op, market.InsufficientFunds,
+		"account %s holds %s %s but needs %s: %s %s short; deposit more tokens",
+		acct, have, asset, need, need-have, asset)
+}
+
+func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.Transfer, error) {
+	const op = "apply transfer"
+	net, err := checkTransfer(op, tr)
+	if err != nil {
+		return market.Transfer{}, err
+	}
+	tr.At = fromMicros(micros(tr.At))
+	if ok, err := t.exists(ctx, qTransferKeyUsed, tr.Key); err != nil {
+		return market.Transfer{}, fmt.Errorf("%s %s: %w", op, tr.ID, err)
+	} else if ok {
+		return market.Transfer{}, market.Errorf(op, market.Conflict, "transfer key %q was already used", tr.Key)
+	}
+	if tr.Kind == market.TransferCharge {
+		if ok, err := t.exists(ctx, qChargeExists, tr.Instance, tr.Minute); err != nil {
+			return market.Transfer{}, fmt.Errorf("%s %s: %w", op, tr.ID, err)
+		} else if ok {
+			return market.Transfer{}, market.Errorf(op, market.Conflict, "minute %d of instance %s is already charged", tr.Minute, tr.Instance)
+		}
+	}
+	// Check balances before writing anything, for a message that says how
+	// much is missing. The upsert below checks again, atomically.
+	for _, n := range net {
+		if n.Amount >= 0 || n.Account.MayGoNegative() {
+			continue
+		}
+		have, err := t.Balance(ctx, n.Account, tr.Asset)
+		if err != nil {
+			return market.Transfer{}, fmt.Errorf("%s %s: %w", op, tr.ID, err)
+		}
+		if have+n.Amount < 0 {
+			return market.Transfer{}, insufficient(op, n.Account, tr.Asset, have, n.Amount)
+		}
+	}
+	err = t.atomic(ctx, func() error {
+		if err := t.tx.QueryRowContext(ctx, qNextCounter, counterTransfer).Scan(&tr.Seq); err != nil {
+			return fmt.Errorf("%s %s: next seq: %w", op, tr.ID, err)
+		}
+		_, err := t.tx.ExecContext(ctx, qInsertTransfer, tr.Seq, tr.ID, tr.Key, string(tr.Kind), string(tr.Asset),
+			tr.Instance, tr.Minute, tr.Memo, micros(tr.At))
+		if t.classify(err) == uniqueViolation {
+			return market.Errorf(op, market.Conflict, "transfer %s, its key %q or its charge of minute %d was already recorded", tr.ID, tr.Key, tr.Minute)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, tr.ID, err)
+		}
+		for k, e := range tr.Entries {
+			if _, err := t.tx.ExecContext(ctx, qInsertEntry, tr.Seq, k, e.Account, e.Account.Owner(), int64(e.Amount)); err != nil {
+				return fmt.Errorf("%s %s: entry %d: %w", op, tr.ID, k, err)
+			}
+		}
+		for _, n := range net {
+			q := qAddBalance
+			if n.Amount < 0 && !n.Account.MayGoNegative() {
+				q = qSubBalance
+			}
+			var after int64
+			err := t.tx.QueryRowContext(ctx, q, n.Account, tr.Asset, int64(n.Amount)).Scan(&after)
+			if errors.Is(err, sql.ErrNoRows) { // no balance row yet: it holds 0
+				return insufficient(op, n.Account, tr.Asset, 0, n.Amount)
+			}
+			if t.classify(err) == checkViolation {
+				have, berr := t.Balance(ctx, n.Account, tr.Asset)
+				if berr != nil {
+					return errors.Join(err, berr)
+				}
+				return insufficient(op, n.Account, tr.Asset, have, n.Amount)
+			}
+			if err == nil && after < 0 && !n.Account.MayGoNegative() {
+				return insufficient(op, n.Account, tr.Asset, market.Money(after)-n.Amount, n.Amount)
+			}
+			if err != nil {
+				return fmt.Errorf("%s %s: balance of %s: %w", op, tr.ID, n.Account, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return market.Transfer{}, err
+	}
+	return tr, nil
+}
+
+// transferRow is one row of a transfers-join-entries query.
+type transferRow struct {
+	t market.Transfer
+	e market.Entry
+}
+
+func scanTransferRow(s scanner) (transferRow, error) {
+	var r transferRow
+	var at, amount int64
+	err := s.Scan(&r.t.Seq, &r.t.ID, &r.t.Key, &r.t.Kind, &r.t.Asset, &r.t.Instance, &r.t.Minute, &r.t.Memo, &at,
+		&r.e.Account, &amount)
+	r.t.At = fromMicros(at)
+	r.e.Amount = market.Money(amount)
+	return r, err
+}
+
+// groupTransfers folds consecutive rows of one transfer into one Transfer.
+func groupTransfers(rows []transferRow) []market.Transfer {
+	var out []market.Transfer
+	for _, r := range rows {
+		if len(out) == 0 || out[len(out)-1].Seq != r.t.Seq {
+			out = append(out, r.t)
+		}
+		last := &out[len(out)-1]
+		last.Entries = append(last.Entries, r.e)
+	}
+	return out
+}
+
+func (t *sqlTx) TransferByKey(ctx context.Context, key string) (market.Transfer, error) {
+	rows, err := t.tx.QueryContext(ctx, qTransferByKey, key)
+	if err != nil {
+		return market.Transfer{}, fmt.Errorf("get transfer by key: %w", err)
+	}
+	got, err := collect(rows, scanTransferRow)
+	if err != nil {
+		return market.Transfer{}, fmt.Errorf("get transfer by key: %w", err)
+	}
+	ts := groupTransfers(got)
+	if len(ts) == 0 {
+		return market.Transfer{}, market.Errorf("get transfer", market.NotFound, "no transfer with key %q", key)
+	}
+	return ts[0], nil
+}
+
+func (t *sqlTx) Balance(ctx context.Context, a market.LedgerAccount, asset market.Asset) (market.Money, error) {
+	var v int64
+	err := t.tx.QueryRowContext(ctx, qBalance, a, asset).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("balance of %s: %w", a, err)
+	}
+	return market.Money(v), nil
+}
+
+func (t *sqlTx) Balances(ctx context.Context, asset market.Asset) (map[market.LedgerAccount]market.Money, error) {
+	rows, err := t.tx.QueryContext(ctx, qBalances, asset)
+	if err != nil {
+		return nil, fmt.Errorf("balances: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[market.LedgerAccount]market.Money)
+	for rows.Next() {
+		var a market.LedgerAccount
+		var v int64
+		if err := rows.Scan(&a, &v); err != nil {
+			return nil, fmt.Errorf("balances: %w", err)
+		}
+		out[a] = market.Money(v)
+	}
+	return out, rows.Err()
+}
+
+func (t *sqlTx) Transfers(ctx context.Context, owner market.AccountID, before int64, limit int) ([]market.Transfer, error) {
+	rows, err := t.tx.QueryContext(ctx, qTransfers, owner, before, limitOf(limit))
+	if err != nil {
+		return nil, fmt.Errorf("list transfers: %w", err)
+	}
+	got, err := collect(rows, scanTransferRow)
+	if err != nil {
+		return nil, fmt.Errorf("list transfers: %w", err)
+	}
+	return groupTransfers(got), nil
+}
+
+func (t *sqlTx) ChargedMinutes(ctx context.Context, id market.InstanceID) ([]int64, error) {
+	rows, err := t.tx.QueryContext(ctx, qChargedMinutes, id)
+	if err != nil {
+		return nil, fmt.Errorf("charged minutes of %s: %w", id, err)
+	}
+	return collect(rows, func(s scanner) (int64, error) {
+		var m int64
+		err := s.Scan(&m)
+		return m, err
+	})
+}
+
+// Logs and events.
+
+func (t *sqlTx) AppendLogs(ctx context.Context, chunks []market.LogChunk) error {
+	const op = "append logs"
+	if len(chunks) == 0 {
+		return nil
+	}
+	// Number the chunks of each instance in the order given.
+	var order []market.InstanceID
+	count := make(map[market.InstanceID]int64)
+	for _, c := range chunks {
+		if count[c.Instance] == 0 {
+			order = append(order, c.Instance)
+		}
+		count[c.Instance]++
+	}
+	return t.atomic(ctx, func() error {
+		next := make(map[market.InstanceID]int64, len(order))
+		for _, id := range order {
+			var last int64
+			err := t.tx.QueryRowContext(ctx, qBumpLogSeq, id, count[id]).Scan(&last)
+			if errors.Is(err, sql.ErrNoRows) {
+				return market.Errorf(op, market.NotFound, "instance %s not found", id)
+			}
+			if err != nil {
+				return fmt.Errorf("%s of %s: %w", op, id, err)
+			}
+			next[id] = last - count[id] + 1
+		}
+		for _, c := range chunks {
+			seq := next[c.Instance]
+			next[c.Instance]++
+			if _, err := t.tx.ExecContext(ctx, qInsertLog, c.Instance, seq, c.Stream, c.Data, micros(c.At)); err != nil {
+				return fmt.Errorf("%s of %s: %w", op, c.Instance, err)
+			}
+		}
+		return nil
+	})
+}
+
+func scanLog(s scanner) (market.LogChunk, error) {
+	var c market.LogChunk
+	var at int64
+	err := s.Scan(&c.Instance, &c.Seq, &c.Stream, &c.Data, &at)
+	c.At = fromMicros(at)
+	return c, err
+}
+
+func (t *sqlTx) Logs(ctx context.Context, id market.InstanceID, afterSeq int64, limit int) ([]market.LogChunk, error) {
+	rows, err := t.tx.QueryContext(ctx, qLogs, id, afterSeq, limitOf(limit))
+	if err != nil {
+		return nil, fmt.Errorf("logs of %s: %w", id, err)
+	}
+	return collect(rows, scanLog)
+}
+
+func (t *sqlTx) AppendEvent(ctx context.Context, e market.Event) error {
+	return t.atomic(ctx, func() error {
+		if err := t.tx.QueryRowContext(ctx, qNextCounter, counterEvent).Scan(&e.Seq); err != nil {
+			return fmt.Errorf("append event: next seq: %w", err)
+		}
+		_, err := t.tx.ExecContext(ctx, qInsertEvent, e.Seq, micros(e.At), e.Type, e.Account, e.Machine, e.Instance, e.Message)
+		if err != nil {
+			return fmt.Errorf("append event %s: %w", e.Type, err)
+		}
+		return nil
+	})
+}
+
+func scanEvent(s scanner) (market.Event, error) {
+	var e market.Event
+	var at int64
+	err := s.Scan(&e.Seq, &at, &e.Type, &e.Account, &e.Machine, &e.Instance, &e.Message)
+	e.At = fromMicros(at)
+	return e, err
+}
+
+func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event, error) {
+	var w where
+	if f.Account != "" {
+		w.add("account_id = ?", f.Account)
+	}
+	if f.Machine != "" {
+		w.add("machine_id = ?", f.Machine)
+	}
+	if f.Instance != "" {
+		w.add("instance_id = ?", f.Instance)
+	}
+	q := qEvents + w.sql() + qEventsOrder
+	if f.Limit > 0 {
+		w.args = append(w.args, f.Limit)
+		q += " LIMIT $" + strconv.Itoa(len(w.args))
+	}
+	rows, err := t.tx.QueryContext(ctx, q, w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return collect(rows, scanEvent)
+}

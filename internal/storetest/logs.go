@@ -1,0 +1,213 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+var errBoom = errors.New("boom")
+
+func testLogs(t *testing.T, s coord.Store) {
+	w := newWorld(t, s, 2)
+	a, b := instance(w.renter, w.machine, 0), instance(w.renter, w.machine, 1)
+	addInstance(t, s, a)
+	addInstance(t, s, b)
+	chunk := func(id market.InstanceID, stream, data string, sec int) market.LogChunk {
+		// Seq 99 must be ignored: the store numbers chunks.
+		return market.LogChunk{Instance: id, Seq: 99, Stream: stream, Data: data, At: at(sec)}
+	}
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		return tx.AppendLogs(ctx, []market.LogChunk{
+			chunk(a.ID, "stdout", "a1\n", 1), chunk(b.ID, "stderr", "b1\n", 1), chunk(a.ID, "stderr", "a2\n", 2),
+		})
+	})
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		if err := tx.AppendLogs(ctx, nil); err != nil {
+			return err
+		}
+		return tx.AppendLogs(ctx, []market.LogChunk{chunk(a.ID, "stdout", "a3 ünïcode\x00\n", 3)})
+	})
+	numbered := func(c market.LogChunk, seq int64) market.LogChunk { c.Seq = seq; return c }
+	allA := []market.LogChunk{
+		numbered(chunk(a.ID, "stdout", "a1\n", 1), 1),
+		numbered(chunk(a.ID, "stderr", "a2\n", 2), 2),
+		numbered(chunk(a.ID, "stdout", "a3 ünïcode\x00\n", 3), 3),
+	}
+	for _, tc := range []struct {
+		name  string
+		id    market.InstanceID
+		after int64
+		limit int
+		want  []market.LogChunk
+	}{
+		{"all of a", a.ID, 0, 0, allA},
+		{"after 1", a.ID, 1, 0, allA[1:]},
+		{"after 1, limit 1", a.ID, 1, 1, allA[1:2]},
+		{"limit 2", a.ID, 0, 2, allA[:2]},
+		{"after the last", a.ID, 3, 0, nil},
+		{"b numbered separately", b.ID, 0, 0, []market.LogChunk{numbered(chunk(b.ID, "stderr", "b1\n", 1), 1)}},
+		{"unknown instance", "i-none", 0, 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			do(t, s, func(ctx context.Context, tx coord.Tx) error {
+				got, err := tx.Logs(ctx, tc.id, tc.after, tc.limit)
+				if err != nil {
+					return err
+				}
+				diff(t, "Logs", got, tc.want, cmpopts.EquateEmpty())
+				return nil
+			})
+		})
+	}
+}
+
+func testEvents(t *testing.T, s coord.Store) {
+	in := []market.Event{
+		{At: at(1), Type: "account.created", Account: "a-1", Message: "signed up"},
+		{At: at(2), Type: "machine.registered", Account: "a-2", Machine: "m-1", Message: "rig-1 registered"},
+		{At: at(3), Type: "instance.running", Account: "a-1", Machine: "m-1", Instance: "i-1", Message: "running"},
+		{At: at(3), Type: "instance.stopped", Account: "a-1", Machine: "m-1", Instance: "i-1", Message: "stopped"},
+		{At: at(4), Type: "machine.offline", Machine: "m-2", Message: "no heartbeat for 90 s"},
+	}
+	for _, e := range in {
+		e.Seq = 1000 // ignored: the store numbers events
+		do(t, s, func(ctx context.Context, tx coord.Tx) error { return tx.AppendEvent(ctx, e) })
+	}
+	var all []market.Event
+	do(t, s, func(ctx context.Context, tx coord.Tx) (err error) {
+		all, err = tx.Events(ctx, coord.EventFilter{})
+		return err
+	})
+	if len(all) != len(in) {
+		t.Fatalf("Events returned %d events, want %d", len(all), len(in))
+	}
+	for k, e := range all {
+		if k > 0 && e.Seq >= all[k-1].Seq {
+			t.Errorf("Events not newest first with increasing Seq: %d after %d", e.Seq, all[k-1].Seq)
+		}
+		want := in[len(in)-1-k]
+		want.Seq = e.Seq
+		diff(t, "event", e, want)
+	}
+	pick := func(k ...int) []market.Event { // indices into in, which all holds reversed
+		var out []market.Event
+		for _, i := range k {
+			out = append(out, all[len(in)-1-i])
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		f    coord.EventFilter
+		want []market.Event
+	}{
+		{"account", coord.EventFilter{Account: "a-1"}, pick(3, 2, 0)},
+		{"machine", coord.EventFilter{Machine: "m-1"}, pick(3, 2, 1)},
+		{"instance", coord.EventFilter{Instance: "i-1"}, pick(3, 2)},
+		{"account and machine", coord.EventFilter{Account: "a-2", Machine: "m-1"}, pick(1)},
+		{"limit", coord.EventFilter{Limit: 2}, pick(4, 3)},
+		{"machine, limit", coord.EventFilter{Machine: "m-1", Limit: 1}, pick(3)},
+		{"no match", coord.EventFilter{Instance: "i-none"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			do(t, s, func(ctx context.Context, tx coord.Tx) error {
+				got, err := tx.Events(ctx, tc.f)
+				if err != nil {
+					return err
+				}
+				diff(t, "Events", got, tc.want, cmpopts.EquateEmpty())
+				return nil
+			})
+		})
+	}
+}
+
+func testRollback(t *testing.T, s coord.Store) {
+	exists := func(t *testing.T, id market.AccountID) bool {
+		t.Helper()
+		var found bool
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			_, err := tx.Account(ctx, id)
+			if market.IsKind(err, market.NotFound) {
+				return nil
+			}
+			found = err == nil
+			return err
+		})
+		return found
+	}
+
+	t.Run("error", func(t *testing.T) {
+		a := account("rollback@example.com")
+		err := try(t, s, func(ctx context.Context, tx coord.Tx) error {
+			if err := tx.InsertAccount(ctx, a); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(ctx, market.Event{At: t0, Type: "x", Account: a.ID}); err != nil {
+				return err
+			}
+			return errBoom
+		})
+		if !errors.Is(err, errBoom) {
+			t.Errorf("Tx = %v, want errBoom", err)
+		}
+		if exists(t, a.ID) {
+			t.Error("account written by a failed transaction exists")
+		}
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			evs, err := tx.Events(ctx, coord.EventFilter{Account: a.ID})
+			if len(evs) != 0 {
+				t.Errorf("events of a failed transaction: %v", evs)
+			}
+			return err
+		})
+	})
+
+	t.Run("panic", func(t *testing.T) {
+		a := account("panic@example.com")
+		func() {
+			defer func() {
+				if p := recover(); p != errBoom {
+					t.Errorf("recovered %v, want the panic value errBoom", p)
+				}
+			}()
+			_ = s.Tx(t.Context(), func(tx coord.Tx) error {
+				if err := tx.InsertAccount(t.Context(), a); err != nil {
+					return err
+				}
+				panic(errBoom)
+			})
+			t.Error("Tx returned instead of panicking")
+		}()
+		if exists(t, a.ID) {
+			t.Error("account written by a panicking transaction exists")
+		}
+		// The store is still usable.
+		a2 := account("panic@example.com")
+		do(t, s, func(ctx context.Context, tx coord.Tx) error { return tx.InsertAccount(ctx, a2) })
+		if !exists(t, a2.ID) {
+			t.Error("account not found after commit")
+		}
+	})
+
+	t.Run("commit", func(t *testing.T) {
+		a := account("commit@example.com")
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			if err := tx.InsertAccount(ctx, a); err != nil {
+				return err
+			}
+			// A transaction sees its own writes.
+			_, err := tx.AccountByEmail(ctx, "COMMIT@example.com")
+			return err
+		})
+		if !exists(t, a.ID) {
+			t.Error("committed account not found")
+		}
+	})
+}
