@@ -431,9 +431,10 @@ func (l *loop) report(ctx context.Context, force bool) bool {
 	changed := false
 	for _, id := range slices.Sorted(maps.Keys(obs)) {
 		r := obs[id]
-		if as, ok := l.desired[id]; ok && isRunning(r.State) && as.Generation > r.Generation {
+		if as, ok := l.desired[id]; ok && as.Generation > r.Generation && (isRunning(r.State) || as.Desired == market.DesiredStop) {
 			// The coordinator moved the instance to a new generation
-			// while it ran; it is still the same workload.
+			// (to stop it) while it ran: it is still the same workload,
+			// and its end is the answer to that generation.
 			r.Generation = as.Generation
 		}
 		if l.started[id] && r.State == market.ObservedRunning {

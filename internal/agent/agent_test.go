@@ -327,6 +327,37 @@ func TestStartLogsStop(t *testing.T) {
 	}
 }
 
+// A stop ordered with a new generation is confirmed with that generation,
+// also once the process has ended, so the coordinator does not reject the
+// confirmation as stale.
+func TestStopNewGeneration(t *testing.T) {
+	c := newFakeCoord()
+	start(t, t.TempDir(), c, nil)
+	c.set(run("i-1", 1, "sleep 30"))
+	r := c.waitReport(t, "i-1 running", hasState("i-1", market.ObservedRunning, nil))
+	if ir, _ := instance(r, "i-1"); ir.Generation != 1 {
+		t.Fatalf("running report = %+v, want generation 1", ir)
+	}
+
+	c.set(market.Assignment{Instance: "i-1", Generation: 2, Desired: market.DesiredStop, GraceSeconds: 5})
+	stoppedGen2 := func(r market.Report) bool {
+		ir, ok := instance(r, "i-1")
+		return ok && ir.State == market.ObservedStopped && ir.Generation == 2
+	}
+	r = c.waitReport(t, "i-1 stopped with generation 2", stoppedGen2)
+	if ir, _ := instance(r, "i-1"); ir.ExitCode == nil || *ir.ExitCode != 143 {
+		t.Errorf("stopped report = %+v, want exit code 143 (SIGTERM)", ir)
+	}
+	// Later reports (heartbeats) keep the generation.
+	for range 3 {
+		r = c.waitReport(t, "another report of i-1", func(r market.Report) bool { _, ok := instance(r, "i-1"); return ok })
+		if !stoppedGen2(r) {
+			ir, _ := instance(r, "i-1")
+			t.Fatalf("later report = %+v, want stopped with generation 2", ir)
+		}
+	}
+}
+
 func TestKillAfterGrace(t *testing.T) {
 	c := newFakeCoord()
 	start(t, t.TempDir(), c, nil)
@@ -371,11 +402,14 @@ func TestRestartReconcile(t *testing.T) {
 	if crashed != nil {
 		t.Fatal(crashed)
 	}
+	// The coordinator knows what it wants before the new agent asks: an
+	// empty desired state is an order to stop everything, and would race
+	// the adoption of i-keep.
 	c := newFakeCoord()
-	h := start(t, dir, c, nil)
 	keep := run("i-keep", 1, "echo started >> "+count+"; sleep 30")
 	keep.GraceSeconds = 0
 	c.set(keep)
+	h := start(t, dir, c, nil)
 	c.waitReport(t, "i-orphan stopped", hasState("i-orphan", market.ObservedStopped, nil))
 	r := c.waitReport(t, "i-keep running", hasState("i-keep", market.ObservedRunning, nil))
 	if ir, _ := instance(r, "i-orphan"); ir.ExitCode != nil {

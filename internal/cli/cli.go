@@ -49,10 +49,10 @@ type CLI struct {
 	Wallet walletCmd `cmd:"" group:"Money" help:"Show balances, history, deposits."`
 	Events eventsCmd `cmd:"" group:"Money" help:"List events of your instances and machines."`
 
-	// Process roles go here, one file each, as fields of this struct:
-	//   Serve serveCmd `cmd:"" group:"Processes" help:"..."` in serve.go
-	//   Agent agentCmd `cmd:"" group:"Processes" help:"..."` in agent.go
-	//   Dev   devCmd   `cmd:"" group:"Processes" help:"..."` in dev.go
+	// Process roles.
+	Serve serveCmd `cmd:"" group:"Processes" help:"Run the coordinator (API, agent API, web UI, billing)."`
+	Agent agentCmd `cmd:"" group:"Processes" help:"Run the host agent on this GPU machine."`
+	Dev   devCmd   `cmd:"" group:"Processes" help:"Run a coordinator and an agent in one process, with demo accounts."`
 }
 
 // Globals are the flags every command accepts.
@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(c int) { panic(exitPanic(c)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"default_url": DefaultCoordinator, "default_config": defaultConfigHelp()},
+		kong.Vars{"default_url": DefaultCoordinator, "default_config": defaultConfigHelp(), "dev_fake_gpus": devFakeGPUs},
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(env, &root.Globals),
 		kong.BindSingletonProvider(func() (*Config, error) { return env.Config() }),

@@ -22,14 +22,14 @@ var t0 = time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC)
 
 // fakeCoordinator implements a few routes of the API in memory.
 type fakeCoordinator struct {
-	mu        sync.Mutex
-	secret    string // the one valid API key
-	instances map[market.InstanceID]*market.Instance
-	logs      []market.LogChunk
-	polls     int // logs requests with wait > 0
-	stopAfter int // the instance becomes stopped after this many long polls
-	idemKeys  []string
-	revoked   []string
+	mu         sync.Mutex
+	secret     string // the one valid API key
+	instances  map[market.InstanceID]*market.Instance
+	logs       []market.LogChunk
+	polls      int // logs requests with wait > 0
+	stopAfter  int // the instance becomes stopped after this many long polls
+	idemKeys   []string
+	revoked    []string
 	lastCreate market.CreateInstanceRequest
 }
 
@@ -114,7 +114,7 @@ func (f *fakeCoordinator) handler() http.Handler {
 		_ = json.Unmarshal([]byte(q.Get("after")), &after)
 		if q.Get("wait") != "" {
 			f.polls++
-			if f.stopAfter > 0 && f.polls >= f.stopAfter {
+			if f.stopAfter > 0 && f.polls == f.stopAfter {
 				// The last output arrives together with the final state.
 				f.logs = append(f.logs, market.LogChunk{Seq: int64(len(f.logs) + 1), Stream: "stdout", Data: "done\n"})
 				code := 0

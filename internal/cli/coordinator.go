@@ -34,6 +34,7 @@ type coordinatorConfig struct {
 	Logger    *slog.Logger
 	Fee       ledger.BasisPoints
 	LostAfter time.Duration
+	Speedup   int
 	Tick      time.Duration // real time between background passes
 	Faucet    market.Money
 	Passwords coord.PasswordHasher
@@ -59,7 +60,7 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 	}
 	svc := coord.New(coord.Config{
 		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,
-		LostAfter: cfg.LostAfter, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
+		LostAfter: cfg.LostAfter, Speedup: cfg.Speedup, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -224,7 +224,7 @@ func (s *Service) detectLost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list online machines: %w", err)
 	}
-	deadline := s.now().Add(-s.cfg.LostAfter)
+	deadline := s.now().Add(-s.cfg.LostAfter * time.Duration(s.cfg.Speedup))
 	for _, m := range ms {
 		if !m.LastSeenAt.Before(deadline) {
 			continue

@@ -33,9 +33,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Fee is the platform's share of on-demand charges (default 10%).
 	Fee ledger.BasisPoints
-	// LostAfter is how long a machine may stay silent before it is offline
-	// and its instances fail (default 60 s).
+	// LostAfter is how long, in real time, a machine may stay silent before
+	// it is offline and its instances fail (default 60 s).
 	LostAfter time.Duration
+	// Speedup is how many times faster than real time Clock runs (dev
+	// --speedup; default 1). Billing follows Clock; deadlines that agents
+	// keep (LostAfter) stay in real time.
+	Speedup int
 	// DefaultGrace is the SIGTERM-to-SIGKILL time when a create names none
 	// (default 10 s); MaxGrace caps what a renter may ask (default 5 min).
 	DefaultGrace, MaxGrace time.Duration
@@ -78,6 +82,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.LostAfter <= 0 {
 		cfg.LostAfter = time.Minute
+	}
+	if cfg.Speedup < 1 {
+		cfg.Speedup = 1
 	}
 	if cfg.DefaultGrace <= 0 {
 		cfg.DefaultGrace = 10 * time.Second

@@ -34,7 +34,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 type plainPasswords struct{}
 
 func (plainPasswords) Hash(p string) (string, error) { return "plain:" + p, nil }
-func (plainPasswords) Verify(h, p string) bool    { return h == "plain:"+p }
+func (plainPasswords) Verify(h, p string) bool       { return h == "plain:"+p }
 
 type env struct {
 	t      *testing.T

@@ -81,4 +81,4 @@ func (h *hub) forget(key string) {
 }
 
 func machineTopic(id market.MachineID) string { return "machine:" + string(id) }
-func logTopic(id market.InstanceID) string   { return "logs:" + string(id) }
+func logTopic(id market.InstanceID) string    { return "logs:" + string(id) }

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/ledger"
-	"github.com/gpumarket/gpumarket/internal/match"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 // Limits on what a renter may pass to an instance.

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/gpumarket/gpumarket/internal/match"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 // RegisterMachine records the caller's machine from its agent's hardware

@@ -23,6 +23,10 @@ import (
 	"github.com/gpumarket/gpumarket/internal/market"
 )
 
+// statusClientClosed is recorded for requests whose client left before the
+// answer (nginx's 499).
+const statusClientClosed = 499
+
 // maxBody is the largest request body accepted (agent reports carry logs).
 const maxBody = 4 << 20
 
@@ -154,6 +158,12 @@ func (s *Server) wrap(rt route) http.Handler {
 			c.caller = a
 		}
 		v, err := rt.Handle(s, c)
+		if err != nil && r.Context().Err() != nil {
+			// The client went away (a long poll cut short, an agent
+			// shutting down): nobody reads an answer, and it is no fault.
+			sw.WriteHeader(statusClientClosed)
+			return
+		}
 		if err != nil {
 			writeError(sw, s.log, err)
 			return
@@ -272,4 +282,3 @@ func parseMoneyQuery(c *call, name string) (market.Money, error) {
 func errorf(format string, args ...any) error {
 	return market.Errorf("read request", market.Invalid, format, args...)
 }
-

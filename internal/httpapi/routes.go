@@ -13,8 +13,8 @@ import (
 type route struct {
 	Method, Path, Summary string
 	Auth                  bool
-	Status                int   // success status; 0 = 200
-	Req, Resp             any   // samples of the body types, for OpenAPI
+	Status                int // success status; 0 = 200
+	Req, Resp             any // samples of the body types, for OpenAPI
 	Query                 []param
 	Handle                func(s *Server, c *call) (any, error)
 }
