@@ -102,6 +102,8 @@ func (c *call) decode(v any) error {
 		switch {
 		case errors.Is(err, io.EOF):
 			return market.Errorf("read request", market.Invalid, "the request body is empty; send a JSON object")
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return market.Errorf("read request", market.Invalid, "malformed JSON: the body ends before the JSON object does")
 		case errors.As(err, &syn):
 			return market.Errorf("read request", market.Invalid, "malformed JSON at byte %d: %v", syn.Offset, err)
 		case errors.As(err, &typ):
