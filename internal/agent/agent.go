@@ -120,8 +120,8 @@ type loop struct {
 	desired     map[market.InstanceID]market.Assignment
 	grace       map[market.InstanceID]time.Duration // last known grace per instance
 	lostAfter   time.Duration
-	lastContact time.Time
-	selfStopped bool // stopped everything for lack of contact
+	lastContact time.Time // when the last call the coordinator counts as a heartbeat was sent
+	selfStopped bool      // stopped everything for lack of contact
 
 	started    map[market.InstanceID]bool // started by us, not yet reported as starting
 	stopping   map[market.InstanceID]bool
@@ -154,7 +154,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	}
 	l.machine = m.ID
-	l.lastContact = a.clk.Now()
 	l.loop(ctx)
 	l.shutdown(ctx)
 	return nil
@@ -176,10 +175,12 @@ func (l *loop) register(ctx context.Context) (market.Machine, bool) {
 			delete(l.stopping, id)
 		default:
 		}
+		sent := l.clk.Now()
 		cctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
 		m, err := l.cfg.Coordinator.Register(cctx, l.cfg.Hardware)
 		cancel()
 		if err == nil {
+			l.contact(sent)
 			l.log.Info("registered", "machine", m.ID, "gpus", len(l.cfg.Hardware.GPUs))
 			return m, true
 		}
@@ -249,8 +250,9 @@ func (l *loop) loop(ctx context.Context) {
 				backoff = min(2*backoff, l.cfg.RetryMax)
 				break
 			}
+			// Not contact: the coordinator counts only registrations
+			// and reports as heartbeats.
 			backoff = l.cfg.RetryMin
-			l.contact()
 			l.setDesired(r.ds)
 			poll()
 		case <-retry:
@@ -267,8 +269,13 @@ func (l *loop) loop(ctx context.Context) {
 	}
 }
 
-func (l *loop) contact() {
-	l.lastContact = l.clk.Now()
+// contact records a heartbeat the coordinator accepted. sent is when the
+// call was sent: the coordinator saw it no earlier, so the agent's deadline
+// never runs later than the coordinator's.
+func (l *loop) contact(sent time.Time) {
+	if sent.After(l.lastContact) {
+		l.lastContact = sent
+	}
 	if l.selfStopped {
 		l.log.Info("contact with the coordinator is back")
 		l.selfStopped = false
@@ -449,6 +456,7 @@ func (l *loop) report(ctx context.Context, force bool) bool {
 	if !force && !changed && len(rep.Logs) == 0 && !heartbeat {
 		return true
 	}
+	sent := l.clk.Now()
 	cctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
 	res, err := l.cfg.Coordinator.Report(cctx, l.machine, rep)
 	cancel()
@@ -458,7 +466,7 @@ func (l *loop) report(ctx context.Context, force bool) bool {
 		}
 		return false
 	}
-	l.contact()
+	l.contact(sent)
 	l.lastReport = l.clk.Now()
 	l.pending, l.pendingLen = nil, 0
 	for _, r := range rep.Instances {

@@ -50,6 +50,7 @@ type fakeCoord struct {
 	generation    map[market.InstanceID]int64 // current generation, also of retired instances
 	lostAfter     int
 	down          bool
+	reportsDown   bool // Report fails, Desired works
 	registerFails int
 	registers     int
 	logs          map[market.InstanceID]string
@@ -105,7 +106,7 @@ func (f *fakeCoord) Desired(ctx context.Context, id market.MachineID, since int6
 func (f *fakeCoord) Report(ctx context.Context, id market.MachineID, r market.Report) (market.ReportResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.down {
+	if f.down || f.reportsDown {
 		return market.ReportResult{}, errDown
 	}
 	var res market.ReportResult
@@ -494,6 +495,35 @@ func TestLostContactSelfStop(t *testing.T) {
 	c.waitReport(t, "a heartbeat", func(market.Report) bool { return true })
 	if l, _ := pr.List(t.Context()); len(l) != 1 || l[0].State != market.ObservedStopped {
 		t.Errorf("runner lists %+v, want i-1 still stopped", l)
+	}
+}
+
+// Only reports are heartbeats to the coordinator: answered polls do not
+// keep a host that cannot report from stopping its workloads.
+func TestPollsAreNoContact(t *testing.T) {
+	c := newFakeCoord()
+	dir := t.TempDir()
+	pr, err := process.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := stopSpy{pr, make(chan market.InstanceID, 10)}
+	h := start(t, dir, c, spy)
+	c.set(run("i-1", 1, "sleep 30"))
+	c.waitReport(t, "i-1 running", hasState("i-1", market.ObservedRunning, nil))
+
+	c.mu.Lock()
+	c.reportsDown = true
+	c.mu.Unlock()
+	h.clock.Advance(31 * time.Second)
+	c.set(run("i-1", 1, "sleep 30")) // a poll answers after the jump
+	select {
+	case id := <-spy.stopped:
+		if id != "i-1" {
+			t.Errorf("stopped %s, want i-1", id)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the agent did not stop its workload while its reports failed")
 	}
 }
 

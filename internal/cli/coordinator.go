@@ -18,17 +18,21 @@ import (
 	"github.com/gpumarket/gpumarket/internal/httpapi"
 	"github.com/gpumarket/gpumarket/internal/ledger"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/postgres"
 	"github.com/gpumarket/gpumarket/internal/sqlite"
 	"github.com/gpumarket/gpumarket/internal/webui"
 )
 
-// Guard: the SQLite adapter is a coordinator store.
-var _ coord.Store = (*sqlite.DB)(nil)
+// Guards: both database adapters are coordinator stores.
+var (
+	_ coord.Store = (*sqlite.DB)(nil)
+	_ coord.Store = (*postgres.DB)(nil)
+)
 
 // coordinatorConfig is what serve and dev decide about the coordinator.
 type coordinatorConfig struct {
 	Listen    string // host:port; port 0 picks a free one
-	DBPath    string
+	DB        string // a SQLite file path, or a postgres:// URL
 	Mode      string // shown on the home page: "serve" or "dev"
 	Clock     coord.Clock
 	Logger    *slog.Logger
@@ -44,7 +48,7 @@ type coordinatorConfig struct {
 type coordinator struct {
 	Service *coord.Service
 	URL     string // http://host:port
-	store   *sqlite.DB
+	store   coord.Store
 	ln      net.Listener
 	srv     *http.Server
 	tick    time.Duration
@@ -54,9 +58,9 @@ type coordinator struct {
 // startCoordinator opens the store and binds the listener, so that errors
 // (a bad path, a port in use) surface before anything runs. Run serves.
 func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator, error) {
-	store, err := sqlite.Open(ctx, cfg.DBPath)
+	store, err := openStore(ctx, cfg.DB)
 	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", cfg.DBPath, err)
+		return nil, err
 	}
 	svc := coord.New(coord.Config{
 		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,
@@ -117,6 +121,22 @@ func (c *coordinator) Run(ctx context.Context) error {
 	c.srv.Close() // ends long polls still open
 	<-loopsDone
 	return err
+}
+
+// openStore opens Postgres for a postgres:// URL and SQLite otherwise.
+func openStore(ctx context.Context, db string) (coord.Store, error) {
+	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
+		store, err := postgres.Open(ctx, db)
+		if err != nil {
+			return nil, fmt.Errorf("open Postgres database: %w", err)
+		}
+		return store, nil
+	}
+	store, err := sqlite.Open(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("open SQLite database %s: %w", db, err)
+	}
+	return store, nil
 }
 
 // parseFee reads a percentage such as "10", "2.5" or "2.5%" into basis

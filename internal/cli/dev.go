@@ -87,7 +87,7 @@ func (c *devCmd) Run(ctx context.Context, env *Env) error {
 
 	tick := 5 * time.Second / time.Duration(c.Speedup)
 	co, err := startCoordinator(ctx, coordinatorConfig{
-		Listen: c.Listen, DBPath: filepath.Join(dir, "gpumarket.db"), Mode: "dev",
+		Listen: c.Listen, DB: filepath.Join(dir, "gpumarket.db"), Mode: "dev",
 		Clock: speedClock{start: time.Now(), speedup: c.Speedup}, Speedup: c.Speedup,
 		Logger: log, Fee: fee, Tick: max(tick, 100*time.Millisecond), Faucet: market.Tokens(100),
 	})

@@ -11,7 +11,7 @@ import (
 
 type serveCmd struct {
 	Listen        string        `default:"127.0.0.1:8080" env:"GPUMARKET_LISTEN" help:"Address to serve the API, agent API and web UI on."`
-	DB            string        `name:"db" default:"gpumarket.db" env:"GPUMARKET_DB" help:"SQLite database file (created if missing)."`
+	DB            string        `name:"db" default:"gpumarket.db" env:"GPUMARKET_DB" help:"SQLite database file (created if missing), or a postgres://user:pass@host/db URL."`
 	Fee           string        `default:"10" help:"Platform fee on on-demand charges, in percent."`
 	LostAfter     time.Duration `default:"60s" help:"A machine silent this long goes offline and its instances fail."`
 	Tick          time.Duration `default:"5s" help:"How often billing and lost-host detection run."`
@@ -45,7 +45,7 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	}
 	log := newLogger(c.LogFormat, level, env.Stderr)
 	co, err := startCoordinator(ctx, coordinatorConfig{
-		Listen: c.Listen, DBPath: c.DB, Mode: "serve", Logger: log,
+		Listen: c.Listen, DB: c.DB, Mode: "serve", Logger: log,
 		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick,
 	})
 	if err != nil {

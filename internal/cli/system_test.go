@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/gpumarket/gpumarket/internal/agent"
 	"github.com/gpumarket/gpumarket/internal/apiclient"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
 )
 
 // testClock is the coordinator's fake clock: it moves only when told.
@@ -47,11 +49,30 @@ type system struct {
 	admin *apiclient.Client
 }
 
-func startSystem(t testing.TB) *system {
+// stores names the databases the system tests run on: SQLite always,
+// Postgres when the test script started one (and always in CI).
+func stores(t *testing.T) map[string]func(t testing.TB) string {
+	m := map[string]func(t testing.TB) string{
+		"sqlite": func(t testing.TB) string { return t.TempDir() + "/gm.db" },
+	}
+	if os.Getenv(pgtest.EnvURL) != "" || os.Getenv("CI") == "true" {
+		m["postgres"] = pgtest.FreshDatabase
+	}
+	return m
+}
+
+// onEachStore runs test as a subtest per store.
+func onEachStore(t *testing.T, test func(t *testing.T, db string)) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) { test(t, db(t)) })
+	}
+}
+
+func startSystem(t testing.TB, db string) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	clock := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	co, err := startCoordinator(ctx, coordinatorConfig{
-		Listen: "127.0.0.1:0", DBPath: t.TempDir() + "/gm.db", Mode: "test", Clock: clock,
+		Listen: "127.0.0.1:0", DB: db, Mode: "test", Clock: clock,
 		Logger: slog.New(slog.DiscardHandler), Tick: time.Hour, // the test calls Tick
 		LostAfter: time.Minute, Passwords: cheapPasswords{},
 	})
@@ -184,7 +205,11 @@ func TestSystemRentBillStop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts a coordinator and an agent")
 	}
-	s := startSystem(t)
+	onEachStore(t, testRentBillStop)
+}
+
+func testRentBillStop(t *testing.T, db string) {
+	s := startSystem(t, db)
 	ctx := s.ctx
 	host := s.signup(t, "host@example.com", market.RoleHost)
 	renter := s.signup(t, "renter@example.com", market.RoleRenter)
@@ -295,7 +320,11 @@ func TestSystemErrorsAndAuthorization(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test")
 	}
-	s := startSystem(t)
+	onEachStore(t, testErrorsAndAuthorization)
+}
+
+func testErrorsAndAuthorization(t *testing.T, db string) {
+	s := startSystem(t, db)
 	ctx := s.ctx
 	host := s.signup(t, "host@example.com", market.RoleHost)
 	renter := s.signup(t, "renter@example.com", market.RoleRenter)
@@ -404,7 +433,11 @@ func TestSystemErrorsAndAuthorization(t *testing.T) {
 // and its wait are not timed). Run with -benchtime=1000x; it reports p50
 // and p99.
 func BenchmarkDispatch(b *testing.B) {
-	s := startSystem(b)
+	db := b.TempDir() + "/gm.db"
+	if os.Getenv("GPUMARKET_BENCH_STORE") == "postgres" {
+		db = pgtest.FreshDatabase(b)
+	}
+	s := startSystem(b, db)
 	ctx := s.ctx
 	host := s.signup(b, "host@example.com", market.RoleHost)
 	renter := s.signup(b, "renter@example.com", market.RoleRenter)

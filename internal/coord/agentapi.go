@@ -69,10 +69,9 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 func (s *Service) Report(ctx context.Context, caller market.Account, id market.MachineID, r market.Report) (market.ReportResult, error) {
 	const op = "report"
 	res := market.ReportResult{}
-	var changedLogs []market.InstanceID
-	machineChanged := false
+	var changedLogs, ended []market.InstanceID
 	err := s.store.Tx(ctx, func(tx Tx) error {
-		res, changedLogs, machineChanged = market.ReportResult{}, nil, false
+		res, changedLogs, ended = market.ReportResult{}, nil, nil
 		m, err := ownMachine(ctx, tx, caller, id, op)
 		if err != nil {
 			return err
@@ -107,7 +106,7 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 				continue
 			}
 			if inst.State.Terminal() {
-				machineChanged = true
+				ended = append(ended, inst.ID)
 				if err := s.settle(ctx, tx, &inst, now); err != nil {
 					return err
 				}
@@ -145,9 +144,7 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 	for _, id := range changedLogs {
 		s.hub.notify(logTopic(id))
 	}
-	if machineChanged {
-		s.hub.notify(machineTopic(id))
-	}
+	s.instancesEnded(id, ended)
 	return res, nil
 }
 
@@ -237,8 +234,9 @@ func (s *Service) detectLost(ctx context.Context) error {
 }
 
 func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline time.Time) error {
-	lost := false
+	var ended []market.InstanceID
 	err := s.store.Tx(ctx, func(tx Tx) error {
+		ended = nil
 		m, err := tx.Machine(ctx, id)
 		if err != nil {
 			return err
@@ -246,7 +244,6 @@ func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline
 		if !m.Online || !m.LastSeenAt.Before(deadline) {
 			return nil // a heartbeat came in meanwhile
 		}
-		lost = true
 		now := s.now()
 		m.Online = false
 		if err := tx.UpdateMachine(ctx, m); err != nil {
@@ -274,14 +271,30 @@ func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline
 			if err := tx.UpdateInstance(ctx, inst); err != nil {
 				return err
 			}
+			ended = append(ended, inst.ID)
 			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.failed", Account: inst.Renter, Machine: id, Instance: inst.ID, Message: describe(inst)}); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err == nil && lost {
-		s.hub.notify(machineTopic(id))
+	if err == nil {
+		s.instancesEnded(id, ended)
 	}
 	return err
+}
+
+// instancesEnded wakes the long polls about instances that reached a
+// terminal state: the machine's agent (they leave its desired state) and
+// log followers, whose topics are then dropped since nobody waits on the
+// logs of an ended instance.
+func (s *Service) instancesEnded(machine market.MachineID, ended []market.InstanceID) {
+	if len(ended) == 0 {
+		return
+	}
+	s.hub.notify(machineTopic(machine))
+	for _, id := range ended {
+		s.hub.notify(logTopic(id))
+		s.hub.forget(logTopic(id))
+	}
 }

@@ -1,10 +1,11 @@
 // Package sqlite is the coordinator's Store on an SQLite file, through the
 // cgo-free modernc.org/sqlite driver.
 //
-// Its SQL (queries.go, migrations/) and its coord.Tx implementation over
-// *sql.Tx (tx.go) are written for both SQLite and Postgres, so that a
-// Postgres adapter can share them. It imports only market and coord of
-// gpumarket's packages, and never another adapter.
+// It holds only what is SQLite's own: the driver, the connection settings,
+// the single-connection pool and the error codes. The SQL, the migrations
+// and the coord.Tx implementation are shared with the Postgres store in
+// internal/sqlstore. Of gpumarket's packages it imports market, coord and
+// sqlstore, and never another adapter.
 package sqlite
 
 import (
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/sqlstore"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -47,7 +49,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	if err := migrate(ctx, db, migrations, time.Now); err != nil {
+	if err := sqlstore.Migrate(ctx, db, "", time.Now); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -56,30 +58,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 
 // Tx runs fn in one transaction and commits if it returns nil. It rolls
 // back when fn returns an error or panics; the panic then continues.
+// Transactions never fail for concurrency here (each takes the one write
+// lock when it begins), so fn runs once.
 func (d *DB) Tx(ctx context.Context, fn func(tx coord.Tx) error) error {
-	return runTx(ctx, d.db, classifySQLite, fn)
-}
-
-// runTx is Tx for any database/sql database the SQL of this package runs on.
-func runTx(ctx context.Context, db *sql.DB, classify func(error) violation, fn func(tx coord.Tx) error) (err error) {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = tx.Rollback() // the error that led here matters more
-		}
-	}()
-	if err := fn(&sqlTx{tx: tx, classify: classify}); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	committed = true
-	return nil
+	return sqlstore.RunTx(ctx, d.db, nil, classify, fn)
 }
 
 // Close closes the database.

@@ -5,33 +5,24 @@ import (
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/gpumarket/gpumarket/internal/sqlstore"
 )
 
-// violation classifies a constraint error from the database, so that the
-// generic code in tx.go can turn it into a market.Error kind. Each driver
-// supplies its own classifier.
-type violation int
-
-const (
-	noViolation violation = iota
-	uniqueViolation
-	foreignKeyViolation
-	checkViolation
-)
-
-// classifySQLite maps modernc.org/sqlite's extended result codes.
-func classifySQLite(err error) violation {
+// classify maps modernc.org/sqlite's extended result codes to the
+// constraint violations the shared store code turns into error kinds.
+func classify(err error) sqlstore.Violation {
 	var e *sqlite.Error
 	if !errors.As(err, &e) {
-		return noViolation
+		return sqlstore.NoViolation
 	}
 	switch e.Code() {
 	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
-		return uniqueViolation
+		return sqlstore.UniqueViolation
 	case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
-		return foreignKeyViolation
+		return sqlstore.ForeignKeyViolation
 	case sqlite3.SQLITE_CONSTRAINT_CHECK:
-		return checkViolation
+		return sqlstore.CheckViolation
 	}
-	return noViolation
+	return sqlstore.NoViolation
 }

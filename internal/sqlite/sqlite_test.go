@@ -9,6 +9,7 @@ import (
 
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/sqlstore"
 	"github.com/gpumarket/gpumarket/internal/storetest"
 )
 
@@ -57,7 +58,10 @@ func TestReopen(t *testing.T) {
 	if err := db.db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	ms, _ := loadMigrations(migrations)
+	ms, err := sqlstore.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n != len(ms) {
 		t.Errorf("schema_migrations has %d rows, want %d (one per migration, not repeated)", n, len(ms))
 	}
@@ -73,15 +77,18 @@ func TestRefuseNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	_, err = Open(t.Context(), path)
-	if err == nil {
+	_, openErr := Open(t.Context(), path)
+	if openErr == nil {
 		t.Fatal("Open of a database from a newer binary succeeded")
 	}
-	ms, _ := loadMigrations(migrations)
-	known := ms[len(ms)-1].version
+	ms, err := sqlstore.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := ms[len(ms)-1].Version
 	for _, want := range []string{"9999", "version " + strconv.FormatInt(known, 10)} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %q", err, want)
+		if !strings.Contains(openErr.Error(), want) {
+			t.Errorf("error %q does not mention %q", openErr, want)
 		}
 	}
 }

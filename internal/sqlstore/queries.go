@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 // The store's SQL. Every statement is plain SQL with $N placeholders that
 // both SQLite and Postgres accept, so a Postgres adapter can reuse these

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -17,11 +17,11 @@ import (
 )
 
 // sqlTx implements coord.Tx over any *sql.Tx whose database accepts the SQL
-// in queries.go. Nothing in it is specific to SQLite except the classify
-// function it is given.
+// in queries.go. Nothing in it is specific to one database except the
+// classify function it is given.
 type sqlTx struct {
 	tx       *sql.Tx
-	classify func(error) violation
+	classify Classifier
 }
 
 var _ coord.Tx = (*sqlTx)(nil)
@@ -137,7 +137,7 @@ func (t *sqlTx) InsertAccount(ctx context.Context, a market.Account) error {
 	}
 	return t.atomic(ctx, func() error {
 		_, err := t.tx.ExecContext(ctx, qInsertAccount, a.ID, a.Email, lower, a.PasswordHash, roles, micros(a.CreatedAt))
-		if t.classify(err) == uniqueViolation {
+		if t.classify(err) == UniqueViolation {
 			return conflict()
 		}
 		if err != nil {
@@ -186,9 +186,9 @@ func (t *sqlTx) InsertAPIKey(ctx context.Context, k market.APIKey) error {
 	return t.atomic(ctx, func() error {
 		_, err := t.tx.ExecContext(ctx, qInsertAPIKey, k.ID, k.Owner, k.Name, k.Prefix, k.Hash, micros(k.CreatedAt), nullMicros(k.RevokedAt))
 		switch t.classify(err) {
-		case uniqueViolation:
+		case UniqueViolation:
 			return market.Errorf(op, market.Conflict, "api key %s (or one with the same secret) already exists; create a new key", k.ID)
-		case foreignKeyViolation:
+		case ForeignKeyViolation:
 			return market.Errorf(op, market.NotFound, "account %s not found", k.Owner)
 		}
 		if err != nil {
@@ -301,9 +301,9 @@ func (t *sqlTx) InsertMachine(ctx context.Context, m market.Machine) error {
 	return t.atomic(ctx, func() error {
 		_, err := t.tx.ExecContext(ctx, qInsertMachine, args...)
 		switch t.classify(err) {
-		case uniqueViolation:
+		case UniqueViolation:
 			return market.Errorf(op, market.Conflict, "machine %s or fingerprint %q is already registered", m.ID, m.Fingerprint)
-		case foreignKeyViolation:
+		case ForeignKeyViolation:
 			return market.Errorf(op, market.NotFound, "account %s not found", m.Owner)
 		}
 		if err != nil {
@@ -322,9 +322,9 @@ func (t *sqlTx) UpdateMachine(ctx context.Context, m market.Machine) error {
 	return t.atomic(ctx, func() error {
 		res, err := t.tx.ExecContext(ctx, qUpdateMachine, args...)
 		switch t.classify(err) {
-		case uniqueViolation:
+		case UniqueViolation:
 			return market.Errorf(op, market.Conflict, "account %s already has a machine with fingerprint %q", m.Owner, m.Fingerprint)
-		case foreignKeyViolation:
+		case ForeignKeyViolation:
 			return market.Errorf(op, market.NotFound, "account %s not found", m.Owner)
 		}
 		if err != nil {
@@ -546,7 +546,7 @@ func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance) error
 	}
 	for _, a := range want {
 		_, err := t.tx.ExecContext(ctx, qInsertAllocation, a.machine, a.gpu, i.ID)
-		if t.classify(err) == uniqueViolation { // a concurrent transaction won the race
+		if t.classify(err) == UniqueViolation { // a concurrent transaction won the race
 			return gpuConflict(op, i.Machine, []int{a.gpu})
 		}
 		if err != nil {
@@ -587,9 +587,9 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 	err = t.atomic(ctx, func() error {
 		_, err := t.tx.ExecContext(ctx, qInsertInstance, args...)
 		switch t.classify(err) {
-		case uniqueViolation:
+		case UniqueViolation:
 			return market.Errorf(op, market.Conflict, "instance %s already exists", i.ID)
-		case foreignKeyViolation:
+		case ForeignKeyViolation:
 			fk = true
 			return err
 		}
@@ -616,7 +616,7 @@ func (t *sqlTx) UpdateInstance(ctx context.Context, i market.Instance) error {
 	var fk bool
 	err = t.atomic(ctx, func() error {
 		res, err := t.tx.ExecContext(ctx, qUpdateInstance, args...)
-		if t.classify(err) == foreignKeyViolation {
+		if t.classify(err) == ForeignKeyViolation {
 			fk = true
 			return err
 		}
@@ -743,7 +743,7 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		}
 	}
 	// Check balances before writing anything, for a message that says how
-	// much is missing. The upsert below checks again, atomically.
+	// much is missing. The update below checks again, atomically.
 	for _, n := range net {
 		if n.Amount >= 0 || n.Account.MayGoNegative() {
 			continue
@@ -762,7 +762,7 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		}
 		_, err := t.tx.ExecContext(ctx, qInsertTransfer, tr.Seq, tr.ID, tr.Key, string(tr.Kind), string(tr.Asset),
 			tr.Instance, tr.Minute, tr.Memo, micros(tr.At))
-		if t.classify(err) == uniqueViolation {
+		if t.classify(err) == UniqueViolation {
 			return market.Errorf(op, market.Conflict, "transfer %s, its key %q or its charge of minute %d was already recorded", tr.ID, tr.Key, tr.Minute)
 		}
 		if err != nil {
@@ -783,12 +783,13 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 			if errors.Is(err, sql.ErrNoRows) { // no balance row yet: it holds 0
 				return insufficient(op, n.Account, tr.Asset, 0, n.Amount)
 			}
-			if t.classify(err) == checkViolation {
-				have, berr := t.Balance(ctx, n.Account, tr.Asset)
-				if berr != nil {
-					return errors.Join(err, berr)
-				}
-				return insufficient(op, n.Account, tr.Asset, have, n.Amount)
+			if t.classify(err) == CheckViolation {
+				// A concurrent transfer spent it since the check above. The
+				// failed statement leaves Postgres unable to read until the
+				// savepoint is rolled back, so the balance now is unknown.
+				return market.Errorf(op, market.InsufficientFunds,
+					"account %s no longer holds the %s %s needed (another transfer spent it); deposit more tokens",
+					n.Account, -n.Amount, tr.Asset)
 			}
 			if err == nil && after < 0 && !n.Account.MayGoNegative() {
 				return insufficient(op, n.Account, tr.Asset, market.Money(after)-n.Amount, n.Amount)
@@ -936,7 +937,9 @@ func (t *sqlTx) AppendLogs(ctx context.Context, chunks []market.LogChunk) error 
 		for _, c := range chunks {
 			seq := next[c.Instance]
 			next[c.Instance]++
-			if _, err := t.tx.ExecContext(ctx, qInsertLog, c.Instance, seq, c.Stream, c.Data, micros(c.At)); err != nil {
+			// Always bytes: SQLite gives a BYTEA column numeric affinity,
+			// which would turn text such as "42" into a number.
+			if _, err := t.tx.ExecContext(ctx, qInsertLog, c.Instance, seq, c.Stream, []byte(c.Data), micros(c.At)); err != nil {
 				return fmt.Errorf("%s of %s: %w", op, c.Instance, err)
 			}
 		}

@@ -135,7 +135,7 @@ CREATE TABLE log_chunks (
     instance_id TEXT NOT NULL REFERENCES instances (id),
     seq         BIGINT NOT NULL,
     stream      TEXT NOT NULL,
-    data        TEXT NOT NULL,
+    data        BYTEA NOT NULL, -- raw output: Postgres TEXT refuses NUL bytes and invalid UTF-8
     at          BIGINT NOT NULL,
     PRIMARY KEY (instance_id, seq)
 );

@@ -1,0 +1,60 @@
+// Package sqlstore is the part of the coordinator's Store that SQLite and
+// Postgres share: the migrations (migrations/), the SQL (queries.go), the
+// coord.Tx implementation over a *sql.Tx (tx.go) and the migration runner.
+// Everything here is written in the SQL both databases accept; what differs
+// (driver, connection settings, error codes, isolation and retries) lives
+// in the adapters, internal/sqlite and internal/postgres, which supply it.
+//
+// It imports only market and coord of gpumarket's packages. Only the SQL
+// adapters import it; it never imports an adapter.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+)
+
+// Violation classifies a constraint error from the database, so that the
+// generic code in tx.go can turn it into a market.Error kind. Each adapter
+// supplies a Classifier for its driver's error codes.
+type Violation int
+
+// Constraint violations the store distinguishes.
+const (
+	NoViolation Violation = iota
+	UniqueViolation
+	ForeignKeyViolation
+	CheckViolation
+)
+
+// Classifier maps a driver error (nil included) to the constraint it
+// violated, or NoViolation.
+type Classifier func(error) Violation
+
+// RunTx runs fn in one transaction of db, begun with opts, and commits if fn
+// returns nil. It rolls back when fn returns an error or panics; the panic
+// then continues. It does not retry: an adapter whose database can fail a
+// transaction for concurrency (Postgres) wraps RunTx in its retry loop.
+func RunTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, classify Classifier, fn func(tx coord.Tx) error) error {
+	tx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tx.Rollback() // the error that led here matters more
+		}
+	}()
+	if err := fn(&sqlTx{tx: tx, classify: classify}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	committed = true
+	return nil
+}
