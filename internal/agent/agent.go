@@ -349,6 +349,9 @@ func (l *loop) reconcile(ctx context.Context) {
 			l.log.Warn("unknown desired state; ignoring", "instance", id, "desired", as.Desired)
 		case l.selfStopped:
 			// Starting work now could double-run it.
+		case !known && l.gpusBusy(as, obs):
+			// A workload told to stop still holds some of its GPUs (a
+			// preempted spot instance in its notice): start after it ends.
 		case !known:
 			l.start(ctx, as)
 		case !isRunning(o.State) && as.Generation > o.Generation:
@@ -381,6 +384,25 @@ func (l *loop) reconcile(ctx context.Context) {
 			delete(l.started, id)
 		}
 	}
+}
+
+// gpusBusy reports whether another assignment that is to stop still runs
+// on one of as's GPUs.
+func (l *loop) gpusBusy(as market.Assignment, obs map[market.InstanceID]market.InstanceReport) bool {
+	for id, other := range l.desired {
+		if id == as.Instance || other.Desired != market.DesiredStop {
+			continue
+		}
+		if o, ok := obs[id]; !ok || !isRunning(o.State) {
+			continue
+		}
+		for _, g := range other.GPUs {
+			if slices.Contains(as.GPUs, g) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (l *loop) start(ctx context.Context, as market.Assignment) {

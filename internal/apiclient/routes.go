@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 // Accounts and keys.
@@ -98,9 +99,27 @@ func (c *Client) UnlistMachine(ctx context.Context, id market.MachineID) (market
 // Offers searches listed machines with free GPUs. Zero filter fields do not
 // filter.
 func (c *Client) Offers(ctx context.Context, f market.OfferFilter) ([]market.Offer, error) {
+	out := []market.Offer{}
+	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/offers", query: offerQuery(f), out: &out})
+	return nonNil(out), err
+}
+
+// ExplainOffers says how many machines each filter of a search removed.
+func (c *Client) ExplainOffers(ctx context.Context, f market.OfferFilter) (match.Explanation, error) {
+	var out match.Explanation
+	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/offers/explain", query: offerQuery(f), out: &out})
+	return out, err
+}
+
+func offerQuery(f market.OfferFilter) url.Values {
 	q := url.Values{}
-	if f.GPUName != "" {
-		q.Set("gpu_name", f.GPUName)
+	for k, v := range map[string]string{"q": f.Query, "sort": f.Sort, "region": f.Region, "gpu_name": f.GPUName} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
 	}
 	if f.MinGPUs > 0 {
 		q.Set("num_gpus", strconv.Itoa(f.MinGPUs))
@@ -111,9 +130,7 @@ func (c *Client) Offers(ctx context.Context, f market.OfferFilter) ([]market.Off
 	if f.MinGPURAMGB > 0 {
 		q.Set("min_gpu_ram_gb", strconv.FormatInt(f.MinGPURAMGB, 10))
 	}
-	out := []market.Offer{}
-	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/offers", query: q, out: &out})
-	return nonNil(out), err
+	return q
 }
 
 // Instances.

@@ -18,6 +18,7 @@ import (
 	"github.com/gpumarket/gpumarket/internal/gpu/fake"
 	"github.com/gpumarket/gpumarket/internal/gpu/nvidiasmi"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/runner/docker"
 	"github.com/gpumarket/gpumarket/internal/runner/process"
 )
 
@@ -25,6 +26,7 @@ import (
 var (
 	_ agent.Coordinator = (*apiclient.Client)(nil)
 	_ agent.Runner      = (*process.Runner)(nil)
+	_ agent.Runner      = (*docker.Runner)(nil)
 )
 
 type agentCmd struct {
@@ -33,6 +35,10 @@ type agentCmd struct {
 	Region            string        `help:"Region this machine is in (for example eu, us); shown to renters."`
 	DataCenter        string        `name:"datacenter" help:"Data center name; shown to renters."`
 	HeartbeatInterval time.Duration `default:"10s" help:"Longest time between reports to the coordinator."`
+	Runner            string        `default:"auto" enum:"auto,docker,process" help:"How workloads run: docker (containers), process (plain host processes, for development), or auto: docker when a Docker daemon answers, else process."`
+	DockerHost        string        `placeholder:"URL" help:"Docker daemon address (default: DOCKER_HOST, else the local socket)."`
+	ContainerMemory   int64         `name:"container-memory-mib" placeholder:"MIB" help:"Memory limit of each container in MiB, without swap (0: no limit)."`
+	ContainerPids     int64         `name:"container-pids" default:"4096" help:"Most processes and threads a container may have."`
 	LogFormat         string        `default:"text" enum:"json,text" help:"Log format: json or text."`
 	Verbose           bool          `short:"v" help:"Log debug messages."`
 }
@@ -42,9 +48,13 @@ func (c *agentCmd) Help() string {
 --fake-gpus), registers the machine with the coordinator under the host
 account of --token, long-polls for work, runs it and reports back.
 
+Workloads run as hardened Docker containers when a Docker daemon answers
+(--runner docker), else as plain processes (--runner process); the machine
+advertises which, and renters can give images only to docker machines.
+
 Examples:
   gpumarket agent --coordinator https://market.example.com --token gmk_...
-  gpumarket agent --fake-gpus "2xRTX 4090" --region eu`
+  gpumarket agent --fake-gpus "2xRTX 4090" --region eu --runner process`
 }
 
 func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
@@ -64,15 +74,57 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 		level = slog.LevelDebug
 	}
 	log := newLogger(c.LogFormat, level, env.Stderr)
-	a, err := newAgent(ctx, agentOptions{
+	o := agentOptions{
 		StateDir: dir, FakeGPUs: c.FakeGPUs, Region: c.Region, DataCenter: c.DataCenter,
 		Client: api, Logger: log, HeartbeatInterval: c.HeartbeatInterval,
-	})
+	}
+	if c.Runner != "process" {
+		run, err := c.dockerRunner(ctx, log)
+		if err != nil {
+			return err
+		}
+		if run != nil {
+			defer run.Close()
+			o.Runner, o.RunnerName = run, "docker"
+		}
+	}
+	a, err := newAgent(ctx, o)
 	if err != nil {
 		return err
 	}
-	log.Info("agent starting", "coordinator", api.BaseURL(), "state_dir", dir)
+	runner := o.RunnerName
+	if runner == "" {
+		runner = "process"
+	}
+	log.Info("agent starting", "coordinator", api.BaseURL(), "state_dir", dir, "runner", runner)
 	return a.Run(ctx)
+}
+
+// dockerRunner connects to the Docker daemon. With --runner auto, a daemon
+// that does not answer means the process runner: it returns nil, nil.
+func (c *agentCmd) dockerRunner(ctx context.Context, log *slog.Logger) (*docker.Runner, error) {
+	if c.ContainerMemory < 0 || c.ContainerPids < 0 {
+		return nil, usagef("--container-memory-mib and --container-pids cannot be negative")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	run, err := docker.New(cctx, docker.Options{
+		Host:        c.DockerHost,
+		MemoryBytes: c.ContainerMemory << 20,
+		PidsLimit:   c.ContainerPids,
+		// Simulated GPUs have no devices to pass through.
+		NoGPUDevices: c.FakeGPUs != "",
+		Logger:       log,
+	})
+	if err != nil {
+		if c.Runner == "auto" {
+			log.Warn("no usable Docker daemon; running workloads as plain processes (--runner process)", "err", err)
+			return nil, nil
+		}
+		return nil, fmt.Errorf("--runner docker: %w", err)
+	}
+	log.Info("docker runner ready", "api_version", run.APIVersion(), "nvidia_runtime", run.NvidiaRuntime())
+	return run, nil
 }
 
 type agentOptions struct {
@@ -83,10 +135,14 @@ type agentOptions struct {
 	Logger             *slog.Logger
 	HeartbeatInterval  time.Duration
 	PollWait           time.Duration
+	// Runner runs the workloads, and RunnerName is what the machine
+	// advertises; nil is the process runner on StateDir.
+	Runner     agent.Runner
+	RunnerName string
 }
 
-// newAgent discovers the hardware and builds an agent with the process
-// runner on stateDir.
+// newAgent discovers the hardware and builds an agent with o.Runner, or
+// the process runner on StateDir.
 func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
@@ -97,7 +153,7 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 	}
 	hw := market.Hardware{
 		Fingerprint: fp,
-		Runner:      "process",
+		Runner:      o.RunnerName,
 		CPUCores:    runtime.NumCPU(),
 		RAMMiB:      memTotalMiB(),
 		DiskGiB:     diskGiB(o.StateDir),
@@ -120,9 +176,12 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 		}
 		hw.GPUs, hw.DriverVersion, hw.CUDAVersion = info.GPUs, info.DriverVersion, info.CUDAVersion
 	}
-	run, err := process.New(filepath.Join(o.StateDir, "instances"))
-	if err != nil {
-		return nil, fmt.Errorf("start process runner: %w", err)
+	run := o.Runner
+	if run == nil {
+		if run, err = process.New(filepath.Join(o.StateDir, "instances")); err != nil {
+			return nil, fmt.Errorf("start process runner: %w", err)
+		}
+		hw.Runner = "process"
 	}
 	return agent.New(agent.Config{
 		Hardware:          hw,

@@ -42,6 +42,8 @@ type CLI struct {
 	// Renting and hosting.
 	Offer    offerCmd    `cmd:"" group:"Renting" help:"Search machines with free GPUs."`
 	Instance instanceCmd `cmd:"" group:"Renting" help:"Rent GPUs and manage instances."`
+	Bid      bidCmd      `cmd:"" group:"Renting" help:"Bid for spot (interruptible) GPUs."`
+	Auction  auctionCmd  `cmd:"" group:"Renting" help:"Inspect and replay spot clearing rounds."`
 	Machine  machineCmd  `cmd:"" group:"Hosting" help:"Manage your machines."`
 	Earnings earningsCmd `cmd:"" group:"Hosting" help:"Show what your machines earned."`
 

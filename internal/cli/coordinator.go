@@ -66,6 +66,10 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,
 		LostAfter: cfg.LostAfter, Speedup: cfg.Speedup, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
 	})
+	if err := svc.RebuildIndex(ctx); err != nil {
+		store.Close()
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ui := webui.Handler(webui.Info{Mode: cfg.Mode, Stats: func() webui.Stats {

@@ -20,7 +20,9 @@ type instanceCmd struct {
 }
 
 type instanceCreateCmd struct {
-	Machine string        `arg:"" help:"Machine ID (m-...), from 'gpumarket offer search'."`
+	Machine string        `arg:"" optional:"" help:"Machine ID (m-...), from 'gpumarket offer search'; leave out with --auto."`
+	Auto    string        `name:"auto" placeholder:"QUERY" help:"Pick the best-ranked offer matching this offer query instead of naming a machine, e.g. 'gpu_name=RTX_4090 price_per_gpu_hour<0.8'."`
+	Region  string        `name:"region" help:"Your region, to rank nearby offers higher with --auto."`
 	GPUs    int           `name:"gpus" required:"" placeholder:"N" help:"Number of GPUs to rent."`
 	Env     []string      `name:"env" sep:"none" placeholder:"KEY=VALUE" help:"Environment variable for the command; repeat for more."`
 	Grace   time.Duration `name:"grace" help:"Time between SIGTERM and SIGKILL when the instance stops, such as 10s (default: the coordinator's)."`
@@ -32,7 +34,8 @@ func (c *instanceCreateCmd) Help() string {
 	return `Examples:
   gpumarket instance create m-0a1b2c3d4e5f --gpus 1 -- nvidia-smi
   gpumarket instance create m-0a1b2c3d4e5f --gpus 2 --env EPOCHS=3 --grace 30s -- python train.py --lr 3e-4
-  gpumarket instance create m-0a1b2c3d4e5f --gpus 1 --image pytorch/pytorch -- python -c 'import torch'`
+  gpumarket instance create m-0a1b2c3d4e5f --gpus 1 --image pytorch/pytorch -- python -c 'import torch'
+  gpumarket instance create --auto 'gpu_name=RTX_4090 price_per_gpu_hour<0.8' --gpus 1 -- nvidia-smi`
 }
 
 func (c *instanceCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
@@ -46,7 +49,16 @@ func (c *instanceCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Cl
 	if len(cmd) > 0 && cmd[0] == "--" {
 		cmd = cmd[1:]
 	}
-	req := market.CreateInstanceRequest{Machine: market.MachineID(c.Machine), GPUs: c.GPUs, Image: c.Image,
+	machine := c.Machine
+	if c.Auto != "" && machine != "" && !strings.HasPrefix(machine, market.MachinePrefix) {
+		// With --auto there is no machine argument: the first word was the
+		// command's.
+		cmd, machine = append([]string{machine}, cmd...), ""
+	}
+	if c.Auto == "" && machine == "" {
+		return usagef("name the machine to rent (from 'gpumarket offer search'), or pick one with --auto 'QUERY'")
+	}
+	req := market.CreateInstanceRequest{Machine: market.MachineID(machine), Auto: c.Auto, Region: c.Region, GPUs: c.GPUs, Image: c.Image,
 		Command: cmd, GraceSeconds: int((c.Grace + time.Second - 1) / time.Second)}
 	if req.Command == nil {
 		req.Command = []string{}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/gpumarket/gpumarket/internal/apiclient"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 type machineCmd struct {
@@ -106,12 +108,16 @@ type machineSetCmd struct {
 	PricePerGPUHour string  `name:"price-per-gpu-hour" placeholder:"TOKENS" help:"On-demand price of one GPU for one hour, in tokens (up to 6 decimals)."`
 	Region          *string `help:"Region the machine is in, such as eu or us-east."`
 	Datacenter      *string `help:"Datacenter the machine is in."`
+	SpotReserve     string  `name:"spot-reserve" placeholder:"TOKENS" help:"Lowest spot bid accepted, per GPU-day, in tokens."`
+	EnergyPrice     string  `name:"energy-price" placeholder:"TOKENS" help:"Your energy cost per kWh, in tokens; spot bids win on price minus energy at their power limit."`
+	MaxPower        *int    `name:"max-power" placeholder:"W" help:"Highest power limit per GPU a spot bid may ask, in W (0: the cards' maximum)."`
 }
 
 func (c *machineSetCmd) Help() string {
 	return `Examples:
   gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.5
-  gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.45 --region eu`
+  gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.45 --region eu
+  gpumarket machine set m-0a1b2c3d4e5f --spot-reserve 5 --energy-price 0.12 --max-power 350`
 }
 
 func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
@@ -126,8 +132,22 @@ func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client
 		}
 		upd.PricePerGPUHour = &p
 	}
+	for _, f := range []struct {
+		flag, v string
+		dst     **market.Money
+	}{{"--spot-reserve", c.SpotReserve, &upd.SpotReservePerGPUDay}, {"--energy-price", c.EnergyPrice, &upd.EnergyPerKWh}} {
+		if f.v == "" {
+			continue
+		}
+		p, err := market.ParseMoney(f.v)
+		if err != nil {
+			return usagef("%s: %v", f.flag, err)
+		}
+		*f.dst = &p
+	}
+	upd.MaxPowerW = c.MaxPower
 	if upd == (market.MachineUpdate{}) {
-		return usagef("nothing to change; pass --price-per-gpu-hour, --region or --datacenter")
+		return usagef("nothing to change; pass --price-per-gpu-hour, --region, --datacenter, --spot-reserve, --energy-price or --max-power")
 	}
 	m, err := api.UpdateMachine(ctx, market.MachineID(c.ID), upd)
 	if err != nil {
@@ -188,23 +208,37 @@ type offerCmd struct {
 }
 
 type offerSearchCmd struct {
-	GPUName   string `name:"gpu-name" help:"GPU model contains this text (case-insensitive), such as 4090."`
-	GPUs      int    `name:"gpus" placeholder:"N" help:"At least N free GPUs."`
-	MaxPrice  string `name:"max-price" placeholder:"TOKENS" help:"At most this price per GPU-hour."`
-	MinGPURAM int64  `name:"min-gpu-ram" placeholder:"GB" help:"At least this much memory per GPU, in GB."`
+	Query     []string `arg:"" optional:"" help:"Filters of the offer query language, e.g. 'gpu_name=RTX_4090 num_gpus>=2 price_per_gpu_hour<0.8 region in [eu,us]' (fields below)."`
+	Sort      string   `default:"score" help:"Order: score, price, or a numeric field; a leading - sorts largest first (-reliability)."`
+	Limit     int      `default:"20" help:"Show at most this many offers."`
+	Region    string   `help:"Your region, so that nearby machines rank higher."`
+	Explain   bool     `help:"Say how many machines each filter removed and, for an empty result, which filter emptied it and what nearly matched."`
+	GPUName   string   `name:"gpu-name" help:"Shorthand for gpu_name=... (case, spaces and _ ignored)."`
+	GPUs      int      `name:"gpus" placeholder:"N" help:"Shorthand for num_gpus>=N."`
+	MaxPrice  string   `name:"max-price" placeholder:"TOKENS" help:"Shorthand for price_per_gpu_hour<=TOKENS."`
+	MinGPURAM int64    `name:"min-gpu-ram" placeholder:"GB" help:"Shorthand for gpu_ram>=GB."`
 }
 
 func (c *offerSearchCmd) Help() string {
-	return `Examples:
+	return `Operators: = != < <= > >= in notin. Strings may be quoted; numbers may carry
+units (gpu_ram>=24GB, ram>=64GiB); lists are [a,b]. Offers are ranked by a
+score of price, reliability, verified performance and latency from --region.
+
+Examples:
   gpumarket offer search
-  gpumarket offer search --gpu-name 4090 --gpus 2 --max-price 0.8
-  gpumarket offer search --min-gpu-ram 40 -o json`
+  gpumarket offer search 'gpu_name=RTX_4090 num_gpus>=2 price_per_gpu_hour<0.8'
+  gpumarket offer search 'gpu_ram>=40 region in [eu,us]' --sort price --limit 5
+  gpumarket offer search 'gpu_name=H100 num_gpus>=8' --explain
+
+Fields:
+` + match.FieldHelp()
 }
 
 func (c *offerSearchCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
-	f := market.OfferFilter{GPUName: c.GPUName, MinGPUs: c.GPUs, MinGPURAMGB: c.MinGPURAM}
-	if c.GPUs < 0 || c.MinGPURAM < 0 {
-		return usagef("--gpus and --min-gpu-ram must not be negative")
+	f := market.OfferFilter{Query: strings.Join(c.Query, " "), Sort: c.Sort, Limit: c.Limit, Region: c.Region,
+		GPUName: c.GPUName, MinGPUs: c.GPUs, MinGPURAMGB: c.MinGPURAM}
+	if c.GPUs < 0 || c.MinGPURAM < 0 || c.Limit < 0 {
+		return usagef("--gpus, --min-gpu-ram and --limit must not be negative")
 	}
 	if c.MaxPrice != "" {
 		p, err := market.ParseMoney(c.MaxPrice)
@@ -212,6 +246,17 @@ func (c *offerSearchCmd) Run(ctx context.Context, env *Env, api *apiclient.Clien
 			return usagef("--max-price: %v", err)
 		}
 		f.MaxPrice = p
+	}
+	if c.Explain {
+		x, err := api.ExplainOffers(ctx, f)
+		if err != nil {
+			return err
+		}
+		if env.JSON() {
+			return env.printJSON(x)
+		}
+		_, err = fmt.Fprint(env.Stdout, x.String())
+		return err
 	}
 	offers, err := api.Offers(ctx, f)
 	if err != nil {
@@ -221,7 +266,7 @@ func (c *offerSearchCmd) Run(ctx context.Context, env *Env, api *apiclient.Clien
 		return env.printJSON(offers)
 	}
 	if len(offers) == 0 {
-		fmt.Fprintln(env.Stdout, "No offers match.")
+		fmt.Fprintln(env.Stdout, "No offers match. Add --explain to see which filter removed them.")
 		return nil
 	}
 	t := newTable(env.Stdout, "MACHINE", "GPU", "VRAM", "FREE", "PRICE/GPU/H", "CPU", "RAM", "DISK", "REGION")

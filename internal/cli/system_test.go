@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"slices"
@@ -527,4 +528,86 @@ func (w *reportWatch) Report(ctx context.Context, id market.MachineID, r market.
 		}
 	}
 	return w.Coordinator.Report(ctx, id, r)
+}
+
+// TestSystemCLI drives the real coordinator and agent through the CLI
+// verbs, as a user at a terminal would: sign-up, login (config file),
+// search with the query language, auto placement, logs, stop, wallet.
+func TestSystemCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("system test")
+	}
+	s := startSystem(t, t.TempDir()+"/gm.db")
+	host := s.signup(t, "host@example.com", market.RoleHost)
+	s.startAgent(t, host, "2xRTX 4090")
+	var m market.Machine
+	eventually(t, "registration", func() (bool, error) {
+		ms, err := host.Machines(s.ctx, false)
+		if len(ms) > 0 {
+			m = ms[0]
+		}
+		return len(ms) == 1, err
+	})
+	cfg := t.TempDir() + "/config.json"
+	gm := func(args ...string) (string, string, int) {
+		var out, errOut strings.Builder
+		code := run(s.ctx, append([]string{"--config", cfg, "--coordinator", s.co.URL}, args...), strings.NewReader(""), &out, &errOut, nil)
+		return out.String(), errOut.String(), code
+	}
+	ok := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := gm(args...)
+		if code != 0 {
+			t.Fatalf("gpumarket %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	hostCfg := t.TempDir() + "/host.json"
+	for _, args := range [][]string{
+		{"login", "--email", "host@example.com", "--password", "password-1"},
+		{"machine", "set", string(m.ID), "--price-per-gpu-hour", "0.6", "--region", "eu-west"},
+		{"machine", "list-for-rent", string(m.ID)},
+	} {
+		var out, errOut strings.Builder
+		if code := run(s.ctx, append([]string{"--config", hostCfg, "--coordinator", s.co.URL}, args...), strings.NewReader(""), &out, &errOut, nil); code != 0 {
+			t.Fatalf("host: gpumarket %s: exit %d: %s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+		}
+	}
+
+	ok("signup", "--email", "renter@example.com", "--password", "password-1")
+	ok("login", "--email", "renter@example.com", "--password", "password-1")
+	must[market.Transfer](t, "deposit")(s.admin.Deposit(s.ctx, market.DepositRequest{Email: "renter@example.com", Amount: market.Tokens(5)}, "d"))
+
+	if out := ok("offer", "search", "gpu_name=rtx_4090 num_gpus>=2 region in [eu] price_per_gpu_hour<0.8"); !strings.Contains(out, string(m.ID)) {
+		t.Errorf("offer search does not list %s:\n%s", m.ID, out)
+	}
+	out, errOut, code := gm("offer", "search", "gpu_mem>=24")
+	if code == 0 || !strings.Contains(errOut, "did you mean 'gpu_ram'") {
+		t.Errorf("bad query: exit %d, stderr %q", code, errOut)
+	}
+	if out := ok("offer", "search", "num_gpus>=3", "--explain"); !strings.Contains(out, "num_gpus>=3") || !strings.Contains(out, string(m.ID)) {
+		t.Errorf("explain does not name the filter and the near miss:\n%s", out)
+	}
+	out = ok("-o", "json", "instance", "create", "--auto", "gpu_name=RTX_4090", "--gpus", "2", "--", "sh", "-c", "echo cli-hello; exec sleep 300")
+	var inst market.Instance
+	if err := json.Unmarshal([]byte(out), &inst); err != nil || inst.Machine != m.ID || len(inst.GPUs) != 2 {
+		t.Fatalf("instance create --auto -o json: %v\n%s", err, out)
+	}
+	eventually(t, "logs through the CLI", func() (bool, error) {
+		out, _, _ := gm("instance", "logs", string(inst.ID))
+		return strings.Contains(out, "cli-hello"), nil
+	})
+	eventually(t, "instance list to show it running", func() (bool, error) {
+		out := ok("instance", "list")
+		return strings.Contains(out, string(inst.ID)) && strings.Contains(out, "running"), nil
+	})
+	ok("instance", "stop", string(inst.ID))
+	eventually(t, "the stop", func() (bool, error) {
+		out, _, _ := gm("-o", "json", "instance", "show", string(inst.ID))
+		return strings.Contains(out, `"state": "stopped"`), nil
+	})
+	if out := ok("wallet", "show"); !strings.Contains(out, "5.00 GMT") {
+		t.Errorf("wallet after a stop within the first minute (nothing billed):\n%s", out)
+	}
+	s.checkLedger(t)
 }

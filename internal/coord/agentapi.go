@@ -50,6 +50,10 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 			Command:      inst.Command,
 			Env:          inst.Env,
 			GraceSeconds: inst.GraceSeconds,
+
+			PowerLimitW:   inst.PowerLimitW,
+			Clocks:        inst.Clocks,
+			NoticeSeconds: inst.NoticeSeconds,
 		}
 		if inst.State == market.InstanceStopping {
 			a.Desired = market.DesiredStop
@@ -70,14 +74,16 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 	const op = "report"
 	res := market.ReportResult{}
 	var changedLogs, ended []market.InstanceID
+	cameOnline := false
 	err := s.store.Tx(ctx, func(tx Tx) error {
-		res, changedLogs, ended = market.ReportResult{}, nil, nil
+		res, changedLogs, ended, cameOnline = market.ReportResult{}, nil, nil, false
 		m, err := ownMachine(ctx, tx, caller, id, op)
 		if err != nil {
 			return err
 		}
 		now := s.now()
 		if !m.Online {
+			cameOnline = true
 			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: m.Owner, Machine: m.ID, Message: "heartbeats resumed"}); err != nil {
 				return err
 			}
@@ -145,6 +151,9 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 		s.hub.notify(logTopic(id))
 	}
 	s.instancesEnded(id, ended)
+	if cameOnline || len(ended) > 0 {
+		s.reindex(ctx, id)
+	}
 	return res, nil
 }
 
@@ -155,6 +164,9 @@ func observe(inst *market.Instance, rep market.InstanceReport, now time.Time) (s
 		return "", false
 	}
 	end := func(state market.InstanceState, reason string) {
+		if state == market.InstanceStopped && preempting(*inst) {
+			state = market.InstancePreempted
+		}
 		inst.State = state
 		if inst.Reason == "" || state == market.InstanceFailed {
 			inst.Reason = reason
@@ -280,6 +292,7 @@ func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline
 	})
 	if err == nil {
 		s.instancesEnded(id, ended)
+		s.reindex(ctx, id)
 	}
 	return err
 }

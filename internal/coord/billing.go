@@ -52,7 +52,7 @@ func (s *Service) billInstance(ctx context.Context, id market.InstanceID) error 
 			if err != nil {
 				return err
 			}
-			if next := ledger.MinuteCharge(inst.PricePerHour, inst.BilledMins); avail < next {
+			if next := minuteCharge(inst, inst.BilledMins); avail < next {
 				s.beginStop(&inst, now, fmt.Sprintf("out of funds: the next minute costs %s and %s is available", next, avail))
 				if err := s.settle(ctx, tx, &inst, now); err != nil {
 					return err
@@ -115,7 +115,7 @@ func (s *Service) settle(ctx context.Context, tx Tx, inst *market.Instance, now 
 			return err
 		}
 		for k := inst.BilledMins; k < due; k++ {
-			amt := ledger.MinuteCharge(inst.PricePerHour, k)
+			amt := minuteCharge(*inst, k)
 			from := market.Available(inst.Renter)
 			avail, err := tx.Balance(ctx, from, market.DefaultAsset)
 			if err != nil {
@@ -139,7 +139,7 @@ func (s *Service) settle(ctx context.Context, tx Tx, inst *market.Instance, now 
 				from = market.Escrow(inst.Renter)
 				inst.Escrow -= amt
 			}
-			if _, err := tx.ApplyTransfer(ctx, ledger.Charge(from, m.Owner, inst.ID, k, amt, s.cfg.Fee, now)); err != nil {
+			if _, err := tx.ApplyTransfer(ctx, ledger.Charge(from, m.Owner, inst.ID, k, amt, s.feeOf(*inst), now)); err != nil {
 				return fmt.Errorf("charge minute %d: %w", k, err)
 			}
 			inst.BilledMins++

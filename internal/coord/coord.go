@@ -8,10 +8,13 @@ package coord
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/gpumarket/gpumarket/internal/auction"
 	"github.com/gpumarket/gpumarket/internal/ledger"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 // Clock tells the coordinator what time it is. Tests use a fake one; `dev
@@ -46,8 +49,20 @@ type Config struct {
 	// Faucet, when positive, lets any account credit itself this much with
 	// the faucet call (dev mode only).
 	Faucet market.Money
+	// Ranking weighs the offer score and holds the operator's latency
+	// table; nil = match.DefaultRanking().
+	Ranking *match.Ranking
 	// PasswordHasher hashes and checks passwords. Tests use a cheap one.
 	Passwords PasswordHasher
+	// Spot market: the clearing interval in clock time (default 10 min),
+	// the platform's share of spot charges (default 2.5%), the minimum
+	// increment a set of bids must beat running winners by (default
+	// auction.DefaultMinIncrement) and the most open bids one renter may
+	// hold (default 20).
+	SpotInterval time.Duration
+	SpotFee      ledger.BasisPoints
+	MinIncrement auction.BasisPoints
+	MaxBids      int
 }
 
 // PasswordHasher hashes and checks passwords.
@@ -64,9 +79,14 @@ type Service struct {
 	log   *slog.Logger
 	cfg   Config
 	hub   *hub
+	index *match.Index
+
+	spotMu    sync.Mutex
+	lastRound time.Time // start of the last spot interval cleared
 }
 
-// New returns a Service with defaults filled in.
+// New returns a Service with defaults filled in. Call RebuildIndex before
+// serving searches.
 func New(cfg Config) *Service {
 	if cfg.Clock == nil {
 		cfg.Clock = SystemClock{}
@@ -95,7 +115,23 @@ func New(cfg Config) *Service {
 	if cfg.Passwords == nil {
 		cfg.Passwords = Argon2id{}
 	}
-	return &Service{store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, cfg: cfg, hub: newHub(cfg.Clock.Now().UnixNano())}
+	if cfg.SpotInterval <= 0 {
+		cfg.SpotInterval = DefaultSpotInterval
+	}
+	if cfg.SpotFee == 0 {
+		cfg.SpotFee = DefaultSpotFee
+	}
+	if cfg.SpotFee < 0 {
+		cfg.SpotFee = 0
+	}
+	if cfg.MaxBids <= 0 {
+		cfg.MaxBids = DefaultMaxBids
+	}
+	index := match.NewIndex()
+	if cfg.Ranking != nil {
+		index.SetRanking(*cfg.Ranking)
+	}
+	return &Service{store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, cfg: cfg, hub: newHub(cfg.Clock.Now().UnixNano()), index: index}
 }
 
 // Run runs the background loops (billing, lost-host detection) every
@@ -116,10 +152,14 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 }
 
 // Tick runs one pass of the background work at the clock's current time:
-// machines silent past the lost deadline go offline, and every running
-// instance is charged for the minutes it completed.
+// machines silent past the lost deadline go offline, a spot clearing round
+// runs when a new interval has begun, and every running instance is
+// charged for the minutes it completed.
 func (s *Service) Tick(ctx context.Context) error {
 	if err := s.detectLost(ctx); err != nil {
+		return err
+	}
+	if err := s.clearSpot(ctx); err != nil {
 		return err
 	}
 	return s.bill(ctx)

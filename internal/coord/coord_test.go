@@ -38,6 +38,7 @@ func (plainPasswords) Verify(h, p string) bool       { return h == "plain:"+p }
 
 type env struct {
 	t      *testing.T
+	store  coord.Store
 	ctx    context.Context
 	svc    *coord.Service
 	clock  *fakeClock
@@ -59,7 +60,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { store.Close() })
 	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}
-	e := &env{t: t, ctx: ctx, clock: clock, svc: coord.New(coord.Config{Store: store, Clock: clock, Passwords: plainPasswords{}})}
+	e := &env{t: t, ctx: ctx, clock: clock, store: store, svc: coord.New(coord.Config{Store: store, Clock: clock, Passwords: plainPasswords{}})}
 	e.admin = must(e.svc.CreateAccount(ctx, "admin@example.com", "password1", []market.Role{market.RoleAdmin}))
 	e.host = e.account("host@example.com", market.RoleHost)
 	e.renter = e.account("renter@example.com", market.RoleRenter)
@@ -482,4 +483,96 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+func TestOfferIndexFollowsChangesAndRestarts(t *testing.T) {
+	e := newEnv(t)
+	search := func(q string) []market.Offer {
+		t.Helper()
+		return must(e.svc.Offers(e.ctx, market.OfferFilter{Query: q}))
+	}
+	if got := search("gpu_name=RTX_4090 num_gpus>=4"); len(got) != 1 || got[0].FreeGPUs != 4 {
+		t.Fatalf("fresh machine: %+v", got)
+	}
+	inst := must(e.create(3))
+	if got := search("num_gpus>=2"); len(got) != 0 {
+		t.Errorf("after renting 3 of 4 GPUs, num_gpus>=2 finds %+v", got)
+	}
+	if got := search(""); len(got) != 1 || got[0].FreeGPUs != 1 {
+		t.Errorf("after renting 3 of 4: %+v, want 1 free", got)
+	}
+	stopped := must(e.svc.StopInstance(e.ctx, e.renter, inst.ID))
+	e.report(stopped, market.ObservedStopped)
+	if got := search("num_gpus>=4"); len(got) != 1 {
+		t.Errorf("after the stop, the GPUs are not back: %+v", got)
+	}
+	price := market.Money(2_000_000)
+	must(e.svc.UpdateMachine(e.ctx, e.host, e.mach.ID, market.MachineUpdate{PricePerGPUHour: &price}))
+	if got := search("price_per_gpu_hour<1.5"); len(got) != 0 {
+		t.Errorf("a price change is not seen: %+v", got)
+	}
+	must(e.svc.SetListed(e.ctx, e.host, e.mach.ID, false))
+	if got := search(""); len(got) != 0 {
+		t.Errorf("an unlisted machine is offered: %+v", got)
+	}
+	must(e.svc.SetListed(e.ctx, e.host, e.mach.ID, true))
+
+	// A restarted coordinator rebuilds the index from the store.
+	again := coord.New(coord.Config{Store: e.store, Clock: e.clock, Passwords: plainPasswords{}})
+	if got := must(again.Offers(e.ctx, market.OfferFilter{})); len(got) != 0 {
+		t.Fatalf("index filled before RebuildIndex: %+v", got)
+	}
+	if err := again.RebuildIndex(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := must(again.Offers(e.ctx, market.OfferFilter{Query: "gpu_name=RTX_4090"})); len(got) != 1 || got[0].PricePerGPUHour != price {
+		t.Errorf("after rebuild: %+v", got)
+	}
+
+	// A machine that goes silent leaves the index.
+	e.clock.Advance(2 * time.Minute)
+	e.tick()
+	if got := search(""); len(got) != 0 {
+		t.Errorf("an offline machine is offered: %+v", got)
+	}
+}
+
+func TestOfferQueryErrors(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		f   market.OfferFilter
+		msg string
+	}{
+		{market.OfferFilter{Query: "gpu_mem>=24"}, "did you mean 'gpu_ram'"},
+		{market.OfferFilter{Query: "num_gpus>=two"}, "needs a number"},
+		{market.OfferFilter{Sort: "gpu_name"}, "cannot sort by"},
+		{market.OfferFilter{Limit: -1}, "must not be negative"},
+	} {
+		_, err := e.svc.Offers(e.ctx, tc.f)
+		wantKind(t, err, market.Invalid, tc.msg)
+	}
+}
+
+func TestAutoPlacement(t *testing.T) {
+	e := newEnv(t)
+	host2 := e.account("host2@example.com", market.RoleHost)
+	cheap := e.machine(host2, "fp-cheap", 2)
+	price := market.Money(100_000)
+	must(e.svc.UpdateMachine(e.ctx, host2, cheap.ID, market.MachineUpdate{PricePerGPUHour: &price}))
+	auto := func(q string, gpus int) (market.Instance, error) {
+		return e.svc.CreateInstance(e.ctx, e.renter, market.CreateInstanceRequest{Auto: q, GPUs: gpus, Command: []string{"x"}})
+	}
+	first := must(auto("gpu_name=RTX_4090", 2))
+	if first.Machine != cheap.ID {
+		t.Errorf("auto placed on %s, want the cheaper %s", first.Machine, cheap.ID)
+	}
+	second := must(auto("gpu_name=RTX_4090", 2))
+	if second.Machine != e.mach.ID {
+		t.Errorf("second auto placed on %s, want %s (the cheap one is full)", second.Machine, e.mach.ID)
+	}
+	_, err := auto("gpu_name=RTX_4090 num_gpus>=4", 1)
+	wantKind(t, err, market.Unavailable, "no offer matches")
+	_, err = e.svc.CreateInstance(e.ctx, e.renter, market.CreateInstanceRequest{Auto: "gpu_name=X", Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}})
+	wantKind(t, err, market.Invalid, "not both")
+	e.check()
 }

@@ -29,6 +29,12 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 	if err := require(caller, op, market.RoleRenter); err != nil {
 		return market.Instance{}, err
 	}
+	if req.Auto != "" {
+		if req.Machine != "" {
+			return market.Instance{}, market.Errorf(op, market.Invalid, "name a machine or give an --auto query, not both")
+		}
+		return s.createAuto(ctx, caller, req)
+	}
 	grace, err := s.validateCreate(req)
 	if err != nil {
 		return market.Instance{}, market.Errorf(op, market.Invalid, "%w", err)
@@ -62,8 +68,13 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 			return market.Errorf(op, market.Conflict, "machine %s is not listed for rent", m.ID)
 		case m.Runner == "process" && req.Image != "":
 			return market.Errorf(op, market.Invalid, "machine %s runs plain processes, not container images; drop --image or pick a machine with runner docker", m.ID)
+		case m.Runner == "docker" && req.Image == "":
+			return market.Errorf(op, market.Invalid, "machine %s runs containers; name an image with --image", m.ID)
 		case len(req.Command) == 0 && req.Image == "":
 			return market.Errorf(op, market.Invalid, "give a command to run (after --), or an image")
+		}
+		if err := s.makeRoom(ctx, tx, m, req.GPUs, now); err != nil {
+			return err
 		}
 		used, err := tx.ActiveGPUs(ctx, []market.MachineID{m.ID})
 		if err != nil {
@@ -97,13 +108,14 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		return market.Instance{}, err
 	}
 	s.hub.notify(machineTopic(inst.Machine))
+	s.reindex(ctx, inst.Machine)
 	return inst, nil
 }
 
 func (s *Service) validateCreate(req market.CreateInstanceRequest) (time.Duration, error) {
 	switch {
 	case req.Machine == "":
-		return 0, fmt.Errorf("say which machine to rent (find one with `gpumarket offer search`)")
+		return 0, fmt.Errorf("say which machine to rent (find one with `gpumarket offer search`), or give an --auto query")
 	case req.GPUs < 1:
 		return 0, fmt.Errorf("GPU count must be at least 1, got %d", req.GPUs)
 	case req.GPUs > maxGPUsPerReq:

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/gpumarket/gpumarket/internal/market"
-	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 // RegisterMachine records the caller's machine from its agent's hardware
@@ -66,6 +65,7 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	if err != nil {
 		return market.Machine{}, err
 	}
+	s.reindex(ctx, m.ID)
 	return s.fill(ctx, m)
 }
 
@@ -202,6 +202,9 @@ func (s *Service) UpdateMachine(ctx context.Context, caller market.Account, id m
 			return market.Machine{}, market.Errorf(op, market.Invalid, "region and data center names are at most 64 characters")
 		}
 	}
+	if err := checkSpotUpdate(u); err != nil {
+		return market.Machine{}, market.Errorf(op, market.Invalid, "%w", err)
+	}
 	var m market.Machine
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
@@ -217,11 +220,13 @@ func (s *Service) UpdateMachine(ctx context.Context, caller market.Account, id m
 		if u.DataCenter != nil {
 			m.DataCenter = *u.DataCenter
 		}
+		applySpotUpdate(&m, u)
 		return tx.UpdateMachine(ctx, m)
 	})
 	if err != nil {
 		return market.Machine{}, err
 	}
+	s.reindex(ctx, m.ID)
 	return s.fill(ctx, m)
 }
 
@@ -260,23 +265,6 @@ func (s *Service) SetListed(ctx context.Context, caller market.Account, id marke
 	if err != nil {
 		return market.Machine{}, err
 	}
+	s.reindex(ctx, m.ID)
 	return s.fill(ctx, m)
-}
-
-// Offers lists rentable machines that pass f.
-func (s *Service) Offers(ctx context.Context, f market.OfferFilter) ([]market.Offer, error) {
-	t := true
-	var ms []market.Machine
-	err := s.store.Tx(ctx, func(tx Tx) error {
-		var err error
-		ms, err = tx.Machines(ctx, MachineFilter{Listed: &t, Online: &t})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := s.fillAll(ctx, ms); err != nil {
-		return nil, err
-	}
-	return match.Search(ms, f), nil
 }

@@ -43,7 +43,9 @@ type Tx interface {
 	// Instances. InsertInstance reserves the instance's GPUs: if any of them
 	// is held by another active instance it returns Conflict and writes
 	// nothing. UpdateInstance writes the whole row; moving to a terminal
-	// state releases the GPUs.
+	// state releases the GPUs, and so does a spot instance moving to
+	// stopping (it was preempted or told to stop and no longer pays; the
+	// agent starts nothing on its GPUs until it has ended).
 	InsertInstance(ctx context.Context, i market.Instance) error
 	UpdateInstance(ctx context.Context, i market.Instance) error
 	Instance(ctx context.Context, id market.InstanceID) (market.Instance, error)
@@ -70,6 +72,21 @@ type Tx interface {
 	AppendLogs(ctx context.Context, chunks []market.LogChunk) error
 	Logs(ctx context.Context, id market.InstanceID, afterSeq int64, limit int) ([]market.LogChunk, error)
 
+	// Spot bids. InsertBid assigns b.Seq (the next number of the book's
+	// order) and returns the bid as stored; Conflict if b.ID exists,
+	// NotFound if the bidder or machine does not. UpdateBid writes the
+	// whole row by ID except Seq.
+	InsertBid(ctx context.Context, b market.Bid) (market.Bid, error)
+	UpdateBid(ctx context.Context, b market.Bid) error
+	Bid(ctx context.Context, id market.BidID) (market.Bid, error)
+	Bids(ctx context.Context, f BidFilter) ([]market.Bid, error) // ordered by Seq
+
+	// Auction rounds. InsertRound assigns r.Seq and returns the round as
+	// stored; Conflict if r.ID exists.
+	InsertRound(ctx context.Context, r RoundRecord) (RoundRecord, error)
+	Round(ctx context.Context, id market.RoundID) (RoundRecord, error)
+	Rounds(ctx context.Context, f RoundFilter) ([]RoundRecord, error) // newest first
+
 	// Events, numbered by the store.
 	AppendEvent(ctx context.Context, e market.Event) error
 	Events(ctx context.Context, f EventFilter) ([]market.Event, error) // newest first
@@ -90,6 +107,32 @@ type InstanceFilter struct {
 	// Billable selects instances with StartedAt set and Settled false:
 	// those whose charges or escrow release may still be due.
 	Billable bool
+}
+
+// BidFilter selects bids. Zero fields do not filter.
+type BidFilter struct {
+	Bidder   market.AccountID
+	Machine  market.MachineID
+	OpenOnly bool // only bids in the book (active, winning, outbid)
+}
+
+// RoundRecord is one machine's clearing round as stored: the auction's
+// input and decision as JSON (an auction.Round and an auction.Decision),
+// kept as given so that a replay sees exactly what the round saw.
+type RoundRecord struct {
+	ID       market.RoundID
+	Seq      int64
+	Machine  market.MachineID
+	At       time.Time
+	Input    []byte
+	Decision []byte
+}
+
+// RoundFilter selects rounds. Zero fields do not filter.
+type RoundFilter struct {
+	Machine market.MachineID
+	Before  int64 // only rounds with a lower Seq
+	Limit   int
 }
 
 // EventFilter selects events. Zero fields do not filter.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 // route is one API endpoint. The table below is the single source of the
@@ -20,6 +21,37 @@ type route struct {
 }
 
 type param struct{ Name, Type, Doc string }
+
+var offerParams = []param{
+	{"q", "string", "a query such as: gpu_name=RTX_4090 num_gpus>=2 price_per_gpu_hour<0.8 region in [eu,us] (fields: /api/v1/offers/fields)"},
+	{"sort", "string", "score (default), price, or a numeric field; - for largest first"},
+	{"limit", "integer", "at most this many offers (50, max 1000)"},
+	{"region", "string", "your region, for the latency part of the score"},
+	{"gpu_name", "string", "shorthand for gpu_name=..."},
+	{"num_gpus", "integer", "shorthand for num_gpus>=..."},
+	{"max_price", "string", "shorthand for price_per_gpu_hour<=..., in tokens"},
+	{"min_gpu_ram_gb", "integer", "shorthand for gpu_ram>=..., GB"},
+}
+
+func offerFilter(c *call) (market.OfferFilter, error) {
+	q := c.r.URL.Query()
+	f := market.OfferFilter{Query: q.Get("q"), Sort: q.Get("sort"), Region: q.Get("region"), GPUName: q.Get("gpu_name")}
+	n, err := c.queryInt("num_gpus", 0)
+	if err != nil {
+		return f, err
+	}
+	f.MinGPUs = int(n)
+	if f.MinGPURAMGB, err = c.queryInt("min_gpu_ram_gb", 0); err != nil {
+		return f, err
+	}
+	limit, err := c.queryInt("limit", 0)
+	if err != nil {
+		return f, err
+	}
+	f.Limit = int(limit)
+	f.MaxPrice, err = parseMoneyQuery(c, "max_price")
+	return f, err
+}
 
 var routes = []route{
 	{Method: "POST", Path: "/api/v1/signup", Summary: "Create an account (roles renter and/or host)", Status: http.StatusCreated,
@@ -85,30 +117,26 @@ var routes = []route{
 			return s.svc.SetListed(c.ctx(), c.caller, market.MachineID(c.pathID("id")), false)
 		}},
 
-	{Method: "GET", Path: "/api/v1/offers", Summary: "Search rentable machines, cheapest first", Auth: true, Resp: []market.Offer{},
-		Query: []param{
-			{"gpu_name", "string", "GPU model, any case, spaces or underscores (RTX_4090)"},
-			{"num_gpus", "integer", "at least this many free GPUs"},
-			{"max_price", "string", "at most this price per GPU-hour, in tokens"},
-			{"min_gpu_ram_gb", "integer", "at least this much memory per GPU, GB"},
-		},
+	{Method: "GET", Path: "/api/v1/offers", Summary: "Search rentable machines with the offer query language, best first", Auth: true, Resp: []market.Offer{},
+		Query: offerParams,
 		Handle: func(s *Server, c *call) (any, error) {
-			var f market.OfferFilter
-			var err error
-			f.GPUName = c.r.URL.Query().Get("gpu_name")
-			n, err := c.queryInt("num_gpus", 0)
+			f, err := offerFilter(c)
 			if err != nil {
-				return nil, err
-			}
-			f.MinGPUs = int(n)
-			if f.MinGPURAMGB, err = c.queryInt("min_gpu_ram_gb", 0); err != nil {
-				return nil, err
-			}
-			if f.MaxPrice, err = parseMoneyQuery(c, "max_price"); err != nil {
 				return nil, err
 			}
 			return s.svc.Offers(c.ctx(), f)
 		}},
+	{Method: "GET", Path: "/api/v1/offers/explain", Summary: "Say how many machines each filter of a search removed, and what nearly matched", Auth: true, Resp: match.Explanation{},
+		Query: offerParams,
+		Handle: func(s *Server, c *call) (any, error) {
+			f, err := offerFilter(c)
+			if err != nil {
+				return nil, err
+			}
+			return s.svc.ExplainOffers(c.ctx(), f)
+		}},
+	{Method: "GET", Path: "/api/v1/offers/fields", Summary: "The fields of the offer query language, with types and units", Resp: []match.Field{},
+		Handle: func(s *Server, c *call) (any, error) { return match.Fields(), nil }},
 
 	{Method: "POST", Path: "/api/v1/instances", Summary: "Rent GPUs of a machine on demand", Auth: true, Status: http.StatusCreated,
 		Req: market.CreateInstanceRequest{}, Resp: market.Instance{},
@@ -192,6 +220,58 @@ var routes = []route{
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Faucet(c.ctx(), c.caller) }},
 	{Method: "GET", Path: "/api/v1/earnings", Summary: "What your machines earned", Auth: true, Resp: market.EarningsReport{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Earnings(c.ctx(), c.caller) }},
+
+	{Method: "POST", Path: "/api/v1/bids", Summary: "Place a spot bid on a machine", Auth: true, Status: http.StatusCreated,
+		Req: market.CreateBidRequest{}, Resp: market.Bid{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.CreateBidRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.CreateBid(c.ctx(), c.caller, req)
+		}},
+	{Method: "GET", Path: "/api/v1/bids", Summary: "List your spot bids", Auth: true, Resp: []market.Bid{},
+		Handle: func(s *Server, c *call) (any, error) { return s.svc.Bids(c.ctx(), c.caller) }},
+	{Method: "GET", Path: "/api/v1/bids/{id}", Summary: "Show one of your spot bids", Auth: true, Resp: market.Bid{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.Bid(c.ctx(), c.caller, market.BidID(c.pathID("id")))
+		}},
+	{Method: "PATCH", Path: "/api/v1/bids/{id}", Summary: "Change the price of one of your open bids", Auth: true,
+		Req: market.BidChange{}, Resp: market.Bid{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.BidChange
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.ChangeBid(c.ctx(), c.caller, market.BidID(c.pathID("id")), req)
+		}},
+	{Method: "POST", Path: "/api/v1/bids/{id}/cancel", Summary: "Cancel one of your bids; its instance gets notice", Auth: true, Resp: market.Bid{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.CancelBid(c.ctx(), c.caller, market.BidID(c.pathID("id")))
+		}},
+	{Method: "GET", Path: "/api/v1/market/snapshot", Summary: "Spot market data: machines, terms and books, bidders left out", Auth: true, Resp: market.Snapshot{},
+		Handle: func(s *Server, c *call) (any, error) { return s.svc.Snapshot(c.ctx()) }},
+	{Method: "GET", Path: "/api/v1/auction/rounds", Summary: "Stored spot clearing rounds, newest first", Auth: true, Resp: []coord.AuctionRound{},
+		Query: []param{{"machine", "string", "one machine"}, {"before", "integer", "only rounds with a lower seq (paging)"}, {"limit", "integer", "at most this many (100)"}},
+		Handle: func(s *Server, c *call) (any, error) {
+			before, err := c.queryInt("before", 0)
+			if err != nil {
+				return nil, err
+			}
+			limit, err := c.queryInt("limit", 0)
+			if err != nil {
+				return nil, err
+			}
+			return s.svc.Rounds(c.ctx(), coord.RoundFilter{Machine: market.MachineID(c.r.URL.Query().Get("machine")), Before: before, Limit: int(limit)})
+		}},
+	{Method: "GET", Path: "/api/v1/auction/rounds/{id}", Summary: "One clearing round: inputs, candidates, winners, preemptions", Auth: true, Resp: coord.AuctionRound{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.Round(c.ctx(), market.RoundID(c.pathID("id")))
+		}},
+	{Method: "POST", Path: "/api/v1/auction/rounds/{id}/replay", Summary: "Recompute a round from its stored inputs and compare", Auth: true, Resp: coord.RoundReplay{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.ReplayRound(c.ctx(), market.RoundID(c.pathID("id")))
+		}},
 
 	{Method: "POST", Path: "/agent/v1/register", Summary: "Agent: register (or re-register) the host's machine", Auth: true,
 		Req: market.Hardware{}, Resp: market.Machine{},

@@ -76,6 +76,13 @@ func MinuteCharge(perHour market.Money, k int64) market.Money {
 	return perHour.MulDiv(k+1, 60) - perHour.MulDiv(k, 60)
 }
 
+// DayMinuteCharge is what minute k (counting from 0) of a rental priced at
+// perDay costs (spot instances). Like MinuteCharge, any 1440 consecutive
+// minutes starting at a multiple of 1440 add up to exactly perDay.
+func DayMinuteCharge(perDay market.Money, k int64) market.Money {
+	return perDay.MulDiv(k+1, 1440) - perDay.MulDiv(k, 1440)
+}
+
 // MinutesCost is the total of minutes [0, n).
 func MinutesCost(perHour market.Money, n int64) market.Money {
 	return perHour.MulDiv(n, 60)

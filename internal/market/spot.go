@@ -64,6 +64,8 @@ type Bid struct {
 	// Seq orders the book: of two otherwise tied bids the lower Seq wins.
 	// Assigned by the store, unique.
 	Seq int64 `json:"seq"`
+	// Instance is the spot instance of the bid's current or last win.
+	Instance InstanceID `json:"instance,omitempty"`
 }
 
 // ClockRange is an inclusive range of MHz a host allows for one clock

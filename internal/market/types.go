@@ -101,6 +101,7 @@ type Machine struct {
 	Online          bool          `json:"online"` // heartbeats arrive within the lost deadline
 	Status          MachineStatus `json:"status"` // derived; see DeriveStatus
 	PricePerGPUHour Money         `json:"price_per_gpu_hour"`
+	Spot            SpotTerms     `json:"spot"` // the host's terms for spot bids
 	LastSeenAt      time.Time     `json:"last_seen_at"`
 	CreatedAt       time.Time     `json:"created_at"`
 	// UsedGPUs lists the GPU indices held by active instances. Filled in by
@@ -191,6 +192,14 @@ type Instance struct {
 	GraceSeconds int        `json:"grace_seconds"`         // SIGTERM to SIGKILL
 	NoticeAt     *time.Time `json:"notice_at,omitempty"`   // when the renter was told it will stop
 	LastReportAt *time.Time `json:"last_report,omitempty"` // last agent report about it
+	// Spot instances only: the bid that won, its price for the whole
+	// instance per day (billed per minute instead of PricePerHour), and
+	// the settings the agent applies to each GPU.
+	Bid           BidID  `json:"bid,omitempty"`
+	PricePerDay   Money  `json:"price_per_day,omitempty"`
+	PowerLimitW   int    `json:"power_limit_w,omitempty"`
+	Clocks        Clocks `json:"clocks"`
+	NoticeSeconds int    `json:"notice_seconds,omitempty"` // notice the bid asked for
 }
 
 // Active reports whether the instance holds its GPUs.

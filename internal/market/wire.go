@@ -26,6 +26,11 @@ type Assignment struct {
 	Command      []string          `json:"command"`
 	Env          map[string]string `json:"env,omitempty"`
 	GraceSeconds int               `json:"grace_seconds"`
+	// Spot instances: the power limit and clocks to apply to each GPU
+	// before start (0: leave as is), and the notice the renter asked for.
+	PowerLimitW   int    `json:"power_limit_w,omitempty"`
+	Clocks        Clocks `json:"clocks"`
+	NoticeSeconds int    `json:"notice_seconds,omitempty"`
 }
 
 // DesiredState is the full set of assignments of a machine. The agent
@@ -115,14 +120,25 @@ type MachineUpdate struct {
 	PricePerGPUHour *Money  `json:"price_per_gpu_hour,omitempty"`
 	Region          *string `json:"region,omitempty"`
 	DataCenter      *string `json:"datacenter,omitempty"`
+	// Spot terms: the lowest price per GPU-day a bid may offer, the host's
+	// energy cost per kWh, and the highest power limit per GPU a bid may ask.
+	SpotReservePerGPUDay *Money `json:"spot_reserve_per_gpu_day,omitempty"`
+	EnergyPerKWh         *Money `json:"energy_per_kwh,omitempty"`
+	MaxPowerW            *int   `json:"max_power_w,omitempty"`
 }
 
-// OfferFilter narrows an offer search. Zero fields do not filter.
+// OfferFilter is an offer search: a query in the offer query language
+// (see `gpumarket offer search --help`) plus shorthand filters that are
+// added to it. Zero fields do not filter.
 type OfferFilter struct {
-	GPUName     string `json:"gpu_name,omitempty"`       // case-insensitive substring of the model
-	MinGPUs     int    `json:"num_gpus,omitempty"`       // at least this many free GPUs
-	MaxPrice    Money  `json:"max_price,omitempty"`      // per GPU-hour, 0 = any
-	MinGPURAMGB int64  `json:"min_gpu_ram_gb,omitempty"` // per GPU
+	Query       string `json:"q,omitempty"`              // e.g. "gpu_name=RTX_4090 num_gpus>=2 region in [eu,us]"
+	Sort        string `json:"sort,omitempty"`           // score (default), price, -reliability, ...
+	Limit       int    `json:"limit,omitempty"`          // at most this many offers (default 50)
+	Region      string `json:"region,omitempty"`         // the renter's region, for latency ranking
+	GPUName     string `json:"gpu_name,omitempty"`       // shorthand for gpu_name=...
+	MinGPUs     int    `json:"num_gpus,omitempty"`       // shorthand for num_gpus>=...
+	MaxPrice    Money  `json:"max_price,omitempty"`      // shorthand for price_per_gpu_hour<=...
+	MinGPURAMGB int64  `json:"min_gpu_ram_gb,omitempty"` // shorthand for gpu_ram>=...
 }
 
 // Offer is a listed machine with free GPUs, as a renter sees it.
@@ -140,9 +156,13 @@ type Offer struct {
 	Runner          string    `json:"runner"`
 }
 
-// CreateInstanceRequest rents GPUs of a machine on demand.
+// CreateInstanceRequest rents GPUs of a machine on demand. With Auto set
+// instead of Machine, the coordinator picks the best-ranked offer that
+// matches the query and has GPUs free.
 type CreateInstanceRequest struct {
-	Machine      MachineID         `json:"machine"`
+	Machine      MachineID         `json:"machine,omitempty"`
+	Auto         string            `json:"auto,omitempty"`   // an offer query; "" with Machine set
+	Region       string            `json:"region,omitempty"` // the renter's region, for ranking Auto offers
 	GPUs         int               `json:"gpus"`
 	Image        string            `json:"image,omitempty"`
 	Command      []string          `json:"command"`

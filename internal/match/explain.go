@@ -10,27 +10,27 @@ import (
 
 // Explanation says why a search returned what it did.
 type Explanation struct {
-	Machines  int    // in the index
-	Available int    // online, listed, with a free GPU: what filters start from
-	Steps     []Step // one per filter, in query order
-	Matched   int
+	Machines  int    `json:"machines"`  // in the index
+	Available int    `json:"available"` // online, listed, with a free GPU: what filters start from
+	Steps     []Step `json:"steps"`     // one per filter, in query order
+	Matched   int    `json:"matched"`
 	// EmptiedBy is the index in Steps of the filter that removed the last
 	// candidates when nothing matched, or -1.
-	EmptiedBy int
-	Near      []NearMiss // for an empty result: fewest failed filters first
+	EmptiedBy int        `json:"emptied_by"`
+	Near      []NearMiss `json:"near,omitempty"` // for an empty result: fewest failed filters first
 }
 
 // Step is what one filter did.
 type Step struct {
-	Filter  string
-	Removed int // of the machines the filters before it left
-	Fails   int // of all available machines, on its own
+	Filter  string `json:"filter"`
+	Removed int    `json:"removed"` // of the machines the filters before it left
+	Fails   int    `json:"fails"`   // of all available machines, on its own
 }
 
 // NearMiss is an offer that almost matched.
 type NearMiss struct {
-	Offer  market.Offer
-	Failed []string // the filters it fails
+	Offer  market.Offer `json:"offer"`
+	Failed []string     `json:"failed"` // the filters it fails
 }
 
 // Explain evaluates q filter by filter over every available machine. For
@@ -110,7 +110,11 @@ func (x Explanation) String() string {
 	if len(x.Near) > 0 {
 		b.WriteString("nearest offers:\n")
 		for _, n := range x.Near {
-			fmt.Fprintf(&b, "  %s  %d x %s at %s/GPU-hour in %q; fails %s\n", n.Offer.Machine, n.Offer.FreeGPUs, n.Offer.GPUModel, n.Offer.PricePerGPUHour, n.Offer.Region, strings.Join(n.Failed, " "))
+			region := n.Offer.Region
+			if region == "" {
+				region = "no region"
+			}
+			fmt.Fprintf(&b, "  %s  %d x %s at %s/GPU-hour, %s; fails %s\n", n.Offer.Machine, n.Offer.FreeGPUs, n.Offer.GPUModel, n.Offer.PricePerGPUHour, region, strings.Join(n.Failed, " "))
 		}
 	}
 	return b.String()

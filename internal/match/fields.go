@@ -58,16 +58,16 @@ func (t Type) String() string {
 // Field documents one queryable field. The same table parses queries and
 // feeds `offer search --help` and the API description.
 type Field struct {
-	ID      FieldID
-	Name    string
-	Aliases []string // other accepted names, mostly Vast's
-	Type    Type
-	Unit    string // what a bare number means
-	Doc     string
+	ID      FieldID  `json:"-"`
+	Name    string   `json:"name"`
+	Aliases []string `json:"aliases,omitempty"` // other accepted names, mostly Vast's
+	Type    Type     `json:"type"`
+	Unit    string   `json:"unit,omitempty"` // what a bare number means
+	Doc     string   `json:"doc"`
 	// Backed is false for fields whose data market.Machine does not carry
 	// yet: they parse and evaluate against Facts, which read as zero until
 	// the coordinator fills them (Index.SetFacts).
-	Backed bool
+	Backed bool `json:"backed"`
 	// base is the stored integer unit; units maps accepted suffixes
 	// (lower case, "" = bare number) to multiples of it.
 	base     string
@@ -254,3 +254,6 @@ func parseVersion(s string) (int64, bool) {
 	}
 	return v, true
 }
+
+// MarshalText writes a Type by name in JSON.
+func (t Type) MarshalText() ([]byte, error) { return []byte(t.String()), nil }

@@ -258,24 +258,35 @@ func machineArgs(m market.Machine) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	clocks, err := toJSON(clockRangesOf(m.Spot))
+	if err != nil {
+		return nil, err
+	}
 	return []any{m.ID, m.Owner, m.Fingerprint, m.Hostname, gpus, m.CPUCores, m.RAMMiB, m.DiskGiB,
 		m.DriverVersion, m.CUDAVersion, m.Runner, m.Region, m.DataCenter, m.Listed, m.Online,
-		string(m.Status), int64(m.PricePerGPUHour), micros(m.LastSeenAt), micros(m.CreatedAt)}, nil
+		string(m.Status), int64(m.PricePerGPUHour), micros(m.LastSeenAt), micros(m.CreatedAt),
+		int64(m.Spot.ReservePerGPUDay), int64(m.Spot.EnergyPerKWh), m.Spot.MaxPowerW, clocks}, nil
 }
 
 func scanMachine(s scanner) (market.Machine, error) {
 	var m market.Machine
-	var gpus string
-	var price, seen, created int64
+	var gpus, clocks string
+	var price, seen, created, reserve, energy int64
 	err := s.Scan(&m.ID, &m.Owner, &m.Fingerprint, &m.Hostname, &gpus, &m.CPUCores, &m.RAMMiB, &m.DiskGiB,
 		&m.DriverVersion, &m.CUDAVersion, &m.Runner, &m.Region, &m.DataCenter, &m.Listed, &m.Online,
-		&m.Status, &price, &seen, &created)
+		&m.Status, &price, &seen, &created, &reserve, &energy, &m.Spot.MaxPowerW, &clocks)
 	if err != nil {
 		return m, err
 	}
 	if err := json.Unmarshal([]byte(gpus), &m.GPUs); err != nil {
 		return m, fmt.Errorf("decode gpus of machine %s: %w", m.ID, err)
 	}
+	var cr clockRanges
+	if err := json.Unmarshal([]byte(clocks), &cr); err != nil {
+		return m, fmt.Errorf("decode clock ranges of machine %s: %w", m.ID, err)
+	}
+	m.Spot.ReservePerGPUDay, m.Spot.EnergyPerKWh = market.Money(reserve), market.Money(energy)
+	m.Spot.CoreLockMHz, m.Spot.MemLockMHz, m.Spot.CoreOffsetMHz, m.Spot.MemOffsetMHz = cr.CoreLock, cr.MemLock, cr.CoreOffset, cr.MemOffset
 	m.PricePerGPUHour = market.Money(price)
 	m.LastSeenAt = fromMicros(seen)
 	m.CreatedAt = fromMicros(created)
@@ -443,6 +454,10 @@ func instanceArgs(i market.Instance) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	clocks, err := toJSON(i.Clocks)
+	if err != nil {
+		return nil, err
+	}
 	var exit sql.NullInt64
 	if i.ExitCode != nil {
 		exit = sql.NullInt64{Int64: int64(*i.ExitCode), Valid: true}
@@ -451,26 +466,28 @@ func instanceArgs(i market.Instance) ([]any, error) {
 		string(i.State), i.Active(), i.Generation, int64(i.PricePerHour), int64(i.Escrow), i.Reason,
 		exit, micros(i.CreatedAt), nullMicros(i.StartedAt), nullMicros(i.StopAt), nullMicros(i.EndedAt),
 		i.BilledMins, int64(i.Charged), i.Settled, i.GraceSeconds, nullMicros(i.NoticeAt),
-		nullMicros(i.LastReportAt)}, nil
+		nullMicros(i.LastReportAt), i.Bid, int64(i.PricePerDay), i.PowerLimitW, clocks, i.NoticeSeconds}, nil
 }
 
 func scanInstance(s scanner) (market.Instance, error) {
 	var i market.Instance
-	var gpus, command, env string
+	var gpus, command, env, clocks string
 	var active bool
-	var price, escrow, charged, created int64
+	var price, escrow, charged, created, perDay int64
 	var exit, started, stopAt, ended, notice, report sql.NullInt64
 	err := s.Scan(&i.ID, &i.Renter, &i.Machine, &i.Kind, &gpus, &i.Image, &command, &env,
 		&i.State, &active, &i.Generation, &price, &escrow, &i.Reason,
 		&exit, &created, &started, &stopAt, &ended,
-		&i.BilledMins, &charged, &i.Settled, &i.GraceSeconds, &notice, &report)
+		&i.BilledMins, &charged, &i.Settled, &i.GraceSeconds, &notice, &report,
+		&i.Bid, &perDay, &i.PowerLimitW, &clocks, &i.NoticeSeconds)
 	if err != nil {
 		return i, err
 	}
+	i.PricePerDay = market.Money(perDay)
 	for _, f := range []struct {
 		s string
 		v any
-	}{{gpus, &i.GPUs}, {command, &i.Command}, {env, &i.Env}} {
+	}{{gpus, &i.GPUs}, {command, &i.Command}, {env, &i.Env}, {clocks, &i.Clocks}} {
 		if err := json.Unmarshal([]byte(f.s), f.v); err != nil {
 			return i, fmt.Errorf("decode instance %s: %w", i.ID, err)
 		}
@@ -508,7 +525,7 @@ func checkGPUList(op string, i market.Instance) error {
 // atomic, so that a Conflict leaves nothing written.
 func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance) error {
 	var want []allocation
-	if i.Active() {
+	if holdsGPUs(i) {
 		for _, g := range i.GPUs {
 			want = append(want, allocation{i.Machine, g})
 		}

@@ -52,6 +52,10 @@ func Run(t *testing.T, open func(t *testing.T) coord.Store) {
 		{"Logs", testLogs},
 		{"Events", testEvents},
 		{"Rollback", testRollback},
+		{"SpotTerms", testSpotTerms},
+		{"Bids", testBids},
+		{"Rounds", testRounds},
+		{"SpotStoppingReleasesGPUs", testSpotStoppingReleasesGPUs},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}

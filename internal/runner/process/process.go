@@ -176,7 +176,7 @@ func (r *Runner) spawn(p *proc, a market.Assignment) error {
 	// agent (not a context) decides when it stops.
 	cmd := exec.Command(a.Command[0], a.Command[1:]...)
 	cmd.Dir = work
-	cmd.Env = Env(a)
+	cmd.Env = append(Env(a), "GPUMARKET_NOTICE_FILE="+r.noticePath(a.Instance))
 	cmd.Stdout, cmd.Stderr = files[0], files[1]
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -272,6 +272,7 @@ func (r *Runner) Stop(ctx context.Context, id market.InstanceID, grace time.Dura
 	}
 	p.rec.StopAsked = true
 	_ = r.save(p)
+	r.writeNotice(p, grace)
 	r.signal(p, syscall.SIGTERM)
 	r.mu.Unlock()
 
@@ -288,6 +289,29 @@ func (r *Runner) Stop(ctx context.Context, id market.InstanceID, grace time.Dura
 	// hold its group ID.
 	_ = syscall.Kill(-p.rec.Pid, syscall.SIGKILL)
 	return nil
+}
+
+// noticePath is the file an instance finds in $GPUMARKET_NOTICE_FILE: it
+// appears, just before SIGTERM, when the instance is told to stop.
+func (r *Runner) noticePath(id market.InstanceID) string {
+	return filepath.Join(r.instDir(id), "notice")
+}
+
+// writeNotice tells p's process that it is about to stop: SIGTERM follows
+// at once and SIGKILL after grace. It is best effort; the signals follow
+// whatever happens. r.mu is held.
+func (r *Runner) writeNotice(p *proc, grace time.Duration) {
+	now := r.now().UTC()
+	b, _ := json.Marshal(struct {
+		Instance market.InstanceID `json:"instance"`
+		TermAt   time.Time         `json:"sigterm_at"`
+		KillAt   time.Time         `json:"sigkill_at"`
+	}{p.rec.Instance, now, now.Add(grace)})
+	path := r.noticePath(p.rec.Instance)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err == nil {
+		_ = os.Rename(tmp, path) // whole or absent, never half written
+	}
 }
 
 // signal sends sig to p's process group if p still runs and is the process

@@ -1,0 +1,147 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
+)
+
+// The offer index is the coordinator's in-memory view of what can be
+// rented. It is rebuilt from the store at start (RebuildIndex) and kept in
+// step by reindex, which every change to a machine or to the set of
+// instances holding its GPUs calls after it commits. Placement reserves
+// through the store, so a stale index entry can cost a retry, never a GPU
+// given twice.
+
+// Default and largest number of offers a search returns.
+const (
+	defaultOfferLimit = 50
+	maxOfferLimit     = 1000
+)
+
+// RebuildIndex loads every machine from the store into the offer index.
+func (s *Service) RebuildIndex(ctx context.Context) error {
+	var ms []market.Machine
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		ms, err = tx.Machines(ctx, MachineFilter{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("load machines into the offer index: %w", err)
+	}
+	if err := s.fillAll(ctx, ms); err != nil {
+		return err
+	}
+	for _, m := range ms {
+		s.index.Upsert(m)
+	}
+	return nil
+}
+
+// reindex refreshes the index entries of machines from the store. A
+// failure is logged: the entry stays stale until the next change, and
+// placement re-checks in the store anyway.
+func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
+	for _, id := range ids {
+		var m market.Machine
+		err := s.store.Tx(ctx, func(tx Tx) error {
+			var err error
+			m, err = tx.Machine(ctx, id)
+			return err
+		})
+		if err == nil {
+			m, err = s.fill(ctx, m)
+		}
+		if err != nil {
+			s.log.Warn("refresh offer index", "machine", id, "err", err)
+			continue
+		}
+		s.index.Upsert(m)
+	}
+}
+
+// offerQuery turns a search request into a parsed query and sort: the
+// shorthand filters are appended to the query text.
+func offerQuery(f market.OfferFilter) (match.Query, match.Sort, error) {
+	parts := []string{f.Query}
+	if f.GPUName != "" {
+		parts = append(parts, fmt.Sprintf("gpu_name=%q", f.GPUName))
+	}
+	if f.MinGPUs > 0 {
+		parts = append(parts, fmt.Sprintf("num_gpus>=%d", f.MinGPUs))
+	}
+	if f.MaxPrice > 0 {
+		parts = append(parts, "price_per_gpu_hour<="+f.MaxPrice.String())
+	}
+	if f.MinGPURAMGB > 0 {
+		parts = append(parts, fmt.Sprintf("gpu_ram>=%d", f.MinGPURAMGB))
+	}
+	q, err := match.Parse(strings.TrimSpace(strings.Join(parts, " ")))
+	if err != nil {
+		return match.Query{}, match.Sort{}, err
+	}
+	sort, err := match.ParseSort(f.Sort)
+	if err != nil {
+		return match.Query{}, match.Sort{}, err
+	}
+	sort.Region = f.Region
+	return q, sort, nil
+}
+
+// Offers searches the rentable machines, best first.
+func (s *Service) Offers(ctx context.Context, f market.OfferFilter) ([]market.Offer, error) {
+	q, sort, err := offerQuery(f)
+	if err != nil {
+		return nil, err
+	}
+	limit := f.Limit
+	switch {
+	case limit < 0:
+		return nil, market.Errorf("search offers", market.Invalid, "limit must not be negative, got %d", limit)
+	case limit == 0:
+		limit = defaultOfferLimit
+	case limit > maxOfferLimit:
+		limit = maxOfferLimit
+	}
+	return orEmpty(s.index.Search(q, sort, limit)), nil
+}
+
+// ExplainOffers says, for each filter of a search, how many machines it
+// removed, and for an empty result which filter emptied it and the offers
+// that nearly matched.
+func (s *Service) ExplainOffers(ctx context.Context, f market.OfferFilter) (match.Explanation, error) {
+	q, sort, err := offerQuery(f)
+	if err != nil {
+		return match.Explanation{}, err
+	}
+	return s.index.Explain(q, sort, 5), nil
+}
+
+// createAuto places an instance on the best-ranked offer matching
+// req.Auto, trying the next one when another renter took it meanwhile.
+func (s *Service) createAuto(ctx context.Context, caller market.Account, req market.CreateInstanceRequest) (market.Instance, error) {
+	q, sort, err := offerQuery(market.OfferFilter{Query: req.Auto, Region: req.Region})
+	if err != nil {
+		return market.Instance{}, err
+	}
+	var inst market.Instance
+	_, _, err = s.index.Place(q, sort, req.GPUs, func(m market.Machine, _ []int) error {
+		r := req
+		r.Machine, r.Auto = m.ID, ""
+		var err error
+		inst, err = s.CreateInstance(ctx, caller, r)
+		if market.IsKind(err, market.Unavailable) {
+			// Gone offline since the index saw it: try the next offer.
+			return market.Errorf("place instance", market.Conflict, "%w", err)
+		}
+		return err
+	})
+	if err != nil {
+		return market.Instance{}, err
+	}
+	return inst, nil
+}
