@@ -14,6 +14,7 @@ import (
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/gpu/nvidiasmi"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/runner/docker"
 )
 
 // Demo accounts that dev creates.
@@ -33,6 +34,7 @@ type devCmd struct {
 	Speedup  int    `default:"1" help:"Run the coordinator's clock N times faster, so billing minutes pass in 60/N seconds."`
 	FakeGPUs string `name:"fake-gpus" placeholder:"SPEC" help:"Simulated GPUs for the agent (default: the machine's NVIDIA GPUs, else \"${dev_fake_gpus}\")."`
 	Fee      string `default:"10" help:"Platform fee on on-demand charges, in percent."`
+	Runner   string `default:"process" enum:"process,docker" help:"How the agent runs workloads: process (child processes) or docker (containers; needs a Docker daemon and local images)."`
 	Verbose  bool   `short:"v" help:"Log debug messages."`
 }
 
@@ -111,10 +113,19 @@ func (c *devCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("create demo accounts: %w", err)
 	}
 	hostAPI := apiclient.New(co.URL, demo.hostKey, nil)
-	ag, err := newAgent(ctx, agentOptions{
+	o := agentOptions{
 		StateDir: filepath.Join(dir, "agent"), FakeGPUs: fakeGPUs, Client: hostAPI, Logger: log,
 		HeartbeatInterval: 5 * time.Second,
-	})
+	}
+	if c.Runner == "docker" {
+		run, err := docker.New(ctx, docker.Options{NoGPUDevices: fakeGPUs != "", PidsLimit: 4096, Logger: log})
+		if err != nil {
+			return fmt.Errorf("--runner docker: %w", err)
+		}
+		defer run.Close()
+		o.Runner, o.RunnerName = run, "docker"
+	}
+	ag, err := newAgent(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -230,7 +241,11 @@ func printDevBanner(env *Env, url, dir string, c *devCmd, m market.Machine, d de
 	fmt.Fprintf(w, "Try, in another terminal:\n")
 	fmt.Fprintf(w, "  gpumarket login --coordinator %s --email %s --password %s\n", url, devRenterEmail, devPassword)
 	fmt.Fprintf(w, "  gpumarket offer search\n")
-	fmt.Fprintf(w, "  gpumarket instance create %s --gpus 1 -- sh -c 'echo my GPUs: $CUDA_VISIBLE_DEVICES; sleep 600'\n", m.ID)
+	if m.Runner == "docker" {
+		fmt.Fprintf(w, "  gpumarket instance create %s --gpus 1 --image IMAGE -- COMMAND   (a locally built image)\n", m.ID)
+	} else {
+		fmt.Fprintf(w, "  gpumarket instance create %s --gpus 1 -- sh -c 'echo my GPUs: $CUDA_VISIBLE_DEVICES; sleep 600'\n", m.ID)
+	}
 	fmt.Fprintf(w, "then 'gpumarket instance logs -f ID', 'gpumarket wallet show' and 'gpumarket instance stop ID'.\n")
 	fmt.Fprintf(w, "The renter's API key, for scripts: GPUMARKET_URL=%s GPUMARKET_TOKEN=%s\n\n", url, d.renterKey)
 	fmt.Fprintf(w, "Press Ctrl-C to stop.\n")
