@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -28,17 +29,22 @@ const DefaultTimeout = 60 * time.Second
 // maxErrorBody caps how much of an error response is read.
 const maxErrorBody = 1 << 20
 
-// Client calls one coordinator with one credential. It is safe for
-// concurrent use.
+// Client calls a coordinator with one credential. It is safe for
+// concurrent use. Given several coordinator URLs (replicas on one
+// database), it sticks to the one that last answered and fails over to the
+// next when a request cannot reach it.
 type Client struct {
-	base    string
+	base    string   // as given, for messages
+	bases   []string // the replicas
+	current *atomic.Int32
 	token   string
 	hc      *http.Client
 	timeout time.Duration
 }
 
-// New returns a client of the coordinator at baseURL ("http://127.0.0.1:8080")
-// that authenticates with token, if not empty. A nil hc gets a client with
+// New returns a client of the coordinator at baseURL ("http://127.0.0.1:8080",
+// or several replicas separated by commas) that authenticates with token, if
+// not empty. A nil hc gets a client with
 // connect and TLS timeouts but no overall timeout: each request gets its own
 // deadline through its context, so long polls are not cut short.
 func New(baseURL string, token string, hc *http.Client) *Client {
@@ -53,7 +59,16 @@ func New(baseURL string, token string, hc *http.Client) *Client {
 			ExpectContinueTimeout: time.Second,
 		}}
 	}
-	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: hc, timeout: DefaultTimeout}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), current: new(atomic.Int32), token: token, hc: hc, timeout: DefaultTimeout}
+	for _, b := range strings.Split(baseURL, ",") {
+		if b = strings.TrimRight(strings.TrimSpace(b), "/"); b != "" {
+			c.bases = append(c.bases, b)
+		}
+	}
+	if len(c.bases) == 0 {
+		c.bases = []string{c.base}
+	}
+	return c
 }
 
 // BaseURL returns the coordinator URL the client talks to.
@@ -77,8 +92,29 @@ type call struct {
 	wait   time.Duration // long-poll wait, added to the request's deadline
 }
 
+// do sends r to the current replica and, when it cannot be reached, to the
+// others in turn. A request that may have reached a replica (the
+// connection broke after sending) is retried elsewhere only if it is a GET,
+// so that a create is never made twice.
 func (c *Client) do(ctx context.Context, r call) error {
-	u := c.base + r.path
+	start := int(c.current.Load())
+	var err error
+	for i := range c.bases {
+		k := (start + i) % len(c.bases)
+		err = c.doOne(ctx, c.bases[k], r)
+		var te *transportError
+		if !errors.As(err, &te) || ctx.Err() != nil || (!te.dial && r.method != http.MethodGet) {
+			if i > 0 && err == nil {
+				c.current.Store(int32(k))
+			}
+			return err
+		}
+	}
+	return err
+}
+
+func (c *Client) doOne(ctx context.Context, base string, r call) error {
+	u := base + r.path
 	if len(r.query) > 0 {
 		u += "?" + r.query.Encode()
 	}
@@ -96,7 +132,7 @@ func (c *Client) do(ctx context.Context, r call) error {
 	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
 	if err != nil {
 		return &market.Error{Op: r.method + " " + u, Kind: market.Invalid,
-			Err: fmt.Errorf("bad coordinator URL %q; use a URL like http://127.0.0.1:8080: %w", c.base, err)}
+			Err: fmt.Errorf("bad coordinator URL %q; use a URL like http://127.0.0.1:8080: %w", base, err)}
 	}
 	for k, vs := range r.header {
 		for _, v := range vs {
@@ -121,8 +157,10 @@ func (c *Client) do(ctx context.Context, r call) error {
 		if errors.As(err, &ue) {
 			err = ue.Err // it would repeat the method and URL
 		}
+		var oe *net.OpError
+		dial := errors.As(err, &oe) && oe.Op == "dial"
 		return &market.Error{Op: r.method + " " + u, Kind: market.Unavailable,
-			Err: &transportError{base: c.base, err: err}}
+			Err: &transportError{base: base, err: err, dial: dial}}
 	}
 	defer resp.Body.Close()
 
@@ -138,7 +176,7 @@ func (c *Client) do(ctx context.Context, r call) error {
 			return fmt.Errorf("%s %s: read response: %w", r.method, u, ctxErr)
 		}
 		return &market.Error{Op: r.method + " " + u, Kind: market.Internal,
-			Err: fmt.Errorf("cannot decode the coordinator's response (is %s a gpumarket coordinator of a matching version?): %w", c.base, err)}
+			Err: fmt.Errorf("cannot decode the coordinator's response (is %s a gpumarket coordinator of a matching version?): %w", base, err)}
 	}
 	return nil
 }
@@ -147,6 +185,7 @@ func (c *Client) do(ctx context.Context, r call) error {
 type transportError struct {
 	base string
 	err  error
+	dial bool // no connection was made: the request surely did not arrive
 }
 
 func (e *transportError) Error() string {

@@ -272,3 +272,37 @@ func TestWaitSeconds(t *testing.T) {
 		}
 	}
 }
+
+func TestFailoverToAnotherReplica(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	downURL := down.URL
+	down.Close() // nothing listens there now
+	var hits int
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits++
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"id":"a-1","email":"x@example.com","roles":["renter"]}`))
+	}))
+	defer up.Close()
+	c := New(downURL+","+up.URL, "gmk_x", nil)
+	a, err := c.Me(t.Context())
+	if err != nil || a.ID != "a-1" {
+		t.Fatalf("Me over failover = %+v, %v", a, err)
+	}
+	// The client now starts with the replica that answered: a POST goes
+	// straight there.
+	_, _ = c.CreateInstance(t.Context(), market.CreateInstanceRequest{})
+	if hits != 2 {
+		t.Fatalf("POST did not reach the live replica: hits %d", hits)
+	}
+	// A POST whose connection could not even be made fails over too.
+	c2 := New(downURL+","+up.URL, "gmk_x", nil)
+	_, _ = c2.CreateInstance(t.Context(), market.CreateInstanceRequest{})
+	if hits != 3 {
+		t.Fatalf("POST did not fail over: hits %d", hits)
+	}
+	all := New(downURL+","+downURL, "", nil)
+	if _, err := all.Me(t.Context()); !market.IsKind(err, market.Unavailable) {
+		t.Fatalf("all replicas down: err %v, want unavailable", err)
+	}
+}
