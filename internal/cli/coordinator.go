@@ -42,6 +42,9 @@ type coordinatorConfig struct {
 	Tick      time.Duration // real time between background passes
 	Faucet    market.Money
 	Passwords coord.PasswordHasher
+	// Spot market: clearing interval (clock time) and fee.
+	SpotInterval time.Duration
+	SpotFee      ledger.BasisPoints
 }
 
 // coordinator is a started coordinator: store open, port bound.
@@ -65,6 +68,7 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 	svc := coord.New(coord.Config{
 		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,
 		LostAfter: cfg.LostAfter, Speedup: cfg.Speedup, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
+		SpotInterval: cfg.SpotInterval, SpotFee: cfg.SpotFee,
 	})
 	if err := svc.RebuildIndex(ctx); err != nil {
 		store.Close()

@@ -29,13 +29,14 @@ const (
 var devDemoTokens = market.Tokens(1000)
 
 type devCmd struct {
-	Listen   string `default:"127.0.0.1:8080" help:"Address to serve on; port 0 picks a free one."`
-	Data     string `type:"path" placeholder:"DIR" help:"Keep the database and agent state in DIR (default: a temporary directory removed at exit)."`
-	Speedup  int    `default:"1" help:"Run the coordinator's clock N times faster, so billing minutes pass in 60/N seconds."`
-	FakeGPUs string `name:"fake-gpus" placeholder:"SPEC" help:"Simulated GPUs for the agent (default: the machine's NVIDIA GPUs, else \"${dev_fake_gpus}\")."`
-	Fee      string `default:"10" help:"Platform fee on on-demand charges, in percent."`
-	Runner   string `default:"process" enum:"process,docker" help:"How the agent runs workloads: process (child processes) or docker (containers; needs a Docker daemon and local images)."`
-	Verbose  bool   `short:"v" help:"Log debug messages."`
+	Listen       string        `default:"127.0.0.1:8080" help:"Address to serve on; port 0 picks a free one."`
+	Data         string        `type:"path" placeholder:"DIR" help:"Keep the database and agent state in DIR (default: a temporary directory removed at exit)."`
+	Speedup      int           `default:"1" help:"Run the coordinator's clock N times faster, so billing minutes pass in 60/N seconds."`
+	FakeGPUs     string        `name:"fake-gpus" placeholder:"SPEC" help:"Simulated GPUs for the agent (default: the machine's NVIDIA GPUs, else \"${dev_fake_gpus}\")."`
+	Fee          string        `default:"10" help:"Platform fee on on-demand charges, in percent."`
+	SpotInterval time.Duration `default:"1m" help:"Spot billing interval, in clock time (so 1s of real time at --speedup 60)."`
+	Runner       string        `default:"process" enum:"process,docker" help:"How the agent runs workloads: process (child processes) or docker (containers; needs a Docker daemon and local images)."`
+	Verbose      bool          `short:"v" help:"Log debug messages."`
 }
 
 func (c *devCmd) Help() string {
@@ -92,6 +93,7 @@ func (c *devCmd) Run(ctx context.Context, env *Env) error {
 		Listen: c.Listen, DB: filepath.Join(dir, "gpumarket.db"), Mode: "dev",
 		Clock: speedClock{start: time.Now(), speedup: c.Speedup}, Speedup: c.Speedup,
 		Logger: log, Fee: fee, Tick: max(tick, 100*time.Millisecond), Faucet: market.Tokens(100),
+		SpotInterval: c.SpotInterval,
 	})
 	if err != nil {
 		return err

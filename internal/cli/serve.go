@@ -13,6 +13,8 @@ type serveCmd struct {
 	Listen        string        `default:"127.0.0.1:8080" env:"GPUMARKET_LISTEN" help:"Address to serve the API, agent API and web UI on."`
 	DB            string        `name:"db" default:"gpumarket.db" env:"GPUMARKET_DB" help:"SQLite database file (created if missing), or a postgres://user:pass@host/db URL."`
 	Fee           string        `default:"10" help:"Platform fee on on-demand charges, in percent."`
+	SpotInterval  time.Duration `default:"10m" help:"Length of a spot billing interval: each one, every machine's GPUs go to its most profitable bids."`
+	SpotFee       string        `default:"2.5" help:"Platform fee on spot charges, in percent."`
 	LostAfter     time.Duration `default:"60s" help:"A machine silent this long goes offline and its instances fail."`
 	Tick          time.Duration `default:"5s" help:"How often billing and lost-host detection run."`
 	AdminEmail    string        `env:"GPUMARKET_ADMIN_EMAIL" help:"Create this admin account at start if it does not exist (password from GPUMARKET_ADMIN_PASSWORD)."`
@@ -36,6 +38,13 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return usagef("--fee: %v", err)
 	}
+	spotFee, err := parseFee(c.SpotFee)
+	if err != nil {
+		return usagef("--spot-fee: %v", err)
+	}
+	if c.SpotInterval < time.Minute {
+		return usagef("--spot-interval %s is too short; use at least 1m", c.SpotInterval)
+	}
 	if c.LostAfter < 10*time.Second {
 		return usagef("--lost-after %s is too short; use at least 10s", c.LostAfter)
 	}
@@ -46,7 +55,7 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	log := newLogger(c.LogFormat, level, env.Stderr)
 	co, err := startCoordinator(ctx, coordinatorConfig{
 		Listen: c.Listen, DB: c.DB, Mode: "serve", Logger: log,
-		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick,
+		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick, SpotInterval: c.SpotInterval, SpotFee: spotFee,
 	})
 	if err != nil {
 		return err

@@ -485,6 +485,21 @@ func (s *Service) clearSpot(ctx context.Context) error {
 	now := s.now()
 	start := now.Truncate(s.cfg.SpotInterval)
 	s.spotMu.Lock()
+	if s.lastRound.IsZero() {
+		// After a restart, the newest stored round says which interval
+		// was cleared last, so that none is cleared twice.
+		err := s.store.Tx(ctx, func(tx Tx) error {
+			rs, err := tx.Rounds(ctx, RoundFilter{Limit: 1})
+			if err == nil && len(rs) > 0 {
+				s.lastRound = rs[0].At.Truncate(s.cfg.SpotInterval)
+			}
+			return err
+		})
+		if err != nil {
+			s.spotMu.Unlock()
+			return fmt.Errorf("find the last spot round: %w", err)
+		}
+	}
 	due := start.After(s.lastRound)
 	if due {
 		s.lastRound = start

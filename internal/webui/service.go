@@ -1,0 +1,41 @@
+package webui
+
+import (
+	"context"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
+)
+
+// Service is what the pages need of the coordinator; *coord.Service
+// implements it. Every method that takes a caller checks what that caller
+// may see and change, so the pages never decide access themselves.
+type Service interface {
+	Signup(ctx context.Context, req market.SignupRequest) (market.Account, error)
+	Login(ctx context.Context, req market.LoginRequest) (market.LoginResult, error)
+	Authenticate(ctx context.Context, secret string) (market.Account, error)
+	Keys(ctx context.Context, caller market.Account) ([]market.APIKey, error)
+	RevokeKey(ctx context.Context, caller market.Account, id market.APIKeyID) error
+
+	Offers(ctx context.Context, f market.OfferFilter) ([]market.Offer, error)
+	ExplainOffers(ctx context.Context, f market.OfferFilter) (match.Explanation, error)
+	Machine(ctx context.Context, caller market.Account, id market.MachineID) (market.Machine, error)
+
+	CreateInstance(ctx context.Context, caller market.Account, req market.CreateInstanceRequest) (market.Instance, error)
+	Instances(ctx context.Context, caller market.Account, all bool) ([]market.Instance, error)
+	Instance(ctx context.Context, caller market.Account, id market.InstanceID) (market.Instance, error)
+	StopInstance(ctx context.Context, caller market.Account, id market.InstanceID) (market.Instance, error)
+	Logs(ctx context.Context, caller market.Account, id market.InstanceID, after int64, limit int, wait time.Duration) ([]market.LogChunk, error)
+	Events(ctx context.Context, caller market.Account, f coord.EventFilter) ([]market.Event, error)
+
+	Wallet(ctx context.Context, caller market.Account) (market.Wallet, error)
+	History(ctx context.Context, caller market.Account, before int64, limit int) ([]market.HistoryEntry, error)
+	Faucet(ctx context.Context, caller market.Account) (market.Wallet, error)
+
+	Machines(ctx context.Context, caller market.Account, all bool) ([]market.Machine, error)
+	UpdateMachine(ctx context.Context, caller market.Account, id market.MachineID, u market.MachineUpdate) (market.Machine, error)
+	SetListed(ctx context.Context, caller market.Account, id market.MachineID, listed bool) (market.Machine, error)
+	Earnings(ctx context.Context, caller market.Account) (market.EarningsReport, error)
+}
