@@ -183,6 +183,17 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 		}
 		hw.Runner = "process"
 	}
+	// Spot winners' power limits and clocks: simulated on fake GPUs, set
+	// with nvidia-smi on real ones.
+	var ctl agent.GPUControl = fake.NewControl(hw.GPUs)
+	if o.FakeGPUs == "" {
+		defaults := map[string]int{}
+		for _, g := range hw.GPUs {
+			defaults[g.UUID] = g.DefaultPowerW
+		}
+		ctl = nvidiasmi.Control{Exec: nvidiasmi.Exec, DefaultPowerW: defaults}
+	}
+	run = agent.WithGPUControl(run, ctl)
 	return agent.New(agent.Config{
 		Hardware:          hw,
 		Coordinator:       o.Client,

@@ -18,6 +18,7 @@ import (
 	"github.com/gpumarket/gpumarket/internal/httpapi"
 	"github.com/gpumarket/gpumarket/internal/ledger"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 	"github.com/gpumarket/gpumarket/internal/postgres"
 	"github.com/gpumarket/gpumarket/internal/sqlite"
 	"github.com/gpumarket/gpumarket/internal/webui"
@@ -45,6 +46,7 @@ type coordinatorConfig struct {
 	// Spot market: clearing interval (clock time) and fee.
 	SpotInterval time.Duration
 	SpotFee      ledger.BasisPoints
+	Ranking      *match.Ranking // nil: the default weights and latencies
 }
 
 // coordinator is a started coordinator: store open, port bound.
@@ -68,7 +70,7 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 	svc := coord.New(coord.Config{
 		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,
 		LostAfter: cfg.LostAfter, Speedup: cfg.Speedup, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
-		SpotInterval: cfg.SpotInterval, SpotFee: cfg.SpotFee,
+		SpotInterval: cfg.SpotInterval, SpotFee: cfg.SpotFee, Ranking: cfg.Ranking,
 	})
 	if err := svc.RebuildIndex(ctx); err != nil {
 		store.Close()

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 type serveCmd struct {
@@ -19,6 +21,7 @@ type serveCmd struct {
 	Tick          time.Duration `default:"5s" help:"How often billing and lost-host detection run."`
 	AdminEmail    string        `env:"GPUMARKET_ADMIN_EMAIL" help:"Create this admin account at start if it does not exist (password from GPUMARKET_ADMIN_PASSWORD)."`
 	AdminPassword string        `env:"GPUMARKET_ADMIN_PASSWORD" hidden:""`
+	LatencyTable  string        `type:"existingfile" placeholder:"FILE" help:"Region-to-region latency estimates for ranking offers: lines of REGION REGION LATENCY (eu us 90ms) and default LATENCY."`
 	LogFormat     string        `default:"json" enum:"json,text" help:"Log format: json or text."`
 	Verbose       bool          `short:"v" help:"Log debug messages."`
 }
@@ -48,6 +51,20 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	if c.LostAfter < 10*time.Second {
 		return usagef("--lost-after %s is too short; use at least 10s", c.LostAfter)
 	}
+	var ranking *match.Ranking
+	if c.LatencyTable != "" {
+		text, err := os.ReadFile(c.LatencyTable)
+		if err != nil {
+			return usagef("--latency-table: %v", err)
+		}
+		tab, err := match.ParseLatencyTable(text)
+		if err != nil {
+			return usagef("--latency-table %s: %v", c.LatencyTable, err)
+		}
+		r := match.DefaultRanking()
+		r.Latency = tab
+		ranking = &r
+	}
 	level := slog.LevelInfo
 	if c.Verbose {
 		level = slog.LevelDebug
@@ -55,7 +72,7 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	log := newLogger(c.LogFormat, level, env.Stderr)
 	co, err := startCoordinator(ctx, coordinatorConfig{
 		Listen: c.Listen, DB: c.DB, Mode: "serve", Logger: log,
-		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick, SpotInterval: c.SpotInterval, SpotFee: spotFee,
+		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick, SpotInterval: c.SpotInterval, SpotFee: spotFee, Ranking: ranking,
 	})
 	if err != nil {
 		return err

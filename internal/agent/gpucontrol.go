@@ -1,0 +1,118 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// GPUControl sets power limits and clocks of GPUs, by UUID.
+type GPUControl interface {
+	// Apply sets the power limit (watts; 0 leaves it) and clocks on each
+	// GPU, or returns an error that says which value the card refused.
+	Apply(ctx context.Context, uuids []string, powerW int, clocks market.Clocks) error
+	// Reset returns the GPUs to their defaults.
+	Reset(ctx context.Context, uuids []string) error
+}
+
+// WithGPUControl wraps a runner so that an assignment's power limit and
+// clocks are applied to its GPUs before the workload starts and reset
+// after it ends. When the settings cannot be applied, the workload does not
+// start and is listed as failed with the reason.
+func WithGPUControl(r Runner, ctl GPUControl) Runner {
+	return &controlled{Runner: r, ctl: ctl, applied: map[market.InstanceID][]string{}, failed: map[market.InstanceID]market.InstanceReport{}}
+}
+
+type controlled struct {
+	Runner
+	ctl     GPUControl
+	mu      sync.Mutex
+	applied map[market.InstanceID][]string // GPUs whose settings must be reset
+	failed  map[market.InstanceID]market.InstanceReport
+}
+
+func hasSettings(a market.Assignment) bool {
+	return a.PowerLimitW > 0 || a.Clocks != (market.Clocks{})
+}
+
+func (c *controlled) Start(ctx context.Context, a market.Assignment) error {
+	if hasSettings(a) {
+		c.mu.Lock()
+		_, done := c.applied[a.Instance]
+		c.mu.Unlock()
+		if !done {
+			if err := c.ctl.Apply(ctx, a.GPUUUIDs, a.PowerLimitW, a.Clocks); err != nil {
+				// Leave no half-applied settings behind.
+				_ = c.ctl.Reset(context.WithoutCancel(ctx), a.GPUUUIDs)
+				c.mu.Lock()
+				c.failed[a.Instance] = market.InstanceReport{Instance: a.Instance, Generation: a.Generation, State: market.ObservedFailed,
+					Message: fmt.Sprintf("could not apply the power limit and clocks: %v", err)}
+				c.mu.Unlock()
+				return nil
+			}
+			c.mu.Lock()
+			c.applied[a.Instance] = a.GPUUUIDs
+			c.mu.Unlock()
+		}
+	}
+	return c.Runner.Start(ctx, a)
+}
+
+// reset resets the settings of an instance once, if any were applied.
+func (c *controlled) reset(ctx context.Context, id market.InstanceID) error {
+	c.mu.Lock()
+	uuids, ok := c.applied[id]
+	delete(c.applied, id)
+	c.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if err := c.ctl.Reset(ctx, uuids); err != nil {
+		return fmt.Errorf("reset power limit and clocks of %s: %w", id, err)
+	}
+	return nil
+}
+
+func (c *controlled) List(ctx context.Context) ([]market.InstanceReport, error) {
+	list, err := c.Runner.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range list {
+		if r.State != market.ObservedStarting && r.State != market.ObservedRunning {
+			if err := c.reset(ctx, r.Instance); err != nil {
+				return nil, err
+			}
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.failed {
+		list = append(list, f)
+	}
+	return list, nil
+}
+
+func (c *controlled) Stop(ctx context.Context, id market.InstanceID, grace time.Duration) error {
+	if err := c.Runner.Stop(ctx, id, grace); err != nil {
+		return err
+	}
+	return c.reset(ctx, id)
+}
+
+func (c *controlled) Forget(ctx context.Context, id market.InstanceID) error {
+	c.mu.Lock()
+	_, failed := c.failed[id]
+	delete(c.failed, id)
+	c.mu.Unlock()
+	if failed {
+		return nil // the runner never saw it
+	}
+	if err := c.reset(ctx, id); err != nil {
+		return err
+	}
+	return c.Runner.Forget(ctx, id)
+}

@@ -1,0 +1,73 @@
+package agent_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/agent"
+	"github.com/gpumarket/gpumarket/internal/gpu/fake"
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/runner/process"
+)
+
+func TestGPUControlAppliedBeforeStartAndResetAfter(t *testing.T) {
+	gpus, err := fake.Parse("2xRTX 4090", "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := fake.NewControl(gpus)
+	inner, err := process.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := agent.WithGPUControl(inner, ctl)
+	ctx := t.Context()
+	a := market.Assignment{Instance: "i-1", Generation: 1, Desired: market.DesiredRun, GPUs: []int{1}, GPUUUIDs: []string{gpus[1].UUID},
+		Command: []string{"sleep", "30"}, PowerLimitW: 300, Clocks: market.Clocks{CoreLockMHz: 2000}}
+	if err := r.Start(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctl.Get(gpus[1].UUID); got.PowerLimitW != 300 || got.Clocks.CoreLockMHz != 2000 {
+		t.Errorf("while running: %+v, want 300 W and a 2000 MHz core lock", got)
+	}
+	if got := ctl.Get(gpus[0].UUID); got.PowerLimitW != gpus[0].DefaultPowerW {
+		t.Errorf("the other GPU was touched: %+v", got)
+	}
+	if err := r.Stop(ctx, "i-1", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctl.Get(gpus[1].UUID); got.PowerLimitW != gpus[1].DefaultPowerW || got.Clocks != (market.Clocks{}) {
+		t.Errorf("after stop: %+v, want defaults", got)
+	}
+	if log := ctl.Log(); len(log) != 2 || !strings.HasPrefix(log[0], "apply") || !strings.HasPrefix(log[1], "reset") {
+		t.Errorf("control log = %v, want one apply then one reset", log)
+	}
+
+	// A power limit the card refuses: nothing runs, the instance is failed
+	// with the card's range in the message.
+	bad := a
+	bad.Instance, bad.PowerLimitW = "i-2", 10
+	if err := r.Start(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	list, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, rep := range list {
+		if rep.Instance == "i-2" {
+			found = true
+			if rep.State != market.ObservedFailed || !strings.Contains(rep.Message, "150-450 W") {
+				t.Errorf("refused settings: %+v, want failed naming the range", rep)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("the refused instance is not listed")
+	}
+	if err := r.Forget(ctx, "i-2"); err != nil {
+		t.Fatal(err)
+	}
+}
