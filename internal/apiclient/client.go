@@ -94,8 +94,8 @@ type call struct {
 
 // do sends r to the current replica and, when it cannot be reached, to the
 // others in turn. A request that may have reached a replica (the
-// connection broke after sending) is retried elsewhere only if it is a GET,
-// so that a create is never made twice.
+// connection broke after sending) is retried elsewhere only if it is a GET
+// or carries an Idempotency-Key, so that a create is never made twice.
 func (c *Client) do(ctx context.Context, r call) error {
 	start := int(c.current.Load())
 	var err error
@@ -103,7 +103,10 @@ func (c *Client) do(ctx context.Context, r call) error {
 		k := (start + i) % len(c.bases)
 		err = c.doOne(ctx, c.bases[k], r)
 		var te *transportError
-		if !errors.As(err, &te) || ctx.Err() != nil || (!te.dial && r.method != http.MethodGet) {
+		// A call with an Idempotency-Key has one effect however often it
+		// is sent, so it may be retried like a GET.
+		retryable := r.method == http.MethodGet || r.header.Get("Idempotency-Key") != ""
+		if !errors.As(err, &te) || ctx.Err() != nil || (!te.dial && !retryable) {
 			if i > 0 && err == nil {
 				c.current.Store(int32(k))
 			}

@@ -48,7 +48,9 @@ type CLI struct {
 	Earnings earningsCmd `cmd:"" group:"Hosting" help:"Show what your machines earned."`
 
 	// Money and records.
-	Wallet walletCmd `cmd:"" group:"Money" help:"Show balances, history, deposits."`
+	Wallet walletCmd `cmd:"" group:"Money" help:"Show balances, history, deposits, withdrawals."`
+	Stake  stakeCmd  `cmd:"" group:"Money" help:"Stake tokens for a share of the platform fees."`
+	Admin  adminCmd  `cmd:"" group:"Money" help:"Admin tools: ledger check, withdrawal queue."`
 	Events eventsCmd `cmd:"" group:"Money" help:"List events of your instances and machines."`
 
 	// Process roles.

@@ -30,6 +30,9 @@ var (
 	_ coord.Store = (*postgres.DB)(nil)
 )
 
+// Guard: the web pages run on the coordinator service.
+var _ webui.Service = (*coord.Service)(nil)
+
 // coordinatorConfig is what serve and dev decide about the coordinator.
 type coordinatorConfig struct {
 	Listen    string // host:port; port 0 picks a free one
@@ -84,7 +87,7 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 			cfg.Logger.Error("stats for home page", "err", err)
 		}
 		return webui.Stats{Machines: st.Machines, OnlineMachines: st.OnlineMachines, RunningInstances: st.RunningInstances}
-	}}, cfg.Logger)
+	}, Faucet: cfg.Faucet > 0}, svc, cfg.Logger)
 	handler := httpapi.New(svc, httpapi.Options{Logger: cfg.Logger, Registry: reg, UI: ui})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -103,6 +105,49 @@ func printMachine(env *Env, m market.Machine) error {
 	return g.flush()
 }
 
+// spot prints the spot market snapshot, filtered by --gpu-name and --gpus.
+func (c *offerSearchCmd) spot(ctx context.Context, env *Env, api *apiclient.Client) error {
+	if len(c.Query) > 0 {
+		return usagef("--spot takes --gpu-name and --gpus, not a query")
+	}
+	snap, err := api.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	var ms []market.SnapshotMachine
+	for _, m := range snap.Machines {
+		if m.SpotGPUs < max(c.GPUs, 1) || (c.GPUName != "" && !strings.Contains(normalizeModel(m.GPUModel), normalizeModel(c.GPUName))) {
+			continue
+		}
+		ms = append(ms, m)
+	}
+	if env.JSON() {
+		snap.Machines = ms
+		return env.printJSON(snap)
+	}
+	if len(ms) == 0 {
+		fmt.Fprintln(env.Stdout, "No machine has spot capacity that matches.")
+		return nil
+	}
+	fmt.Fprintf(env.Stdout, "Spot market at %s; rounds every %s. Host profit = price x GPUs x interval - energy x power x GPUs x interval.\n\n", env.time(snap.At), snap.Interval)
+	t := newTable(env.Stdout, "MACHINE", "GPU", "SPOT GPUS", "RESERVE/GPU/DAY", "ENERGY/KWH", "POWER W", "BIDS", "BEST BID/GPU/DAY", "REGION")
+	for _, m := range ms {
+		best := "-"
+		if len(m.Bids) > 0 {
+			top := slices.MaxFunc(m.Bids, func(a, b market.SnapshotBid) int { return cmp.Compare(a.PricePerGPUDay, b.PricePerGPUDay) })
+			best = money(top.PricePerGPUDay, "")
+		}
+		t.row(string(m.Machine), m.GPUModel, fmt.Sprintf("%d/%d", m.SpotGPUs, m.TotalGPUs), money(m.Terms.ReservePerGPUDay, ""),
+			money(m.Terms.EnergyPerKWh, ""), fmt.Sprintf("%d-%d", m.MinPowerW, m.MaxPowerW), strconv.Itoa(len(m.Bids)), best, dash(m.Region))
+	}
+	return t.flush()
+}
+
+// normalizeModel lets "rtx_4090" match "NVIDIA GeForce RTX 4090".
+func normalizeModel(s string) string {
+	return strings.NewReplacer(" ", "", "_", "", "-", "").Replace(strings.ToLower(s))
+}
+
 type machineSetCmd struct {
 	ID              string  `arg:"" help:"Machine ID (m-...)."`
 	PricePerGPUHour string  `name:"price-per-gpu-hour" placeholder:"TOKENS" help:"On-demand price of one GPU for one hour, in tokens (up to 6 decimals)."`
@@ -111,13 +156,35 @@ type machineSetCmd struct {
 	SpotReserve     string  `name:"spot-reserve" placeholder:"TOKENS" help:"Lowest spot bid accepted, per GPU-day, in tokens."`
 	EnergyPrice     string  `name:"energy-price" placeholder:"TOKENS" help:"Your energy cost per kWh, in tokens; spot bids win on price minus energy at their power limit."`
 	MaxPower        *int    `name:"max-power" placeholder:"W" help:"Highest power limit per GPU a spot bid may ask, in W (0: the cards' maximum)."`
+	CoreLockRange   string  `name:"core-lock-range" placeholder:"MIN..MAX" help:"Core clock locks spot bids may ask, in MHz, like 300..2500 (none: no locks)."`
+	MemLockRange    string  `name:"mem-lock-range" placeholder:"MIN..MAX" help:"Memory clock locks spot bids may ask, in MHz."`
+	CoreOffsetRange string  `name:"core-offset-range" placeholder:"MIN..MAX" help:"Core clock offsets spot bids may ask, in MHz, like -200..200."`
+	MemOffsetRange  string  `name:"mem-offset-range" placeholder:"MIN..MAX" help:"Memory clock offsets spot bids may ask, in MHz."`
+}
+
+// parseClockRange reads "MIN..MAX" (MHz, either may be negative) or "none".
+func parseClockRange(flag, v string) (*market.ClockRange, error) {
+	if v == "" {
+		return nil, nil
+	}
+	if v == "none" {
+		return &market.ClockRange{}, nil
+	}
+	lo, hi, ok := strings.Cut(v, "..")
+	a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+	b, err2 := strconv.Atoi(strings.TrimSpace(hi))
+	if !ok || err1 != nil || err2 != nil {
+		return nil, usagef("%s %q: write MIN..MAX in MHz, like 300..2500, or none", flag, v)
+	}
+	return &market.ClockRange{Min: a, Max: b}, nil
 }
 
 func (c *machineSetCmd) Help() string {
 	return `Examples:
   gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.5
   gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.45 --region eu
-  gpumarket machine set m-0a1b2c3d4e5f --spot-reserve 5 --energy-price 0.12 --max-power 350`
+  gpumarket machine set m-0a1b2c3d4e5f --spot-reserve 5 --energy-price 0.12 --max-power 350
+  gpumarket machine set m-0a1b2c3d4e5f --core-lock-range 300..2500 --core-offset-range -200..200`
 }
 
 func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
@@ -146,8 +213,21 @@ func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client
 		*f.dst = &p
 	}
 	upd.MaxPowerW = c.MaxPower
+	for _, r := range []struct {
+		flag, v string
+		dst     **market.ClockRange
+	}{
+		{"--core-lock-range", c.CoreLockRange, &upd.CoreLockMHz}, {"--mem-lock-range", c.MemLockRange, &upd.MemLockMHz},
+		{"--core-offset-range", c.CoreOffsetRange, &upd.CoreOffsetMHz}, {"--mem-offset-range", c.MemOffsetRange, &upd.MemOffsetMHz},
+	} {
+		cr, err := parseClockRange(r.flag, r.v)
+		if err != nil {
+			return err
+		}
+		*r.dst = cr
+	}
 	if upd == (market.MachineUpdate{}) {
-		return usagef("nothing to change; pass --price-per-gpu-hour, --region, --datacenter, --spot-reserve, --energy-price or --max-power")
+		return usagef("nothing to change; pass --price-per-gpu-hour, --region, --datacenter, --spot-reserve, --energy-price, --max-power or a clock range")
 	}
 	m, err := api.UpdateMachine(ctx, market.MachineID(c.ID), upd)
 	if err != nil {
@@ -213,6 +293,7 @@ type offerSearchCmd struct {
 	Limit     int      `default:"20" help:"Show at most this many offers."`
 	Region    string   `help:"Your region, so that nearby machines rank higher."`
 	Explain   bool     `help:"Say how many machines each filter removed and, for an empty result, which filter emptied it and what nearly matched."`
+	Spot      bool     `help:"Show the spot market instead: machines with spot capacity, their terms and their books (bidders anonymised)."`
 	GPUName   string   `name:"gpu-name" help:"Shorthand for gpu_name=... (case, spaces and _ ignored)."`
 	GPUs      int      `name:"gpus" placeholder:"N" help:"Shorthand for num_gpus>=N."`
 	MaxPrice  string   `name:"max-price" placeholder:"TOKENS" help:"Shorthand for price_per_gpu_hour<=TOKENS."`
@@ -246,6 +327,9 @@ func (c *offerSearchCmd) Run(ctx context.Context, env *Env, api *apiclient.Clien
 			return usagef("--max-price: %v", err)
 		}
 		f.MaxPrice = p
+	}
+	if c.Spot {
+		return c.spot(ctx, env, api)
 	}
 	if c.Explain {
 		x, err := api.ExplainOffers(ctx, f)

@@ -14,6 +14,9 @@ type walletCmd struct {
 	History walletHistoryCmd `cmd:"" help:"List your transfers, newest first."`
 	Deposit walletDepositCmd `cmd:"" help:"Credit tokens to an account (admins only)."`
 	Faucet  walletFaucetCmd  `cmd:"" help:"Get demo tokens (dev mode only)."`
+
+	Withdraw    walletWithdrawCmd    `cmd:"" help:"Withdraw settled earnings (queued for an admin to pay out)."`
+	Withdrawals walletWithdrawalsCmd `cmd:"" help:"List your withdrawals."`
 }
 
 type walletShowCmd struct{}
@@ -143,11 +146,27 @@ func (c *earningsCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) 
 	if env.JSON() {
 		return env.printJSON(r)
 	}
-	t := newTable(env.Stdout, "MACHINE", "GPU-MINUTES", "EARNED")
+	t := newTable(env.Stdout, "MACHINE", "GPU-MINUTES", "EARNED", "PENDING")
 	for _, m := range r.Machines {
-		t.row(string(m.Machine), strconv.FormatInt(m.Minutes, 10), money(m.Amount, r.Asset))
+		t.row(string(m.Machine), strconv.FormatInt(m.Minutes, 10), money(m.Amount, r.Asset), money(m.Pending, r.Asset))
 	}
-	t.row("TOTAL", "", money(r.Total, r.Asset))
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stdout)
+	t = newTable(env.Stdout, "DAY (UTC)", "GPU-MINUTES", "EARNED", "PENDING")
+	for _, d := range r.Days {
+		t.row(d.Day, strconv.FormatInt(d.Minutes, 10), money(d.Amount, r.Asset), money(d.Pending, r.Asset))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stdout)
+	t = newTable(env.Stdout)
+	t.row("Earnings:", money(r.Total, r.Asset))
+	t.row("Pending:", money(r.Pending, r.Asset)+" (settles "+r.SettlementDelay+" after it was earned)")
+	t.row("Withdrawable:", money(r.Withdrawable, r.Asset))
+	t.row("Being withdrawn:", money(r.Withdrawing, r.Asset))
 	return t.flush()
 }
 

@@ -72,9 +72,16 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 // by one and change nothing.
 func (s *Service) Report(ctx context.Context, caller market.Account, id market.MachineID, r market.Report) (market.ReportResult, error) {
 	const op = "report"
+	if len(r.Instances) == 0 && len(r.Logs) == 0 && s.live.beat(id, caller.ID, s.now()) {
+		// A bare heartbeat of a machine known online: memory only.
+		s.beats.inMemory.Add(1)
+		return market.ReportResult{}, nil
+	}
 	res := market.ReportResult{}
 	var changedLogs, ended []market.InstanceID
 	cameOnline := false
+	var owner market.AccountID
+	var seen time.Time
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		res, changedLogs, ended, cameOnline = market.ReportResult{}, nil, nil, false
 		m, err := ownMachine(ctx, tx, caller, id, op)
@@ -82,15 +89,18 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 			return err
 		}
 		now := s.now()
+		owner, seen = m.Owner, now
 		if !m.Online {
 			cameOnline = true
 			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: m.Owner, Machine: m.ID, Message: "heartbeats resumed"}); err != nil {
 				return err
 			}
-		}
-		m.Online, m.LastSeenAt = true, now
-		if err := tx.UpdateMachine(ctx, m); err != nil {
-			return err
+			// Only the change is written at once; later heartbeats of an
+			// online machine go to memory and are flushed in batches.
+			m.Online, m.LastSeenAt = true, now
+			if err := tx.UpdateMachine(ctx, m); err != nil {
+				return err
+			}
 		}
 		accepted := map[market.InstanceID]bool{}
 		for _, rep := range r.Instances {
@@ -147,6 +157,7 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 	if err != nil {
 		return market.ReportResult{}, err
 	}
+	s.live.online(id, owner, seen, cameOnline)
 	for _, id := range changedLogs {
 		s.hub.notify(logTopic(id))
 	}
@@ -233,7 +244,7 @@ func (s *Service) detectLost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list online machines: %w", err)
 	}
-	deadline := s.now().Add(-s.cfg.LostAfter * time.Duration(s.cfg.Speedup))
+	deadline := s.now().Add(-s.cfg.LostAfter*time.Duration(s.cfg.Speedup) - s.heartbeatSlack())
 	for _, m := range ms {
 		if !m.LastSeenAt.Before(deadline) {
 			continue
@@ -291,6 +302,7 @@ func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline
 		return nil
 	})
 	if err == nil {
+		s.live.forget(id)
 		s.instancesEnded(id, ended)
 		s.reindex(ctx, id)
 	}

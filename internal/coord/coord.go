@@ -7,7 +7,9 @@ package coord
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -52,8 +54,24 @@ type Config struct {
 	// Ranking weighs the offer score and holds the operator's latency
 	// table; nil = match.DefaultRanking().
 	Ranking *match.Ranking
+	// WebhookClient posts preemption webhooks to bidders' URLs (nil: a
+	// client with a 10 s timeout). Operators who must not let the
+	// coordinator reach arbitrary URLs give one whose transport refuses
+	// them.
+	WebhookClient *http.Client
 	// PasswordHasher hashes and checks passwords. Tests use a cheap one.
 	Passwords PasswordHasher
+	// Node names this coordinator in the leader lease (default: the host
+	// name and a random suffix); it must differ between coordinators.
+	Node string
+	// LeaseTTL is how long, in real time, the leader lease lasts without
+	// renewal (default DefaultLeaseTTL): after a leader dies, another
+	// coordinator runs the loops within it.
+	LeaseTTL time.Duration
+	// HeartbeatFlush is how often, in real time, heartbeats kept in memory
+	// are written (default DefaultHeartbeatFlush); lost-host detection
+	// allows that much extra silence.
+	HeartbeatFlush time.Duration
 	// Spot market: the clearing interval in clock time (default 10 min),
 	// the platform's share of spot charges (default 2.5%), the minimum
 	// increment a set of bids must beat running winners by (default
@@ -63,6 +81,14 @@ type Config struct {
 	SpotFee      ledger.BasisPoints
 	MinIncrement auction.BasisPoints
 	MaxBids      int
+	// Money: how long, in clock time, a host's earnings stay pending before
+	// they can be withdrawn (default 24 h), the smallest withdrawal (default
+	// 1 token), the dividend distribution period (default 24 h, periods
+	// aligned to the Unix epoch) and the unstaking cooldown (default 7 days).
+	SettlementDelay time.Duration
+	MinWithdrawal   market.Money
+	DividendPeriod  time.Duration
+	UnstakeCooldown time.Duration
 }
 
 // PasswordHasher hashes and checks passwords.
@@ -80,9 +106,15 @@ type Service struct {
 	cfg   Config
 	hub   *hub
 	index *match.Index
+	// webhooks is the outbox cursor of preemption webhooks.
+	webhooks webhookOutbox
 
 	spotMu    sync.Mutex
 	lastRound time.Time // start of the last spot interval cleared
+
+	lead  leader     // the leader lease as last seen
+	live  *liveSet   // machines seen online and heartbeats not yet written
+	beats beatCounts // heartbeat totals for the metrics
 }
 
 // New returns a Service with defaults filled in. Call RebuildIndex before
@@ -112,6 +144,18 @@ func New(cfg Config) *Service {
 	if cfg.MaxGrace <= 0 {
 		cfg.MaxGrace = 5 * time.Minute
 	}
+	if cfg.WebhookClient == nil {
+		cfg.WebhookClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.Node == "" {
+		cfg.Node = defaultNode()
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.HeartbeatFlush <= 0 {
+		cfg.HeartbeatFlush = DefaultHeartbeatFlush
+	}
 	if cfg.Passwords == nil {
 		cfg.Passwords = Argon2id{}
 	}
@@ -127,16 +171,39 @@ func New(cfg Config) *Service {
 	if cfg.MaxBids <= 0 {
 		cfg.MaxBids = DefaultMaxBids
 	}
+	if cfg.SettlementDelay <= 0 {
+		cfg.SettlementDelay = DefaultSettlementDelay
+	}
+	if cfg.MinWithdrawal <= 0 {
+		cfg.MinWithdrawal = DefaultMinWithdrawal
+	}
+	if cfg.DividendPeriod <= 0 {
+		cfg.DividendPeriod = DefaultDividendPeriod
+	}
+	if cfg.UnstakeCooldown <= 0 {
+		cfg.UnstakeCooldown = DefaultUnstakeCooldown
+	}
 	index := match.NewIndex()
 	if cfg.Ranking != nil {
 		index.SetRanking(*cfg.Ranking)
 	}
-	return &Service{store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, cfg: cfg, hub: newHub(cfg.Clock.Now().UnixNano()), index: index}
+	s := &Service{clock: cfg.Clock, log: cfg.Logger, cfg: cfg, hub: newHub(cfg.Clock.Now().UnixNano()), index: index, live: newLiveSet()}
+	s.store = fencedStore{Store: cfg.Store, s: s}
+	return s
 }
 
-// Run runs the background loops (billing, lost-host detection) every
-// interval of real time until ctx ends.
+// Run keeps the leader lease (taking it when free, renewing it while
+// held), flushes heartbeats, and every interval of real time runs Tick,
+// whose background loops (billing, lost-host detection, spot rounds) run
+// only while this coordinator leads, until ctx ends.
 func (s *Service) Run(ctx context.Context, interval time.Duration) error {
+	keepCtx, stopKeep := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() { defer close(kept); s.keep(keepCtx) }()
+	defer func() { stopKeep(); <-kept }()
+	if _, err := s.campaign(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("leader lease", "err", err)
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -144,7 +211,11 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+			switch err := s.Tick(ctx); {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, errNotLeader):
+				s.log.Warn("lost the leader lease during a tick; its remaining work was refused", "err", err)
+			default:
 				s.log.Error("background tick", "err", err)
 			}
 		}
@@ -155,14 +226,25 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 // machines silent past the lost deadline go offline, a spot clearing round
 // runs when a new interval has begun, and every running instance is
 // charged for the minutes it completed.
+//
+// It first writes the heartbeats held in memory and takes or renews the
+// leader lease; only the leader does the rest, and each of its
+// transactions commits only while it still holds the lease.
 func (s *Service) Tick(ctx context.Context) error {
+	ctx, leader, err := s.beginPass(ctx)
+	if err != nil || !leader {
+		return err
+	}
 	if err := s.detectLost(ctx); err != nil {
 		return err
 	}
 	if err := s.clearSpot(ctx); err != nil {
 		return err
 	}
-	return s.bill(ctx)
+	if err := s.sendWebhooks(ctx); err != nil {
+		return err
+	}
+	return s.tickMoney(ctx) // billing, unstake releases, dividends
 }
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC() }

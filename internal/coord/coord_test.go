@@ -337,6 +337,12 @@ func TestLostHostFailsInstancesBilledToLastHeartbeat(t *testing.T) {
 	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
 		t.Fatal("machine offline before the lost deadline")
 	}
+	// The deadline allows the heartbeat flush period as slack.
+	e.clock.Advance(coord.DefaultHeartbeatFlush)
+	e.tick()
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
+		t.Fatal("machine offline within the heartbeat flush slack")
+	}
 	e.clock.Advance(2 * time.Second)
 	e.tick()
 	m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID))

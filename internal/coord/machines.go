@@ -119,6 +119,7 @@ func (s *Service) fillAll(ctx context.Context, ms []market.Machine) error {
 	if err != nil {
 		return err
 	}
+	s.overlaySeen(ms)
 	for i := range ms {
 		ms[i].UsedGPUs = slices.Sorted(slices.Values(used[ms[i].ID]))
 		if ms[i].UsedGPUs == nil {

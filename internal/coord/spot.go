@@ -119,8 +119,28 @@ func checkSpotUpdate(u market.MachineUpdate) error {
 	case u.MaxPowerW != nil && (*u.MaxPowerW < 0 || *u.MaxPowerW > auction.MaxPowerW):
 		return fmt.Errorf("maximum power limit %d W is outside 0 to %d W (0: the cards' maximum)", *u.MaxPowerW, auction.MaxPowerW)
 	}
+	for _, r := range []struct {
+		name     string
+		r        *market.ClockRange
+		min, max int
+	}{
+		{"core clock lock", u.CoreLockMHz, 0, maxClockMHz},
+		{"memory clock lock", u.MemLockMHz, 0, maxClockMHz},
+		{"core clock offset", u.CoreOffsetMHz, -maxClockOffsetMHz, maxClockOffsetMHz},
+		{"memory clock offset", u.MemOffsetMHz, -maxClockOffsetMHz, maxClockOffsetMHz},
+	} {
+		if r.r != nil && (r.r.Min > r.r.Max || r.r.Min < r.min || r.r.Max > r.max) {
+			return fmt.Errorf("%s range %d..%d MHz must have min <= max within %d..%d MHz", r.name, r.r.Min, r.r.Max, r.min, r.max)
+		}
+	}
 	return nil
 }
+
+// Bounds of the clock ranges a host may publish.
+const (
+	maxClockMHz       = 10_000
+	maxClockOffsetMHz = 3_000
+)
 
 func applySpotUpdate(m *market.Machine, u market.MachineUpdate) {
 	if u.SpotReservePerGPUDay != nil {
@@ -131,6 +151,14 @@ func applySpotUpdate(m *market.Machine, u market.MachineUpdate) {
 	}
 	if u.MaxPowerW != nil {
 		m.Spot.MaxPowerW = *u.MaxPowerW
+	}
+	for _, r := range []struct {
+		src *market.ClockRange
+		dst *market.ClockRange
+	}{{u.CoreLockMHz, &m.Spot.CoreLockMHz}, {u.MemLockMHz, &m.Spot.MemLockMHz}, {u.CoreOffsetMHz, &m.Spot.CoreOffsetMHz}, {u.MemOffsetMHz, &m.Spot.MemOffsetMHz}} {
+		if r.src != nil {
+			*r.dst = *r.src
+		}
 	}
 }
 

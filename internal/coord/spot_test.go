@@ -1,6 +1,9 @@
 package coord_test
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -195,4 +198,58 @@ func TestSpotBidderWhoCannotPayIsInfeasible(t *testing.T) {
 	if c := r.Decision.Machines[0].Candidates[0]; c.Bid != b.ID || c.Drop != "cannot_pay" {
 		t.Errorf("candidate %+v, want dropped as cannot_pay", c)
 	}
+}
+
+func TestPreemptionWebhook(t *testing.T) {
+	got := make(chan coord.WebhookNotice, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n coord.WebhookNotice
+		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		got <- n
+	}))
+	defer hook.Close()
+	e, r2 := spotEnv(t)
+	b1 := must(e.svc.CreateBid(e.ctx, e.renter, market.CreateBidRequest{Machine: e.mach.ID, GPUs: 4, PricePerGPUDay: market.Tokens(2),
+		PowerLimitW: 300, NoticeSeconds: 45, Webhook: hook.URL, Command: []string{"sleep", "600"}}))
+	e.tick()
+	inst1 := e.spotInstance(b1.ID)
+	e.report(inst1, market.ObservedRunning)
+	must(e.bid(r2, 4, market.Tokens(3)))
+	e.advance(10 * time.Minute)
+	e.tick() // the round preempts b1's instance; the next tick sends the webhook
+	e.tick()
+	e.svc.WaitWebhooks()
+	select {
+	case n := <-got:
+		if n.Bid != b1.ID || n.Instance != inst1.ID || n.Reason != "outbid" || n.NoticeSeconds != 45 || n.Type != "instance.preempted" {
+			t.Errorf("webhook = %+v", n)
+		}
+	default:
+		t.Fatal("no webhook was posted")
+	}
+	e.tick()
+	e.svc.WaitWebhooks()
+	if len(got) != 0 {
+		t.Errorf("a webhook was sent twice")
+	}
+}
+
+func TestPublishedClockRanges(t *testing.T) {
+	e, _ := spotEnv(t)
+	locks := market.ClockRange{Min: 500, Max: 1800}
+	must(e.svc.UpdateMachine(e.ctx, e.host, e.mach.ID, market.MachineUpdate{CoreLockMHz: &locks}))
+	req := market.CreateBidRequest{Machine: e.mach.ID, GPUs: 1, PricePerGPUDay: market.Tokens(2), PowerLimitW: 300, Command: []string{"x"},
+		Clocks: market.Clocks{CoreLockMHz: 2000}}
+	_, err := e.svc.CreateBid(e.ctx, e.renter, req)
+	wantKind(t, err, market.Invalid, "core clock lock")
+	req.Clocks.CoreLockMHz = 1700
+	must(e.svc.CreateBid(e.ctx, e.renter, req))
+	req.Clocks = market.Clocks{MemOffsetMHz: 100} // no offsets published
+	_, err = e.svc.CreateBid(e.ctx, e.renter, req)
+	wantKind(t, err, market.Invalid, "memory clock offset")
+	bad := market.ClockRange{Min: 10, Max: 5}
+	_, err = e.svc.UpdateMachine(e.ctx, e.host, e.mach.ID, market.MachineUpdate{MemLockMHz: &bad})
+	wantKind(t, err, market.Invalid, "min <= max")
 }

@@ -68,6 +68,37 @@ type Tx interface {
 	// ChargedMinutes returns the minute indices already charged for an instance.
 	ChargedMinutes(ctx context.Context, id market.InstanceID) ([]int64, error)
 
+	// Flow sums the entries of f.Account in transfers of kind f.Kind made
+	// in [f.From, f.To) (a zero To: no upper bound).
+	Flow(ctx context.Context, f FlowFilter) (market.Money, error)
+	// TransfersByKind returns the transfers of the given kinds made before
+	// until, oldest first.
+	TransfersByKind(ctx context.Context, kinds []market.TransferKind, until time.Time) ([]market.Transfer, error)
+
+	// Idempotency records of money calls, per (account, key).
+	// InsertIdempotency returns Conflict if the key was recorded before.
+	InsertIdempotency(ctx context.Context, r IdemRecord) error
+	Idempotency(ctx context.Context, account market.AccountID, key string) (IdemRecord, error)
+
+	// Withdrawals, ordered by CreatedAt then ID. UpdateWithdrawal writes
+	// the whole row by ID.
+	InsertWithdrawal(ctx context.Context, w market.Withdrawal) error
+	UpdateWithdrawal(ctx context.Context, w market.Withdrawal) error
+	Withdrawal(ctx context.Context, id market.WithdrawalID) (market.Withdrawal, error)
+	Withdrawals(ctx context.Context, f WithdrawalFilter) ([]market.Withdrawal, error)
+
+	// Stake removals in cooldown, ordered by At then ID. UpdateUnstake
+	// writes the whole row by ID.
+	InsertUnstake(ctx context.Context, u market.Unstake) error
+	UpdateUnstake(ctx context.Context, u market.Unstake) error
+	Unstakes(ctx context.Context, f UnstakeFilter) ([]market.Unstake, error)
+
+	// Dividend statements, one per period: InsertStatement returns
+	// Conflict if the period has one. Statements lists the newest first.
+	InsertStatement(ctx context.Context, st market.DividendStatement) error
+	Statement(ctx context.Context, period int64) (market.DividendStatement, error)
+	Statements(ctx context.Context, limit int) ([]market.DividendStatement, error)
+
 	// Logs. AppendLogs numbers the chunks per instance (Seq from 1) and stores them.
 	AppendLogs(ctx context.Context, chunks []market.LogChunk) error
 	Logs(ctx context.Context, id market.InstanceID, afterSeq int64, limit int) ([]market.LogChunk, error)
@@ -90,6 +121,27 @@ type Tx interface {
 	// Events, numbered by the store.
 	AppendEvent(ctx context.Context, e market.Event) error
 	Events(ctx context.Context, f EventFilter) ([]market.Event, error) // newest first
+
+	// Leases (leader election). Lease returns NotFound for a name never
+	// written; PutLease writes the whole row, inserting it if missing.
+	Lease(ctx context.Context, name string) (Lease, error)
+	PutLease(ctx context.Context, l Lease) error
+
+	// TouchMachines records heartbeats kept in memory: each online machine
+	// named gets LastSeenAt = the later of its stored value and the one
+	// given. It changes nothing else and returns the IDs it did not touch
+	// because the machine is offline or unknown.
+	TouchMachines(ctx context.Context, seen map[market.MachineID]time.Time) ([]market.MachineID, error)
+}
+
+// Lease is a named lease row: who holds it, until when, and its fencing
+// generation, which grows by one each time the lease changes holder.
+type Lease struct {
+	Name       string
+	Holder     string
+	Generation int64
+	AcquiredAt time.Time
+	ExpiresAt  time.Time
 }
 
 // MachineFilter selects machines. Zero fields do not filter.
@@ -140,5 +192,41 @@ type EventFilter struct {
 	Account  market.AccountID
 	Machine  market.MachineID
 	Instance market.InstanceID
+	Type     string
+	AfterSeq int64 // only events with a higher Seq
 	Limit    int
+}
+
+// FlowFilter selects the entries Flow sums.
+type FlowFilter struct {
+	Account  market.LedgerAccount
+	Kind     market.TransferKind
+	From, To time.Time
+}
+
+// IdemRecord is the stored answer of a money call made with an
+// Idempotency-Key: the hash of what was asked and either the JSON result or
+// the error kind and message.
+type IdemRecord struct {
+	Account      market.AccountID
+	Key          string
+	Op           string
+	RequestHash  string
+	ErrorKind    string // "" when the call succeeded
+	ErrorMessage string
+	Response     []byte
+	CreatedAt    time.Time
+}
+
+// WithdrawalFilter selects withdrawals. Zero fields do not filter.
+type WithdrawalFilter struct {
+	Account market.AccountID
+	State   market.WithdrawalState
+}
+
+// UnstakeFilter selects stake removals. Zero fields do not filter.
+type UnstakeFilter struct {
+	Account    market.AccountID
+	Unreleased bool
+	DueBy      *time.Time // only those with ReleaseAt at or before
 }

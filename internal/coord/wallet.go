@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/ledger"
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -63,16 +64,13 @@ func (s *Service) Deposit(ctx context.Context, caller market.Account, key string
 	if err := require(caller, op, market.RoleAdmin); err != nil {
 		return market.Transfer{}, err
 	}
-	switch {
-	case key == "":
-		return market.Transfer{}, market.Errorf(op, market.Invalid, "a deposit needs an Idempotency-Key header, so that a retry cannot credit twice")
-	case req.Amount <= 0:
-		return market.Transfer{}, market.Errorf(op, market.Invalid, "deposit amount must be above zero, got %s", req.Amount)
-	case req.Account == "" && req.Email == "":
-		return market.Transfer{}, market.Errorf(op, market.Invalid, "say whose account to credit: an account ID or an email")
-	}
-	var t market.Transfer
-	err := s.store.Tx(ctx, func(tx Tx) error {
+	return idempotent(ctx, s, caller, op, key, req, func(tx Tx) (market.Transfer, error) {
+		switch {
+		case req.Amount <= 0:
+			return market.Transfer{}, market.Errorf(op, market.Invalid, "deposit amount must be above zero, got %s", req.Amount)
+		case req.Account == "" && req.Email == "":
+			return market.Transfer{}, market.Errorf(op, market.Invalid, "say whose account to credit: an account ID or an email")
+		}
 		var a market.Account
 		var err error
 		if req.Account != "" {
@@ -81,26 +79,27 @@ func (s *Service) Deposit(ctx context.Context, caller market.Account, key string
 			a, err = tx.AccountByEmail(ctx, req.Email)
 		}
 		if err != nil {
-			return err
+			return market.Transfer{}, err
 		}
 		want := ledger.Deposit(a.ID, req.Amount, "deposit:"+key, req.Memo, s.now())
+		// Deposits made before idempotency records existed (or by another
+		// admin with the same key) are found by their transfer key.
 		prev, err := tx.TransferByKey(ctx, want.Key)
 		switch {
 		case err == nil:
 			if !slices.Equal(prev.Entries, want.Entries) {
-				return market.Errorf(op, market.Conflict, "idempotency key %q was used for a different deposit; use a new key", key)
+				return market.Transfer{}, market.Errorf(op, market.Conflict, "idempotency key %q was used for a different deposit; use a new key", key)
 			}
-			t = prev
-			return nil
+			return prev, nil
 		case !market.IsKind(err, market.NotFound):
-			return err
+			return market.Transfer{}, err
 		}
-		if t, err = tx.ApplyTransfer(ctx, want); err != nil {
-			return err
+		t, err := tx.ApplyTransfer(ctx, want)
+		if err != nil {
+			return t, err
 		}
-		return tx.AppendEvent(ctx, market.Event{At: t.At, Type: "wallet.deposit", Account: a.ID, Message: "deposit of " + req.Amount.String() + " by " + caller.Email})
+		return t, tx.AppendEvent(ctx, market.Event{At: t.At, Type: "wallet.deposit", Account: a.ID, Message: "deposit of " + req.Amount.String() + " by " + caller.Email})
 	})
-	return t, err
 }
 
 // Faucet credits the caller the configured demo amount. It exists only
@@ -119,20 +118,29 @@ func (s *Service) Faucet(ctx context.Context, caller market.Account) (market.Wal
 	return s.Wallet(ctx, caller)
 }
 
-// Earnings reports what the caller earned as a host, per machine.
+// Earnings reports what the caller earned as a host: the earnings balance
+// split into pending (still in the settlement delay) and withdrawable, what
+// is queued for withdrawal, and the charges per machine and per UTC day.
 func (s *Service) Earnings(ctx context.Context, caller market.Account) (market.EarningsReport, error) {
-	r := market.EarningsReport{Account: caller.ID, Asset: market.DefaultAsset, Machines: []market.MachineEarnings{}}
+	r := market.EarningsReport{Account: caller.ID, Asset: market.DefaultAsset, SettlementDelay: s.cfg.SettlementDelay.String(),
+		Machines: []market.MachineEarnings{}, Days: []market.DayEarnings{}}
 	err := s.store.Tx(ctx, func(tx Tx) error {
+		now := s.now()
 		var err error
-		if r.Total, err = tx.Balance(ctx, market.Earnings(caller.ID), market.DefaultAsset); err != nil {
+		if r.Total, r.Pending, r.Withdrawable, err = s.withdrawable(ctx, tx, caller.ID, now); err != nil {
+			return err
+		}
+		if r.Withdrawing, err = tx.Balance(ctx, market.Withdrawing(caller.ID), market.DefaultAsset); err != nil {
 			return err
 		}
 		ts, err := tx.Transfers(ctx, caller.ID, 0, 0)
 		if err != nil {
 			return err
 		}
+		cutoff := now.Add(-s.cfg.SettlementDelay)
 		machineOf := map[market.InstanceID]market.MachineID{}
 		idx := map[market.MachineID]int{}
+		days := map[string]int{}
 		for _, t := range ts {
 			if t.Kind != market.TransferCharge {
 				continue
@@ -156,11 +164,25 @@ func (s *Service) Earnings(ctx context.Context, caller market.Account) (market.E
 					idx[mid] = i
 					r.Machines = append(r.Machines, market.MachineEarnings{Machine: mid})
 				}
+				day := t.At.UTC().Format(time.DateOnly)
+				d, ok := days[day]
+				if !ok {
+					d = len(r.Days)
+					days[day] = d
+					r.Days = append(r.Days, market.DayEarnings{Day: day})
+				}
 				r.Machines[i].Minutes++
 				r.Machines[i].Amount += e.Amount
+				r.Days[d].Minutes++
+				r.Days[d].Amount += e.Amount
+				if !t.At.Before(cutoff) {
+					r.Machines[i].Pending += e.Amount
+					r.Days[d].Pending += e.Amount
+				}
 			}
 		}
 		slices.SortFunc(r.Machines, func(a, b market.MachineEarnings) int { return cmp.Compare(a.Machine, b.Machine) })
+		slices.SortFunc(r.Days, func(a, b market.DayEarnings) int { return cmp.Compare(b.Day, a.Day) })
 		return nil
 	})
 	return r, err

@@ -214,12 +214,75 @@ var routes = []route{
 			if err := c.decode(&req); err != nil {
 				return nil, err
 			}
-			return s.svc.Deposit(c.ctx(), c.caller, c.r.Header.Get("Idempotency-Key"), req)
+			return s.svc.Deposit(c.ctx(), c.caller, idemKey(c), req)
 		}},
 	{Method: "POST", Path: "/api/v1/wallet/faucet", Summary: "Credit yourself demo tokens (dev mode only)", Auth: true, Resp: market.Wallet{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Faucet(c.ctx(), c.caller) }},
 	{Method: "GET", Path: "/api/v1/earnings", Summary: "What your machines earned", Auth: true, Resp: market.EarningsReport{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Earnings(c.ctx(), c.caller) }},
+	{Method: "POST", Path: "/api/v1/wallet/withdraw", Summary: "Withdraw settled earnings: they are held and queued for payout (needs an Idempotency-Key header)", Auth: true, Status: http.StatusCreated,
+		Req: market.WithdrawRequest{}, Resp: market.Withdrawal{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.WithdrawRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.Withdraw(c.ctx(), c.caller, idemKey(c), req)
+		}},
+	{Method: "GET", Path: "/api/v1/withdrawals", Summary: "Your withdrawals (admins: all=1 for everyone's)", Auth: true, Resp: []market.Withdrawal{},
+		Query: []param{{"all", "boolean", "admins only: every account's"}, {"state", "string", "pending, completed or rejected"}},
+		Handle: func(s *Server, c *call) (any, error) {
+			q := c.r.URL.Query()
+			return s.svc.Withdrawals(c.ctx(), c.caller, q.Get("all") != "", market.WithdrawalState(q.Get("state")))
+		}},
+	{Method: "POST", Path: "/api/v1/admin/withdrawals/{id}/complete", Summary: "Pay out a pending withdrawal (admins; needs an Idempotency-Key header)", Auth: true, Resp: market.Withdrawal{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.CompleteWithdrawal(c.ctx(), c.caller, idemKey(c), market.WithdrawalID(c.pathID("id")))
+		}},
+	{Method: "POST", Path: "/api/v1/admin/withdrawals/{id}/reject", Summary: "Reject a pending withdrawal and return the money (admins; needs an Idempotency-Key header)", Auth: true,
+		Req: market.RejectRequest{}, Resp: market.Withdrawal{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.RejectRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.RejectWithdrawal(c.ctx(), c.caller, idemKey(c), market.WithdrawalID(c.pathID("id")), req.Reason)
+		}},
+	{Method: "GET", Path: "/api/v1/admin/ledger/check", Summary: "Check every ledger invariant and report each (admins)", Auth: true, Resp: market.LedgerReport{},
+		Handle: func(s *Server, c *call) (any, error) { return s.svc.LedgerCheck(c.ctx(), c.caller) }},
+	{Method: "GET", Path: "/api/v1/stake", Summary: "Your stake, its cooldowns and the total staked", Auth: true, Resp: market.StakeInfo{},
+		Handle: func(s *Server, c *call) (any, error) { return s.svc.Stake(c.ctx(), c.caller) }},
+	{Method: "POST", Path: "/api/v1/stake/add", Summary: "Stake tokens from your available balance (needs an Idempotency-Key header)", Auth: true,
+		Req: market.StakeRequest{}, Resp: market.StakeInfo{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.StakeRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.AddStake(c.ctx(), c.caller, idemKey(c), req)
+		}},
+	{Method: "POST", Path: "/api/v1/stake/remove", Summary: "Unstake tokens; they return after the cooldown (needs an Idempotency-Key header)", Auth: true,
+		Req: market.StakeRequest{}, Resp: market.Unstake{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.StakeRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.RemoveStake(c.ctx(), c.caller, idemKey(c), req)
+		}},
+	{Method: "GET", Path: "/api/v1/stake/statements", Summary: "Dividend statements, newest first: fees in, shares, payouts", Auth: true, Resp: []market.DividendStatement{},
+		Query: []param{{"period", "integer", "one period (index since the epoch)"}, {"limit", "integer", "at most this many (10)"}},
+		Handle: func(s *Server, c *call) (any, error) {
+			period, err := c.queryInt("period", -1)
+			if err != nil {
+				return nil, err
+			}
+			limit, err := c.queryInt("limit", 0)
+			if err != nil {
+				return nil, err
+			}
+			return s.svc.Statements(c.ctx(), period, int(limit))
+		}},
 
 	{Method: "POST", Path: "/api/v1/bids", Summary: "Place a spot bid on a machine", Auth: true, Status: http.StatusCreated,
 		Req: market.CreateBidRequest{}, Resp: market.Bid{},
@@ -309,3 +372,6 @@ var routes = []route{
 			return s.svc.Report(c.ctx(), c.caller, market.MachineID(c.pathID("id")), rep)
 		}},
 }
+
+// idemKey is the call's Idempotency-Key header.
+func idemKey(c *call) string { return c.r.Header.Get("Idempotency-Key") }

@@ -125,6 +125,12 @@ type MachineUpdate struct {
 	SpotReservePerGPUDay *Money `json:"spot_reserve_per_gpu_day,omitempty"`
 	EnergyPerKWh         *Money `json:"energy_per_kwh,omitempty"`
 	MaxPowerW            *int   `json:"max_power_w,omitempty"`
+	// Clock settings a spot bid may ask for, published to bidders; a zero
+	// range allows none.
+	CoreLockMHz   *ClockRange `json:"core_lock_mhz,omitempty"`
+	MemLockMHz    *ClockRange `json:"mem_lock_mhz,omitempty"`
+	CoreOffsetMHz *ClockRange `json:"core_offset_mhz,omitempty"`
+	MemOffsetMHz  *ClockRange `json:"mem_offset_mhz,omitempty"`
 }
 
 // OfferFilter is an offer search: a query in the offer query language
@@ -187,12 +193,19 @@ type Wallet struct {
 	Earnings  Money     `json:"earnings"`
 }
 
-// Earnings summarises what a host earned, per machine.
+// Earnings summarises what a host earned, per machine and per day. Total
+// is the earnings account's balance: Pending (charged within the settlement
+// delay) plus Withdrawable. Withdrawing is queued for payout.
 type EarningsReport struct {
-	Account  AccountID         `json:"account"`
-	Asset    Asset             `json:"asset"`
-	Total    Money             `json:"total"`
-	Machines []MachineEarnings `json:"machines"`
+	Account         AccountID         `json:"account"`
+	Asset           Asset             `json:"asset"`
+	Total           Money             `json:"total"`
+	Pending         Money             `json:"pending"`
+	Withdrawable    Money             `json:"withdrawable"`
+	Withdrawing     Money             `json:"withdrawing"`
+	SettlementDelay string            `json:"settlement_delay"`
+	Machines        []MachineEarnings `json:"machines"`
+	Days            []DayEarnings     `json:"days"`
 }
 
 // MachineEarnings is a host's earnings from one machine.
@@ -200,6 +213,7 @@ type MachineEarnings struct {
 	Machine MachineID `json:"machine"`
 	Minutes int64     `json:"minutes"`
 	Amount  Money     `json:"amount"`
+	Pending Money     `json:"pending"` // of Amount, still in the settlement delay
 }
 
 // HistoryEntry is one transfer as seen from one user's accounts.

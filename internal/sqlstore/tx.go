@@ -1012,6 +1012,12 @@ func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event
 	if f.Instance != "" {
 		w.add("instance_id = ?", f.Instance)
 	}
+	if f.Type != "" {
+		w.add("type = ?", f.Type)
+	}
+	if f.AfterSeq > 0 {
+		w.add("seq > ?", f.AfterSeq)
+	}
 	q := qEvents + w.sql() + qEventsOrder
 	if f.Limit > 0 {
 		w.args = append(w.args, f.Limit)

@@ -56,6 +56,8 @@ func Run(t *testing.T, open func(t *testing.T) coord.Store) {
 		{"Bids", testBids},
 		{"Rounds", testRounds},
 		{"SpotStoppingReleasesGPUs", testSpotStoppingReleasesGPUs},
+		{"Leases", testLeases},
+		{"TouchMachines", testTouchMachines},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}

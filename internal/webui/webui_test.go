@@ -9,7 +9,7 @@ import (
 )
 
 func TestHomePage(t *testing.T) {
-	h := Handler(Info{Mode: "dev", Stats: func() Stats { return Stats{Machines: 3, OnlineMachines: 2, RunningInstances: 7} }}, slog.New(slog.DiscardHandler))
+	h := Handler(Info{Mode: "dev", Stats: func() Stats { return Stats{Machines: 3, OnlineMachines: 2, RunningInstances: 7} }}, nil, slog.New(slog.DiscardHandler))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	body := rec.Body.String()

@@ -1,0 +1,17 @@
+package coord
+
+import (
+	"context"
+	"errors"
+)
+
+// PassAs runs the leader's background work as if this coordinator held the
+// leader lease with generation gen, without taking or renewing it: what a
+// leader paused past its lease does when it wakes up.
+func (s *Service) PassAs(ctx context.Context, gen int64) error {
+	ctx = fenced(ctx, gen)
+	return errors.Join(s.detectLost(ctx), s.clearSpot(ctx), s.bill(ctx))
+}
+
+// IsNotLeader reports whether err is a write refused by the leader fence.
+func IsNotLeader(err error) bool { return errors.Is(err, errNotLeader) }

@@ -1,0 +1,510 @@
+package coord_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/sqlite"
+)
+
+// newEnvConfig is newEnv with config changes: a service on a fresh SQLite
+// file with an admin, a host with a listed 4-GPU machine at 0.60 per
+// GPU-hour and a renter with 100 tokens.
+func newEnvConfig(t testing.TB, tweak func(*coord.Config)) *env {
+	tt, _ := t.(*testing.T)
+	ctx := t.Context()
+	store, err := sqlite.Open(ctx, t.TempDir()+"/test.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}
+	cfg := coord.Config{Store: store, Clock: clock, Passwords: plainPasswords{}}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	e := &env{t: tt, ctx: ctx, clock: clock, store: store, svc: coord.New(cfg)}
+	e.admin = must(e.svc.CreateAccount(ctx, "admin@example.com", "password1", []market.Role{market.RoleAdmin}))
+	e.host = e.account("host@example.com", market.RoleHost)
+	e.renter = e.account("renter@example.com", market.RoleRenter)
+	e.mach = e.machine(e.host, "fp-1", 4)
+	e.deposit(e.renter, market.Tokens(100))
+	return e
+}
+
+func shortMoney(c *coord.Config) {
+	c.SettlementDelay = 30 * time.Minute
+	c.DividendPeriod = time.Hour
+	c.UnstakeCooldown = 2 * time.Hour
+	c.MinWithdrawal = 10_000 // 0.01
+}
+
+// earn rents n GPUs for d and stops the instance, so that the host earns.
+func (e *env) earn(gpus int, d time.Duration) market.Instance {
+	e.t.Helper()
+	inst := must(e.create(gpus))
+	e.report(inst, market.ObservedRunning)
+	e.advance(d)
+	e.tick()
+	stopped := must(e.svc.StopInstance(e.ctx, e.renter, inst.ID))
+	e.report(stopped, market.ObservedStopped)
+	e.tick()
+	return e.inst(inst.ID)
+}
+
+// run advances the clock by d a minute at a time, with a background pass
+// after each, as a running coordinator would.
+func (e *env) run(d time.Duration) {
+	e.t.Helper()
+	for d > 0 {
+		step := min(d, time.Minute)
+		e.advance(step)
+		e.tick()
+		d -= step
+	}
+}
+
+func TestSettlementDelayAndWithdrawals(t *testing.T) {
+	e := newEnvConfig(t, shortMoney)
+	e.earn(1, 10*time.Minute) // 0.10 charged, 0.09 earned
+	r := must(e.svc.Earnings(e.ctx, e.host))
+	if r.Total != 90_000 || r.Pending != 90_000 || r.Withdrawable != 0 {
+		t.Fatalf("right after earning: total %s pending %s withdrawable %s; want 0.09, 0.09, 0", r.Total, r.Pending, r.Withdrawable)
+	}
+	if len(r.Days) != 1 || r.Days[0].Amount != 90_000 || r.Days[0].Pending != 90_000 || r.Machines[0].Pending != 90_000 {
+		t.Errorf("per day and machine: %+v %+v", r.Days, r.Machines)
+	}
+	_, err := e.svc.Withdraw(e.ctx, e.host, "w-1", market.WithdrawRequest{Amount: 50_000})
+	wantKind(t, err, market.InsufficientFunds, "pending")
+	e.advance(31 * time.Minute)
+	r = must(e.svc.Earnings(e.ctx, e.host))
+	if r.Pending != 0 || r.Withdrawable != 90_000 || r.Machines[0].Pending != 0 {
+		t.Fatalf("after the delay: pending %s withdrawable %s", r.Pending, r.Withdrawable)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		key    string
+		amount market.Money
+		kind   market.Kind
+		msg    string
+	}{
+		{"below the minimum", "w-2", 5_000, market.Invalid, "smallest withdrawal"},
+		{"more than withdrawable", "w-3", 100_000, market.InsufficientFunds, "withdraw 0.09"},
+		{"no key", "", 20_000, market.Invalid, "Idempotency-Key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.svc.Withdraw(e.ctx, e.host, tc.key, market.WithdrawRequest{Amount: tc.amount})
+			wantKind(t, err, tc.kind, tc.msg)
+			e.check()
+		})
+	}
+
+	w1 := must(e.svc.Withdraw(e.ctx, e.host, "w-4", market.WithdrawRequest{Amount: 30_000}))
+	w2 := must(e.svc.Withdraw(e.ctx, e.host, "w-5", market.WithdrawRequest{Amount: 40_000}))
+	e.check()
+	if r := must(e.svc.Earnings(e.ctx, e.host)); r.Total != 20_000 || r.Withdrawing != 70_000 {
+		t.Fatalf("after two withdrawals: earnings %s, withdrawing %s; want 0.02, 0.07", r.Total, r.Withdrawing)
+	}
+	_, err = e.svc.CompleteWithdrawal(e.ctx, e.host, "c-0", w1.ID)
+	wantKind(t, err, market.Forbidden, "admin")
+	_, err = e.svc.RejectWithdrawal(e.ctx, e.admin, "r-0", w2.ID, " ")
+	wantKind(t, err, market.Invalid, "why")
+	done := must(e.svc.CompleteWithdrawal(e.ctx, e.admin, "c-1", w1.ID))
+	if done.State != market.WithdrawalCompleted || done.DecidedBy != e.admin.ID {
+		t.Errorf("completed withdrawal = %+v", done)
+	}
+	_, err = e.svc.RejectWithdrawal(e.ctx, e.admin, "r-1", w1.ID, "too late")
+	wantKind(t, err, market.Conflict, "completed already")
+	rej := must(e.svc.RejectWithdrawal(e.ctx, e.admin, "r-2", w2.ID, "bank details missing"))
+	if rej.State != market.WithdrawalRejected || rej.Reason != "bank details missing" {
+		t.Errorf("rejected withdrawal = %+v", rej)
+	}
+	e.check()
+	if r := must(e.svc.Earnings(e.ctx, e.host)); r.Total != 60_000 || r.Withdrawing != 0 || r.Withdrawable != 60_000 {
+		t.Errorf("after complete and reject: earnings %s withdrawing %s withdrawable %s; want 0.06, 0, 0.06", r.Total, r.Withdrawing, r.Withdrawable)
+	}
+	if ws := must(e.svc.Withdrawals(e.ctx, e.admin, true, market.WithdrawalPending)); len(ws) != 0 {
+		t.Errorf("pending withdrawals left: %+v", ws)
+	}
+	if _, err := e.svc.Withdrawals(e.ctx, e.host, true, ""); !market.IsKind(err, market.Forbidden) {
+		t.Errorf("a host listing everyone's withdrawals: %v, want forbidden", err)
+	}
+}
+
+func TestIdempotencyKeys(t *testing.T) {
+	e := newEnvConfig(t, shortMoney)
+	first := must(e.svc.AddStake(e.ctx, e.renter, "k-1", market.StakeRequest{Amount: market.Tokens(10)}))
+	for _, tc := range []struct {
+		name string
+		call func() error
+		kind market.Kind
+		msg  string
+	}{
+		{"same key, same request: the first result", func() error {
+			again, err := e.svc.AddStake(e.ctx, e.renter, "k-1", market.StakeRequest{Amount: market.Tokens(10)})
+			if err == nil && again.Staked != first.Staked {
+				return fmt.Errorf("replay staked %s, first %s", again.Staked, first.Staked)
+			}
+			return err
+		}, 0, ""},
+		{"same key, other amount", func() error {
+			_, err := e.svc.AddStake(e.ctx, e.renter, "k-1", market.StakeRequest{Amount: market.Tokens(11)})
+			return err
+		}, market.Conflict, "different stake"},
+		{"same key, other call", func() error {
+			_, err := e.svc.RemoveStake(e.ctx, e.renter, "k-1", market.StakeRequest{Amount: market.Tokens(10)})
+			return err
+		}, market.Conflict, "stake request"},
+		{"another caller may use the same key", func() error {
+			_, err := e.svc.Deposit(e.ctx, e.admin, "k-1", market.DepositRequest{Account: e.host.ID, Amount: market.Tokens(1)})
+			return err
+		}, 0, ""},
+		{"a refusal is replayed even once it would succeed", func() error {
+			_, err := e.svc.RemoveStake(e.ctx, e.renter, "k-2", market.StakeRequest{Amount: market.Tokens(20)})
+			if !market.IsKind(err, market.InsufficientFunds) {
+				return fmt.Errorf("first unstake of 20 with 10 staked: %v", err)
+			}
+			must(e.svc.AddStake(e.ctx, e.renter, "k-3", market.StakeRequest{Amount: market.Tokens(20)}))
+			_, err = e.svc.RemoveStake(e.ctx, e.renter, "k-2", market.StakeRequest{Amount: market.Tokens(20)})
+			return err
+		}, market.InsufficientFunds, "cannot unstake"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if tc.kind == 0 {
+				if err != nil {
+					t.Fatalf("got %v, want success", err)
+				}
+			} else {
+				wantKind(t, err, tc.kind, tc.msg)
+			}
+			e.check()
+		})
+	}
+	if in := must(e.svc.Stake(e.ctx, e.renter)); in.Staked != market.Tokens(30) {
+		t.Errorf("staked %s, want 30 (10 once, then 20)", in.Staked)
+	}
+}
+
+func TestStakingDividendsProRataToStakeTime(t *testing.T) {
+	e := newEnvConfig(t, shortMoney)
+	// Align to a period start: the clock starts at 03:00 UTC, a whole hour.
+	other := e.account("staker@example.com", market.RoleRenter)
+	e.deposit(other, market.Tokens(500))
+	must(e.svc.AddStake(e.ctx, e.renter, "s-1", market.StakeRequest{Amount: market.Tokens(10)}))
+	inst := must(e.create(2))
+	e.report(inst, market.ObservedRunning)
+	e.run(30 * time.Minute)
+	must(e.svc.AddStake(e.ctx, other, "s-2", market.StakeRequest{Amount: market.Tokens(30)}))
+	e.run(30*time.Minute + 10*time.Second)
+	sts := must(e.svc.Statements(e.ctx, -1, 0))
+	if len(sts) != 1 {
+		t.Fatalf("statements after one period: %d, want 1", len(sts))
+	}
+	st := sts[0]
+	if st.FeesIn <= 0 || st.Pool != st.FeesIn || st.Paid+st.CarriedOut != st.Pool {
+		t.Fatalf("statement does not add up: %+v", st)
+	}
+	// Stake-time: renter 10 x 60 min, other 30 x 30 min: 600 to 900.
+	want := map[market.AccountID]market.Money{e.renter.ID: st.Pool * 600 / 1500, other.ID: st.Pool * 900 / 1500}
+	for _, sh := range st.Shares {
+		if d := sh.Payout - want[sh.Account]; d < -1 || d > 1 {
+			t.Errorf("payout of %s = %s, want %s (pool %s)", sh.Account, sh.Payout, want[sh.Account], st.Pool)
+		}
+	}
+	if in := must(e.svc.Stake(e.ctx, other)); in.Dividends != want[other.ID] || in.TotalStaked != market.Tokens(40) {
+		t.Errorf("stake of other = %+v", in)
+	}
+	e.tick() // nothing more to distribute
+	if n := len(must(e.svc.Statements(e.ctx, -1, 0))); n != 1 {
+		t.Errorf("a second tick in the same period made %d statements", n)
+	}
+
+	u := must(e.svc.RemoveStake(e.ctx, other, "u-1", market.StakeRequest{Amount: market.Tokens(30)}))
+	if in := must(e.svc.Stake(e.ctx, other)); in.Staked != 0 || in.Unstaking != market.Tokens(30) || len(in.Unstakes) != 1 {
+		t.Errorf("after unstaking: %+v", in)
+	}
+	e.advance(time.Hour)
+	e.tick()
+	if w := e.wallet(other); w.Available < market.Tokens(470)+want[other.ID] || w.Available >= market.Tokens(500) {
+		t.Errorf("before the cooldown ends: available %s", w.Available)
+	}
+	e.advance(u.ReleaseAt.Sub(e.clock.Now()))
+	e.tick()
+	if in := must(e.svc.Stake(e.ctx, other)); in.Unstaking != 0 || len(in.Unstakes) != 0 {
+		t.Errorf("after the cooldown: %+v", in)
+	}
+	if w := e.wallet(other); w.Available < market.Tokens(500) {
+		t.Errorf("after the cooldown: available %s, want 500 and dividends", w.Available)
+	}
+	// Later periods: only the renter stakes, so it gets whole pools, and
+	// every statement carries in what the last one carried out.
+	sts = must(e.svc.Statements(e.ctx, -1, 100))
+	for i := 0; i+1 < len(sts); i++ {
+		if sts[i].CarriedIn != sts[i+1].CarriedOut || sts[i].Period != sts[i+1].Period+1 {
+			t.Errorf("period %d carries in %s after %s carried out", sts[i].Period, sts[i].CarriedIn, sts[i+1].CarriedOut)
+		}
+	}
+	e.check()
+}
+
+func TestLedgerCheckReportsEachInvariant(t *testing.T) {
+	e := newEnvConfig(t, shortMoney)
+	e.earn(1, 3*time.Minute)
+	if _, err := e.svc.LedgerCheck(e.ctx, e.renter); !market.IsKind(err, market.Forbidden) {
+		t.Errorf("renter ran the ledger check: %v", err)
+	}
+	r := must(e.svc.LedgerCheck(e.ctx, e.admin))
+	if !r.OK || len(r.Checks) < 10 || r.Transfers == 0 {
+		t.Fatalf("report = %+v", r)
+	}
+	for _, c := range r.Checks {
+		if !c.OK {
+			t.Errorf("%s: %v", c.Name, c.Details)
+		}
+	}
+}
+
+// TestConcurrentSpendingNeverGoesNegative has 100 goroutines spend one
+// balance at once: exactly as many succeed as it covers.
+func TestConcurrentSpendingNeverGoesNegative(t *testing.T) {
+	e := newEnvConfig(t, shortMoney)
+	spender := e.account("spender@example.com", market.RoleRenter)
+	e.deposit(spender, market.Tokens(50)+500_000)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, short := 0, 0
+	for i := range 100 {
+		wg.Go(func() {
+			_, err := e.svc.AddStake(e.ctx, spender, fmt.Sprintf("spend-%d", i), market.StakeRequest{Amount: market.Tokens(1)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case market.IsKind(err, market.InsufficientFunds):
+				short++
+			default:
+				t.Errorf("spend %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	w := e.wallet(spender)
+	if ok != 50 || short != 50 || w.Available != 500_000 {
+		t.Errorf("%d spent, %d refused, %s left; want 50, 50, 0.5", ok, short, w.Available)
+	}
+	e.check()
+}
+
+// TestConcurrentReplaysHaveOneEffect sends each money call 50 times at
+// once with one key: it takes effect once and every caller gets the same
+// answer.
+func TestConcurrentReplaysHaveOneEffect(t *testing.T) {
+	e := newEnvConfig(t, shortMoney)
+	e.earn(2, 30*time.Minute)
+	e.advance(31 * time.Minute)
+	must(e.svc.AddStake(e.ctx, e.renter, "pre", market.StakeRequest{Amount: market.Tokens(10)}))
+	w := must(e.svc.Withdraw(e.ctx, e.host, "pre", market.WithdrawRequest{Amount: 20_000}))
+	w2 := must(e.svc.Withdraw(e.ctx, e.host, "pre2", market.WithdrawRequest{Amount: 20_000}))
+	calls := []struct {
+		name string
+		call func() (string, error)
+	}{
+		{"deposit", func() (string, error) {
+			t, err := e.svc.Deposit(e.ctx, e.admin, "same", market.DepositRequest{Account: e.renter.ID, Amount: market.Tokens(7)})
+			return fmt.Sprint(t.Seq), err
+		}},
+		{"withdraw", func() (string, error) {
+			w, err := e.svc.Withdraw(e.ctx, e.host, "same", market.WithdrawRequest{Amount: 30_000})
+			return string(w.ID), err
+		}},
+		{"complete", func() (string, error) {
+			w, err := e.svc.CompleteWithdrawal(e.ctx, e.admin, "same-c", w.ID)
+			return string(w.State), err
+		}},
+		{"reject", func() (string, error) {
+			w, err := e.svc.RejectWithdrawal(e.ctx, e.admin, "same-r", w2.ID, "no")
+			return string(w.State), err
+		}},
+		{"stake", func() (string, error) {
+			_, err := e.svc.AddStake(e.ctx, e.renter, "same", market.StakeRequest{Amount: market.Tokens(3)})
+			return "", err
+		}},
+		{"unstake", func() (string, error) {
+			u, err := e.svc.RemoveStake(e.ctx, e.renter, "same-u", market.StakeRequest{Amount: market.Tokens(4)})
+			return u.ID, err
+		}},
+	}
+	before := e.wallet(e.renter)
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			var wg sync.WaitGroup
+			results := make([]string, 50)
+			for i := range results {
+				wg.Go(func() {
+					r, err := c.call()
+					if err != nil {
+						r = "error: " + err.Error()
+					}
+					results[i] = r
+				})
+			}
+			wg.Wait()
+			for i, r := range results {
+				if r != results[0] || (len(r) > 5 && r[:6] == "error:") {
+					t.Fatalf("call %d answered %q, call 0 %q", i, r, results[0])
+				}
+			}
+			e.check()
+		})
+	}
+	after := e.wallet(e.renter)
+	if d := after.Available - before.Available; d != market.Tokens(7-3) {
+		t.Errorf("renter's available changed by %s; want +7 deposit -3 stake", d)
+	}
+	in := must(e.svc.Stake(e.ctx, e.renter))
+	if in.Staked != market.Tokens(10+3-4) || in.Unstaking != market.Tokens(4) {
+		t.Errorf("stake = %+v; want 9 staked, 4 unstaking", in)
+	}
+	r := must(e.svc.Earnings(e.ctx, e.host))
+	if r.Withdrawing != 30_000 {
+		t.Errorf("withdrawing %s, want 0.03 (the one queued by the replays)", r.Withdrawing)
+	}
+}
+
+// TestSimulation runs random sequences of deposits, rentals, clock
+// advances, stops, host losses, withdrawals and stakes, and checks every
+// ledger invariant after every step. A failure names its seed; run one
+// seed with -run 'TestSimulation/seed=N'.
+func TestSimulation(t *testing.T) {
+	seeds, steps := 200, 40
+	if testing.Short() {
+		seeds = 40
+	}
+	for seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			simulate(t, uint64(seed), steps)
+		})
+	}
+}
+
+func simulate(t *testing.T, seed uint64, steps int) {
+	e := newEnvConfig(t, func(c *coord.Config) {
+		shortMoney(c)
+		c.LostAfter = time.Hour
+	})
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	staker := e.account("staker@example.com", market.RoleRenter)
+	e.deposit(staker, market.Tokens(int64(1+rng.IntN(50))))
+	var live []market.Instance
+	var log []string
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("seed %d, step %d (%v): %s", seed, len(log), log, fmt.Sprintf(format, args...))
+	}
+	allowed := func(err error) bool {
+		switch market.KindOf(err) {
+		case market.Invalid, market.InsufficientFunds, market.Conflict, market.NotFound, market.Unavailable:
+			return true
+		}
+		return err == nil
+	}
+	key := func() string { return fmt.Sprintf("k-%d", rng.Uint64()) }
+	alive := true
+	done := map[string]int{}
+	defer func() { t.Logf("seed %d: successful steps %v", seed, done) }()
+	for range steps {
+		var err error
+		op := rng.IntN(15)
+		switch {
+		case op == 6 && (!alive || rng.IntN(3) > 0), op >= 11 && op < 13:
+			op = 3 // mostly, time passes
+		case op >= 13:
+			op = 7 + (op-13)*1 // withdrawals and their decisions
+		}
+		switch op {
+		case 0:
+			log = append(log, "deposit")
+			_, err = e.svc.Deposit(e.ctx, e.admin, key(), market.DepositRequest{Account: e.renter.ID, Amount: market.Money(rng.Int64N(int64(market.Tokens(5))) + 1)})
+		case 1, 2:
+			log = append(log, "rent")
+			var inst market.Instance
+			if inst, err = e.create(1 + rng.IntN(2)); err == nil {
+				live = append(live, inst)
+				if rng.IntN(4) > 0 && alive {
+					e.report(inst, market.ObservedRunning)
+				}
+			}
+		case 3, 4:
+			d := []time.Duration{10 * time.Second, time.Minute, 7 * time.Minute, 25 * time.Minute}[rng.IntN(4)]
+			log = append(log, "advance "+d.String())
+			e.clock.Advance(d)
+			if !alive && rng.IntN(3) > 0 {
+				alive = true // the host comes back
+				log = append(log, "host back")
+			}
+			if alive {
+				_, err = e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{})
+			}
+		case 5:
+			if len(live) == 0 {
+				continue
+			}
+			i := rng.IntN(len(live))
+			log = append(log, "stop")
+			var stopped market.Instance
+			if stopped, err = e.svc.StopInstance(e.ctx, e.renter, live[i].ID); err == nil && alive && rng.IntN(2) == 0 {
+				_, err = e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{Instances: []market.InstanceReport{{Instance: stopped.ID, Generation: stopped.Generation, State: market.ObservedStopped}}})
+			}
+			live = append(live[:i], live[i+1:]...)
+		case 6:
+			log = append(log, "host lost")
+			alive = false
+			e.clock.Advance(2 * time.Hour)
+		case 7:
+			log = append(log, "withdraw")
+			_, err = e.svc.Withdraw(e.ctx, e.host, key(), market.WithdrawRequest{Amount: market.Money(rng.Int64N(200_000))})
+		case 8:
+			ws, lerr := e.svc.Withdrawals(e.ctx, e.admin, true, market.WithdrawalPending)
+			if lerr != nil || len(ws) == 0 {
+				continue
+			}
+			w := ws[rng.IntN(len(ws))]
+			if rng.IntN(2) == 0 {
+				log = append(log, "complete")
+				_, err = e.svc.CompleteWithdrawal(e.ctx, e.admin, key(), w.ID)
+			} else {
+				log = append(log, "reject")
+				_, err = e.svc.RejectWithdrawal(e.ctx, e.admin, key(), w.ID, "simulated")
+			}
+		case 9:
+			who := []market.Account{e.renter, staker}[rng.IntN(2)]
+			log = append(log, "stake")
+			_, err = e.svc.AddStake(e.ctx, who, key(), market.StakeRequest{Amount: market.Money(rng.Int64N(int64(market.Tokens(10))) + 1)})
+		case 10:
+			who := []market.Account{e.renter, staker}[rng.IntN(2)]
+			log = append(log, "unstake")
+			_, err = e.svc.RemoveStake(e.ctx, who, key(), market.StakeRequest{Amount: market.Money(rng.Int64N(int64(market.Tokens(10))) + 1)})
+		}
+		if !allowed(err) {
+			fail("unexpected error: %v", err)
+		}
+		if err == nil && len(log) > 0 {
+			done[log[len(log)-1]]++
+		}
+		if err := e.svc.Tick(e.ctx); err != nil {
+			fail("tick: %v", err)
+		}
+		if err := e.svc.CheckLedger(e.ctx); err != nil {
+			fail("%v", err)
+		}
+	}
+}
