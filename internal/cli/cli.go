@@ -57,6 +57,8 @@ type CLI struct {
 	Serve serveCmd `cmd:"" group:"Processes" help:"Run the coordinator (API, agent API, web UI, billing)."`
 	Agent agentCmd `cmd:"" group:"Processes" help:"Run the host agent on this GPU machine."`
 	Dev   devCmd   `cmd:"" group:"Processes" help:"Run a coordinator and an agent in one process, with demo accounts."`
+	// Tools.
+	Loadtest loadtestCmd `cmd:"" group:"Processes" help:"Simulate many agents and renters against a coordinator; print throughput and latencies."`
 }
 
 // Globals are the flags every command accepts.

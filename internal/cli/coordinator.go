@@ -50,6 +50,10 @@ type coordinatorConfig struct {
 	SpotInterval time.Duration
 	SpotFee      ledger.BasisPoints
 	Ranking      *match.Ranking // nil: the default weights and latencies
+	// Several coordinators on one database: the leader lease's length and
+	// how often heartbeats kept in memory are written (zero: defaults).
+	LeaseTTL       time.Duration
+	HeartbeatFlush time.Duration
 }
 
 // coordinator is a started coordinator: store open, port bound.
@@ -74,6 +78,7 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,
 		LostAfter: cfg.LostAfter, Speedup: cfg.Speedup, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
 		SpotInterval: cfg.SpotInterval, SpotFee: cfg.SpotFee, Ranking: cfg.Ranking,
+		LeaseTTL: cfg.LeaseTTL, HeartbeatFlush: cfg.HeartbeatFlush,
 	})
 	if err := svc.RebuildIndex(ctx); err != nil {
 		store.Close()
@@ -81,6 +86,7 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerCoordMetrics(reg, svc)
 	ui := webui.Handler(webui.Info{Mode: cfg.Mode, Stats: func() webui.Stats {
 		st, err := svc.Stats(context.Background())
 		if err != nil {
@@ -176,4 +182,26 @@ func newLogger(format string, level slog.Level, w interface{ Write([]byte) (int,
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// registerCoordMetrics exposes leadership and heartbeat counts.
+func registerCoordMetrics(reg *prometheus.Registry, svc *coord.Service) {
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gpumarket_leader", Help: "1 while this coordinator holds the leader lease and runs the background loops, else 0."},
+			func() float64 { return b2f(svc.Leadership().IsLeader) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gpumarket_leader_generation", Help: "Fencing generation of the leader lease as this coordinator last saw it."},
+			func() float64 { return float64(svc.Leadership().Generation) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gpumarket_heartbeats_in_memory_total", Help: "Agent reports answered from memory, without a transaction."},
+			func() float64 { return float64(svc.HeartbeatCounts().InMemory) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gpumarket_heartbeats_flushed_total", Help: "Heartbeats written to the store in batches."},
+			func() float64 { return float64(svc.HeartbeatCounts().Flushed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gpumarket_heartbeat_flushes_total", Help: "Transactions that wrote batches of heartbeats."},
+			func() float64 { return float64(svc.HeartbeatCounts().Flushes) }),
+	)
 }

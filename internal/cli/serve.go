@@ -12,18 +12,20 @@ import (
 )
 
 type serveCmd struct {
-	Listen        string        `default:"127.0.0.1:8080" env:"GPUMARKET_LISTEN" help:"Address to serve the API, agent API and web UI on."`
-	DB            string        `name:"db" default:"gpumarket.db" env:"GPUMARKET_DB" help:"SQLite database file (created if missing), or a postgres://user:pass@host/db URL."`
-	Fee           string        `default:"10" help:"Platform fee on on-demand charges, in percent."`
-	SpotInterval  time.Duration `default:"10m" help:"Length of a spot billing interval: each one, every machine's GPUs go to its most profitable bids."`
-	SpotFee       string        `default:"2.5" help:"Platform fee on spot charges, in percent."`
-	LostAfter     time.Duration `default:"60s" help:"A machine silent this long goes offline and its instances fail."`
-	Tick          time.Duration `default:"5s" help:"How often billing and lost-host detection run."`
-	AdminEmail    string        `env:"GPUMARKET_ADMIN_EMAIL" help:"Create this admin account at start if it does not exist (password from GPUMARKET_ADMIN_PASSWORD)."`
-	AdminPassword string        `env:"GPUMARKET_ADMIN_PASSWORD" hidden:""`
-	LatencyTable  string        `type:"existingfile" placeholder:"FILE" help:"Region-to-region latency estimates for ranking offers: lines of REGION REGION LATENCY (eu us 90ms) and default LATENCY."`
-	LogFormat     string        `default:"json" enum:"json,text" help:"Log format: json or text."`
-	Verbose       bool          `short:"v" help:"Log debug messages."`
+	Listen         string        `default:"127.0.0.1:8080" env:"GPUMARKET_LISTEN" help:"Address to serve the API, agent API and web UI on."`
+	DB             string        `name:"db" default:"gpumarket.db" env:"GPUMARKET_DB" help:"SQLite database file (created if missing), or a postgres://user:pass@host/db URL."`
+	Fee            string        `default:"10" help:"Platform fee on on-demand charges, in percent."`
+	SpotInterval   time.Duration `default:"10m" help:"Length of a spot billing interval: each one, every machine's GPUs go to its most profitable bids."`
+	SpotFee        string        `default:"2.5" help:"Platform fee on spot charges, in percent."`
+	LostAfter      time.Duration `default:"60s" help:"A machine silent this long goes offline and its instances fail."`
+	Tick           time.Duration `default:"5s" help:"How often billing and lost-host detection run."`
+	LeaseTTL       time.Duration `name:"lease-ttl" default:"15s" help:"With several coordinators on one Postgres: how long the leader lease lasts unrenewed; another coordinator runs the background loops within this after the leader dies."`
+	HeartbeatFlush time.Duration `default:"2s" help:"How often heartbeats kept in memory are written to the database; lost-host detection allows this much extra silence."`
+	AdminEmail     string        `env:"GPUMARKET_ADMIN_EMAIL" help:"Create this admin account at start if it does not exist (password from GPUMARKET_ADMIN_PASSWORD)."`
+	AdminPassword  string        `env:"GPUMARKET_ADMIN_PASSWORD" hidden:""`
+	LatencyTable   string        `type:"existingfile" placeholder:"FILE" help:"Region-to-region latency estimates for ranking offers: lines of REGION REGION LATENCY (eu us 90ms) and default LATENCY."`
+	LogFormat      string        `default:"json" enum:"json,text" help:"Log format: json or text."`
+	Verbose        bool          `short:"v" help:"Log debug messages."`
 }
 
 func (c *serveCmd) Help() string {
@@ -47,6 +49,12 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	}
 	if c.SpotInterval < time.Minute {
 		return usagef("--spot-interval %s is too short; use at least 1m", c.SpotInterval)
+	}
+	if c.LeaseTTL < time.Second {
+		return usagef("--lease-ttl %s is too short; use at least 1s", c.LeaseTTL)
+	}
+	if c.HeartbeatFlush <= 0 || c.HeartbeatFlush > c.LostAfter/4 {
+		return usagef("--heartbeat-flush %s must be above zero and at most a quarter of --lost-after (%s)", c.HeartbeatFlush, c.LostAfter)
 	}
 	if c.LostAfter < 10*time.Second {
 		return usagef("--lost-after %s is too short; use at least 10s", c.LostAfter)
@@ -73,6 +81,7 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	co, err := startCoordinator(ctx, coordinatorConfig{
 		Listen: c.Listen, DB: c.DB, Mode: "serve", Logger: log,
 		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick, SpotInterval: c.SpotInterval, SpotFee: spotFee, Ranking: ranking,
+		LeaseTTL: c.LeaseTTL, HeartbeatFlush: c.HeartbeatFlush,
 	})
 	if err != nil {
 		return err
@@ -91,6 +100,6 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 			log.Info("admin account created", "email", c.AdminEmail)
 		}
 	}
-	log.Info("coordinator listening", "url", co.URL, "db", c.DB)
+	log.Info("coordinator listening", "url", co.URL, "db", c.DB, "node", co.Service.Leadership().Node)
 	return co.Run(ctx)
 }

@@ -235,16 +235,16 @@ func describe(inst market.Instance) string {
 // their instances, billed up to the last heartbeat.
 func (s *Service) detectLost(ctx context.Context) error {
 	online := true
+	deadline := s.now().Add(-s.cfg.LostAfter*time.Duration(s.cfg.Speedup) - s.heartbeatSlack())
 	var ms []market.Machine
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
-		ms, err = tx.Machines(ctx, MachineFilter{Online: &online})
+		ms, err = tx.Machines(ctx, MachineFilter{Online: &online, SeenBefore: deadline})
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("list online machines: %w", err)
 	}
-	deadline := s.now().Add(-s.cfg.LostAfter*time.Duration(s.cfg.Speedup) - s.heartbeatSlack())
 	for _, m := range ms {
 		if !m.LastSeenAt.Before(deadline) {
 			continue

@@ -149,6 +149,8 @@ type MachineFilter struct {
 	Owner  market.AccountID
 	Listed *bool
 	Online *bool
+	// SeenBefore selects machines whose LastSeenAt is before it.
+	SeenBefore time.Time
 }
 
 // InstanceFilter selects instances. Zero fields do not filter.

@@ -1,6 +1,7 @@
 package coord_test
 
 import (
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -383,10 +384,15 @@ func TestConcurrentReplaysHaveOneEffect(t *testing.T) {
 // advances, stops, host losses, withdrawals and stakes, and checks every
 // ledger invariant after every step. A failure names its seed; run one
 // seed with -run 'TestSimulation/seed=N'.
+//
+// -sim.seeds N runs N seeds (default 300; 40 with -short or -race).
 func TestSimulation(t *testing.T) {
-	seeds, steps := 200, 40
-	if testing.Short() {
-		seeds = 40
+	seeds, steps := *simSeeds, 40
+	if seeds == 0 {
+		seeds = 300
+		if testing.Short() || raceEnabled {
+			seeds = 40
+		}
 	}
 	for seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
@@ -395,6 +401,8 @@ func TestSimulation(t *testing.T) {
 		})
 	}
 }
+
+var simSeeds = flag.Int("sim.seeds", 0, "seeds TestSimulation runs (0: 300, 40 with -short or -race)")
 
 func simulate(t *testing.T, seed uint64, steps int) {
 	e := newEnvConfig(t, func(c *coord.Config) {

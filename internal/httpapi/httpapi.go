@@ -66,7 +66,8 @@ func New(svc *coord.Service, opts Options) *Server {
 		writeJSON(w, http.StatusOK, OpenAPI())
 	})
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		// Leadership: which coordinator runs the background loops.
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "leadership": s.svc.Leadership()})
 	})
 	for _, prefix := range []string{"/api/", "/agent/"} {
 		s.mux.HandleFunc(prefix, func(w http.ResponseWriter, r *http.Request) {

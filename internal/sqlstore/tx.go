@@ -397,6 +397,9 @@ func (t *sqlTx) Machines(ctx context.Context, f coord.MachineFilter) ([]market.M
 	if f.Online != nil {
 		w.add("online = ?", *f.Online)
 	}
+	if !f.SeenBefore.IsZero() {
+		w.add("last_seen_at < ?", micros(f.SeenBefore))
+	}
 	rows, err := t.tx.QueryContext(ctx, qMachines+w.sql()+qMachinesOrder, w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("list machines: %w", err)

@@ -56,6 +56,7 @@ func testTouchMachines(t *testing.T, s coord.Store) {
 			seen[id] = t0 // older than the stored at(1): kept at(1)
 		}
 	}
+	online0 := online[0]
 	var missed []market.MachineID
 	do(t, s, func(ctx context.Context, tx coord.Tx) (err error) {
 		missed, err = tx.TouchMachines(ctx, seen)
@@ -78,6 +79,14 @@ func testTouchMachines(t *testing.T, s coord.Store) {
 			if !m.LastSeenAt.Equal(want) || !m.Online {
 				return fmt.Errorf("machine %d: last seen %s online %v, want %s online", i, m.LastSeenAt, m.Online, want)
 			}
+		}
+		online := true
+		stale, err := tx.Machines(ctx, coord.MachineFilter{Online: &online, SeenBefore: at(2)})
+		if err != nil {
+			return err
+		}
+		if len(stale) != 1 || stale[0].ID != online0 {
+			t.Errorf("online machines seen before %s: %d, want only %s", at(2), len(stale), online0)
 		}
 		m, err := tx.Machine(ctx, off.ID)
 		if err == nil && (!m.LastSeenAt.Equal(at(1)) || m.Online) {

@@ -1,0 +1,505 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/apiclient"
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+type loadtestCmd struct {
+	Agents    int           `default:"1000" help:"Simulated agents: each registers a machine with fake GPUs and heartbeats."`
+	Renters   int           `default:"0" help:"Simulated renters: each searches offers and creates and stops instances in a loop."`
+	Duration  time.Duration `default:"60s" help:"How long heartbeats and renters run, after registration."`
+	Heartbeat time.Duration `default:"10s" help:"Time between one agent's heartbeats; the agents' heartbeats are spread evenly over it."`
+	Conns     int           `default:"32" help:"HTTP connections shared by all simulated agents and renters."`
+	Register  int           `default:"16" help:"Registrations in flight at once."`
+	PID       int           `name:"coordinator-pid" help:"Process ID of the coordinator, when it runs on this machine: its CPU and resident memory are reported."`
+	Deposit   string        `default:"10000" help:"Tokens each renter gets (needs an admin: GPUMARKET_ADMIN_EMAIL and GPUMARKET_ADMIN_PASSWORD)."`
+}
+
+func (c *loadtestCmd) Help() string {
+	return `Simulates agents and renters against a running coordinator and prints a
+progress line every second, then throughput and latency percentiles per
+call kind, and how many simulated machines the coordinator counts offline
+(a false "offline": they all heartbeat).
+
+Agents are not goroutines each: a scheduler sends each agent's heartbeat
+(an empty report, as a real agent sends when nothing changed) at its own
+offset in the heartbeat period, over a small shared connection pool.
+
+Examples:
+  gpumarket serve --db /tmp/lt.db &
+  gpumarket loadtest --coordinator http://127.0.0.1:8080 --agents 10000 --duration 2m --coordinator-pid $!
+  GPUMARKET_ADMIN_EMAIL=ops@example.com GPUMARKET_ADMIN_PASSWORD=... gpumarket loadtest --agents 1000 --renters 20`
+}
+
+// callKinds are the calls the load test measures.
+var callKinds = []string{"register", "heartbeat", "search", "create", "stop"}
+
+func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
+	if c.Agents < 1 || c.Conns < 1 || c.Register < 1 || c.Heartbeat <= 0 || c.Duration <= 0 {
+		return usagef("--agents, --conns, --register, --heartbeat and --duration must be positive")
+	}
+	base, err := env.Coordinator()
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxConnsPerHost:     c.Conns,
+		MaxIdleConnsPerHost: c.Conns,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	stats := newLoadStats()
+	out := env.Stdout
+	run := market.NewID("")
+
+	// A host account for all machines, one API key for all agents.
+	host, err := loadtestAccount(ctx, base, hc, "loadtest-host-"+run+"@example.com", market.RoleHost)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "registering %d machines (%d at a time) at %s\n", c.Agents, c.Register, base)
+	machines := make([]market.MachineID, c.Agents)
+	regStart := time.Now()
+	var next atomic.Int64
+	var regErr error
+	var regMu sync.Mutex
+	var wg sync.WaitGroup
+	for range c.Register {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= c.Agents || ctx.Err() != nil {
+					return
+				}
+				t0 := time.Now()
+				m, err := host.Register(ctx, fakeHardware(run, i))
+				if err == nil {
+					price := market.Money(400_000 + 1000*int64(i%200))
+					_, err = host.UpdateMachine(ctx, m.ID, market.MachineUpdate{PricePerGPUHour: &price})
+				}
+				if err == nil {
+					_, err = host.ListMachine(ctx, m.ID)
+				}
+				stats.record("register", t0, err)
+				if err != nil {
+					regMu.Lock()
+					regErr = errors.Join(regErr, fmt.Errorf("register agent %d: %w", i, err))
+					regMu.Unlock()
+					return
+				}
+				machines[i] = m.ID
+			}
+		})
+	}
+	wg.Wait()
+	if regErr != nil {
+		return regErr
+	}
+	fmt.Fprintf(out, "registered %d machines in %s (%.0f/s)\n", c.Agents, time.Since(regStart).Round(time.Millisecond), float64(c.Agents)/time.Since(regStart).Seconds())
+
+	renters, err := c.renters(ctx, env, base, hc, run)
+	if err != nil {
+		return err
+	}
+
+	cpu0, cpuErr := procCPU(c.PID)
+	wall0 := time.Now()
+	runCtx, stop := context.WithTimeout(ctx, c.Duration)
+	defer stop()
+	var late atomic.Int64
+	work := make(chan market.MachineID, c.Conns*4)
+	var workers sync.WaitGroup
+	for range c.Conns * 2 {
+		workers.Go(func() {
+			for id := range work {
+				t0 := time.Now()
+				_, err := host.Report(runCtx, id, market.Report{})
+				if runCtx.Err() != nil {
+					return
+				}
+				stats.record("heartbeat", t0, err)
+			}
+		})
+	}
+	// The scheduler: agent i beats at start + k*Heartbeat + i*Heartbeat/N.
+	workers.Go(func() {
+		defer close(work)
+		start := time.Now()
+		gap := c.Heartbeat / time.Duration(c.Agents)
+		for k := 0; ; k++ {
+			for i, id := range machines {
+				due := start.Add(time.Duration(k)*c.Heartbeat + time.Duration(i)*gap)
+				if d := time.Until(due); d > time.Millisecond {
+					select {
+					case <-runCtx.Done():
+						return
+					case <-time.After(d):
+					}
+				} else if d < -time.Second {
+					late.Add(1)
+				}
+				select {
+				case <-runCtx.Done():
+					return
+				case work <- id:
+				}
+			}
+		}
+	})
+	for i, r := range renters {
+		workers.Go(func() { c.renter(runCtx, r, stats, i) })
+	}
+
+	// Progress, every second.
+	tick := time.NewTicker(time.Second)
+	prev := stats.snapshot()
+	for done := false; !done; {
+		select {
+		case <-runCtx.Done():
+			done = true
+		case <-tick.C:
+			cur := stats.snapshot()
+			line := fmt.Sprintf("%5.0fs", time.Since(wall0).Seconds())
+			for _, k := range []string{"heartbeat", "search", "create"} {
+				d := cur[k].minus(prev[k])
+				if d.n == 0 && cur[k].n == 0 {
+					continue
+				}
+				line += fmt.Sprintf("  %s %5d/s p99 %s err %d", k, d.n, fmtDur(d.quantile(0.99)), cur[k].errs)
+			}
+			line += fmt.Sprintf("  late %d", late.Load())
+			fmt.Fprintln(out, line)
+			prev = cur
+		}
+	}
+	tick.Stop()
+	workers.Wait()
+	wall := time.Since(wall0)
+	cpu1, _ := procCPU(c.PID)
+
+	fmt.Fprintf(out, "\n%-10s %9s %7s %9s %9s %9s %9s\n", "call", "count", "errors", "per s", "p50", "p99", "max")
+	final := stats.snapshot()
+	for _, k := range callKinds {
+		s := final[k]
+		if s.n == 0 {
+			continue
+		}
+		secs := wall.Seconds()
+		if k == "register" {
+			secs = 0 // not part of the timed run
+		}
+		rate := "-"
+		if secs > 0 {
+			rate = strconv.FormatFloat(float64(s.n)/secs, 'f', 0, 64)
+		}
+		fmt.Fprintf(out, "%-10s %9d %7d %9s %9s %9s %9s\n", k, s.n, s.errs, rate, fmtDur(s.quantile(0.5)), fmtDur(s.quantile(0.99)), fmtDur(s.max))
+	}
+	for _, k := range callKinds {
+		if e := final[k].lastErr; e != "" {
+			fmt.Fprintf(out, "last %s error: %s\n", k, e)
+		}
+	}
+	fmt.Fprintf(out, "heartbeats sent more than 1 s late: %d\n", late.Load())
+	if c.PID > 0 {
+		if cpuErr != nil {
+			fmt.Fprintf(out, "coordinator CPU: %v\n", cpuErr)
+		} else {
+			fmt.Fprintf(out, "coordinator CPU: %.2f cores over the run (%.1f s CPU in %.1f s)\n", (cpu1-cpu0)/wall.Seconds(), cpu1-cpu0, wall.Seconds())
+		}
+		if rss, err := procRSS(c.PID); err == nil {
+			fmt.Fprintf(out, "coordinator resident memory: %d MiB\n", rss>>20)
+		}
+	}
+
+	// Every simulated machine heartbeated all along: none may be offline.
+	ms, err := host.Machines(ctx, false)
+	if err != nil {
+		return fmt.Errorf("list machines after the run: %w", err)
+	}
+	offline := 0
+	for _, m := range ms {
+		if !m.Online {
+			offline++
+		}
+	}
+	fmt.Fprintf(out, "machines offline after the run: %d of %d (want 0)\n", offline, len(ms))
+	if offline > 0 {
+		return fmt.Errorf("%d simulated machines went offline though they heartbeated", offline)
+	}
+	return nil
+}
+
+// loadtestAccount signs up an account and returns a client with its key.
+func loadtestAccount(ctx context.Context, base string, hc *http.Client, email string, roles ...market.Role) (*apiclient.Client, error) {
+	const password = "loadtest-password"
+	anon := apiclient.New(base, "", hc)
+	if _, err := anon.Signup(ctx, market.SignupRequest{Email: email, Password: password, Roles: roles}); err != nil {
+		return nil, fmt.Errorf("sign up %s: %w", email, err)
+	}
+	res, err := anon.Login(ctx, market.LoginRequest{Email: email, Password: password})
+	if err != nil {
+		return nil, fmt.Errorf("log in %s: %w", email, err)
+	}
+	return apiclient.New(base, res.Key.Secret, hc), nil
+}
+
+// renters signs up the simulated renters and funds them when an admin's
+// credentials are in the environment.
+func (c *loadtestCmd) renters(ctx context.Context, env *Env, base string, hc *http.Client, run string) ([]*apiclient.Client, error) {
+	if c.Renters <= 0 {
+		return nil, nil
+	}
+	amount, err := market.ParseMoney(c.Deposit)
+	if err != nil {
+		return nil, usagef("--deposit: %v", err)
+	}
+	var admin *apiclient.Client
+	if email, pw := os.Getenv("GPUMARKET_ADMIN_EMAIL"), os.Getenv("GPUMARKET_ADMIN_PASSWORD"); email != "" && pw != "" {
+		res, err := apiclient.New(base, "", hc).Login(ctx, market.LoginRequest{Email: email, Password: pw})
+		if err != nil {
+			return nil, fmt.Errorf("log in admin %s: %w", email, err)
+		}
+		admin = apiclient.New(base, res.Key.Secret, hc)
+	} else {
+		fmt.Fprintln(env.Stderr, "no GPUMARKET_ADMIN_EMAIL/PASSWORD: renters get no deposit, and their creates fail for lack of funds")
+	}
+	var rs []*apiclient.Client
+	for i := range c.Renters {
+		email := fmt.Sprintf("loadtest-renter-%s-%d@example.com", run, i)
+		r, err := loadtestAccount(ctx, base, hc, email, market.RoleRenter)
+		if err != nil {
+			return nil, err
+		}
+		if admin != nil {
+			if _, err := admin.Deposit(ctx, market.DepositRequest{Email: email, Amount: amount, Memo: "loadtest"}, "loadtest-"+email); err != nil {
+				return nil, fmt.Errorf("deposit for %s: %w", email, err)
+			}
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+// renter searches offers, rents one GPU of a random one and stops it, in a
+// loop, until ctx ends.
+func (c *loadtestCmd) renter(ctx context.Context, r *apiclient.Client, stats *loadStats, i int) {
+	rng := rand.New(rand.NewPCG(uint64(i), 7))
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		offers, err := r.Offers(ctx, market.OfferFilter{Query: "num_gpus>=1", Limit: 20})
+		if ctx.Err() != nil {
+			return
+		}
+		stats.record("search", t0, err)
+		if err != nil || len(offers) == 0 {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		o := offers[rng.IntN(len(offers))]
+		t0 = time.Now()
+		inst, err := r.CreateInstance(ctx, market.CreateInstanceRequest{Machine: o.Machine, GPUs: 1, Command: []string{"sleep", "1"}})
+		if ctx.Err() != nil {
+			return
+		}
+		stats.record("create", t0, err)
+		if err != nil {
+			continue
+		}
+		t0 = time.Now()
+		_, err = r.StopInstance(ctx, inst.ID)
+		if ctx.Err() != nil {
+			return
+		}
+		stats.record("stop", t0, err)
+	}
+}
+
+// fakeHardware is simulated agent i's machine: two RTX 4090s.
+func fakeHardware(run string, i int) market.Hardware {
+	fp := fmt.Sprintf("loadtest-%s-%d", run, i)
+	hw := market.Hardware{Fingerprint: fp, Hostname: fp, Runner: "process", CPUCores: 32, RAMMiB: 128 << 10, DiskGiB: 1000, Region: "eu"}
+	for g := range 2 {
+		hw.GPUs = append(hw.GPUs, market.GPU{Index: g, UUID: fmt.Sprintf("GPU-%s-%d", fp, g), Model: "RTX 4090", VRAMMiB: 24564, MinPowerW: 150, DefaultPowerW: 450, MaxPowerW: 600})
+	}
+	return hw
+}
+
+// Latency histogram: buckets growing by 5% from 10 µs, enough for a p99
+// within a few percent; counters are atomic so recording does not lock.
+const (
+	histMin    = 10 * time.Microsecond
+	histGrowth = 1.05
+	histN      = 400
+)
+
+type loadStats struct {
+	kinds map[string]*kindStats
+}
+
+type kindStats struct {
+	n, errs atomic.Int64
+	max     atomic.Int64
+	buckets [histN]atomic.Int64
+	mu      sync.Mutex
+	lastErr string
+}
+
+func newLoadStats() *loadStats {
+	s := &loadStats{kinds: map[string]*kindStats{}}
+	for _, k := range callKinds {
+		s.kinds[k] = &kindStats{}
+	}
+	return s
+}
+
+func bucketOf(d time.Duration) int {
+	if d <= histMin {
+		return 0
+	}
+	b := int(math.Log(float64(d)/float64(histMin))/math.Log(histGrowth)) + 1
+	return min(b, histN-1)
+}
+
+func bucketTop(b int) time.Duration {
+	return time.Duration(float64(histMin) * math.Pow(histGrowth, float64(b)))
+}
+
+func (s *loadStats) record(kind string, start time.Time, err error) {
+	d := time.Since(start)
+	k := s.kinds[kind]
+	k.n.Add(1)
+	k.buckets[bucketOf(d)].Add(1)
+	for {
+		m := k.max.Load()
+		if int64(d) <= m || k.max.CompareAndSwap(m, int64(d)) {
+			break
+		}
+	}
+	if err != nil {
+		k.errs.Add(1)
+		k.mu.Lock()
+		k.lastErr = err.Error()
+		k.mu.Unlock()
+	}
+}
+
+// kindSnap is a copy of one kind's counters.
+type kindSnap struct {
+	n, errs int64
+	max     time.Duration
+	buckets [histN]int64
+	lastErr string
+}
+
+func (s *loadStats) snapshot() map[string]kindSnap {
+	out := map[string]kindSnap{}
+	for name, k := range s.kinds {
+		var c kindSnap
+		c.n, c.errs, c.max = k.n.Load(), k.errs.Load(), time.Duration(k.max.Load())
+		for i := range k.buckets {
+			c.buckets[i] = k.buckets[i].Load()
+		}
+		k.mu.Lock()
+		c.lastErr = k.lastErr
+		k.mu.Unlock()
+		out[name] = c
+	}
+	return out
+}
+
+// minus is what happened between prev and s.
+func (s kindSnap) minus(prev kindSnap) kindSnap {
+	d := kindSnap{n: s.n - prev.n, errs: s.errs - prev.errs}
+	for i := range s.buckets {
+		d.buckets[i] = s.buckets[i] - prev.buckets[i]
+	}
+	return d
+}
+
+// quantile returns the upper edge of the bucket holding quantile q.
+func (s kindSnap) quantile(q float64) time.Duration {
+	var total int64
+	for _, c := range s.buckets {
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	want := int64(math.Ceil(q * float64(total)))
+	var seen int64
+	for i, c := range s.buckets {
+		seen += c
+		if seen >= want {
+			return bucketTop(i)
+		}
+	}
+	return bucketTop(histN - 1)
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+// procCPU returns the user+system CPU seconds of process pid (Linux /proc).
+func procCPU(pid int) (float64, error) {
+	if pid <= 0 {
+		return 0, errors.New("no --coordinator-pid")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read the coordinator's CPU time: %w", err)
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// the 14th and 15th of the whole line, in clock ticks (100 per s on
+	// Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
+	}
+	return (ut + st) / 100, nil
+}
+
+// procRSS returns the resident memory of process pid in bytes.
+func procRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/status")
+}
