@@ -54,6 +54,9 @@ type coordinatorConfig struct {
 	// how often heartbeats kept in memory are written (zero: defaults).
 	LeaseTTL       time.Duration
 	HeartbeatFlush time.Duration
+	// Money rules (zero: the coordinator's defaults).
+	SettlementDelay, DividendPeriod, UnstakeCooldown time.Duration
+	MinWithdrawal                                    market.Money
 }
 
 // coordinator is a started coordinator: store open, port bound.
@@ -79,6 +82,7 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 		LostAfter: cfg.LostAfter, Speedup: cfg.Speedup, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
 		SpotInterval: cfg.SpotInterval, SpotFee: cfg.SpotFee, Ranking: cfg.Ranking,
 		LeaseTTL: cfg.LeaseTTL, HeartbeatFlush: cfg.HeartbeatFlush,
+		SettlementDelay: cfg.SettlementDelay, DividendPeriod: cfg.DividendPeriod, UnstakeCooldown: cfg.UnstakeCooldown, MinWithdrawal: cfg.MinWithdrawal,
 	})
 	if err := svc.RebuildIndex(ctx); err != nil {
 		store.Close()

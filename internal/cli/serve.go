@@ -12,20 +12,24 @@ import (
 )
 
 type serveCmd struct {
-	Listen         string        `default:"127.0.0.1:8080" env:"GPUMARKET_LISTEN" help:"Address to serve the API, agent API and web UI on."`
-	DB             string        `name:"db" default:"gpumarket.db" env:"GPUMARKET_DB" help:"SQLite database file (created if missing), or a postgres://user:pass@host/db URL."`
-	Fee            string        `default:"10" help:"Platform fee on on-demand charges, in percent."`
-	SpotInterval   time.Duration `default:"10m" help:"Length of a spot billing interval: each one, every machine's GPUs go to its most profitable bids."`
-	SpotFee        string        `default:"2.5" help:"Platform fee on spot charges, in percent."`
-	LostAfter      time.Duration `default:"60s" help:"A machine silent this long goes offline and its instances fail."`
-	Tick           time.Duration `default:"5s" help:"How often billing and lost-host detection run."`
-	LeaseTTL       time.Duration `name:"lease-ttl" default:"15s" help:"With several coordinators on one Postgres: how long the leader lease lasts unrenewed; another coordinator runs the background loops within this after the leader dies."`
-	HeartbeatFlush time.Duration `default:"2s" help:"How often heartbeats kept in memory are written to the database; lost-host detection allows this much extra silence."`
-	AdminEmail     string        `env:"GPUMARKET_ADMIN_EMAIL" help:"Create this admin account at start if it does not exist (password from GPUMARKET_ADMIN_PASSWORD)."`
-	AdminPassword  string        `env:"GPUMARKET_ADMIN_PASSWORD" hidden:""`
-	LatencyTable   string        `type:"existingfile" placeholder:"FILE" help:"Region-to-region latency estimates for ranking offers: lines of REGION REGION LATENCY (eu us 90ms) and default LATENCY."`
-	LogFormat      string        `default:"json" enum:"json,text" help:"Log format: json or text."`
-	Verbose        bool          `short:"v" help:"Log debug messages."`
+	Listen          string        `default:"127.0.0.1:8080" env:"GPUMARKET_LISTEN" help:"Address to serve the API, agent API and web UI on."`
+	DB              string        `name:"db" default:"gpumarket.db" env:"GPUMARKET_DB" help:"SQLite database file (created if missing), or a postgres://user:pass@host/db URL."`
+	Fee             string        `default:"10" help:"Platform fee on on-demand charges, in percent."`
+	SpotInterval    time.Duration `default:"10m" help:"Length of a spot billing interval: each one, every machine's GPUs go to its most profitable bids."`
+	SpotFee         string        `default:"2.5" help:"Platform fee on spot charges, in percent."`
+	LostAfter       time.Duration `default:"60s" help:"A machine silent this long goes offline and its instances fail."`
+	Tick            time.Duration `default:"5s" help:"How often billing and lost-host detection run."`
+	LeaseTTL        time.Duration `name:"lease-ttl" default:"15s" help:"With several coordinators on one Postgres: how long the leader lease lasts unrenewed; another coordinator runs the background loops within this after the leader dies."`
+	HeartbeatFlush  time.Duration `default:"2s" help:"How often heartbeats kept in memory are written to the database; lost-host detection allows this much extra silence."`
+	SettlementDelay time.Duration `default:"24h" help:"How long host earnings stay pending (refundable) before they can be withdrawn."`
+	MinWithdrawal   string        `default:"1" help:"Smallest withdrawal, in tokens."`
+	DividendPeriod  time.Duration `default:"24h" help:"Period over which platform fees are paid to stakers pro rata to stake-time."`
+	UnstakeCooldown time.Duration `default:"168h" help:"How long unstaked tokens wait before they are available."`
+	AdminEmail      string        `env:"GPUMARKET_ADMIN_EMAIL" help:"Create this admin account at start if it does not exist (password from GPUMARKET_ADMIN_PASSWORD)."`
+	AdminPassword   string        `env:"GPUMARKET_ADMIN_PASSWORD" hidden:""`
+	LatencyTable    string        `type:"existingfile" placeholder:"FILE" help:"Region-to-region latency estimates for ranking offers: lines of REGION REGION LATENCY (eu us 90ms) and default LATENCY."`
+	LogFormat       string        `default:"json" enum:"json,text" help:"Log format: json or text."`
+	Verbose         bool          `short:"v" help:"Log debug messages."`
 }
 
 func (c *serveCmd) Help() string {
@@ -49,6 +53,13 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	}
 	if c.SpotInterval < time.Minute {
 		return usagef("--spot-interval %s is too short; use at least 1m", c.SpotInterval)
+	}
+	minWithdrawal, err := market.ParseMoney(c.MinWithdrawal)
+	if err != nil || minWithdrawal <= 0 {
+		return usagef("--min-withdrawal %q must be a positive amount of tokens", c.MinWithdrawal)
+	}
+	if c.SettlementDelay < 0 || c.DividendPeriod < time.Minute || c.UnstakeCooldown < 0 {
+		return usagef("--settlement-delay and --unstake-cooldown must not be negative, and --dividend-period must be at least 1m")
 	}
 	if c.LeaseTTL < time.Second {
 		return usagef("--lease-ttl %s is too short; use at least 1s", c.LeaseTTL)
@@ -82,6 +93,7 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 		Listen: c.Listen, DB: c.DB, Mode: "serve", Logger: log,
 		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick, SpotInterval: c.SpotInterval, SpotFee: spotFee, Ranking: ranking,
 		LeaseTTL: c.LeaseTTL, HeartbeatFlush: c.HeartbeatFlush,
+		SettlementDelay: c.SettlementDelay, DividendPeriod: c.DividendPeriod, UnstakeCooldown: c.UnstakeCooldown, MinWithdrawal: minWithdrawal,
 	})
 	if err != nil {
 		return err
