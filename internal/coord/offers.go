@@ -3,6 +3,7 @@ package coord
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -36,8 +37,44 @@ func (s *Service) RebuildIndex(ctx context.Context) error {
 	if err := s.fillAll(ctx, ms); err != nil {
 		return err
 	}
+	if err := s.onDemandView(ctx, ms, nil); err != nil {
+		return err
+	}
 	for _, m := range ms {
 		s.index.Upsert(m)
+	}
+	return nil
+}
+
+// onDemandView sets each machine's UsedGPUs to the GPUs held by on-demand
+// instances only: an on-demand rental preempts spot work, so GPUs that spot
+// instances hold are on offer to on-demand renters. With machine set, only
+// that machine's instances are read.
+func (s *Service) onDemandView(ctx context.Context, ms []market.Machine, machine *market.MachineID) error {
+	f := InstanceFilter{ActiveOnly: true}
+	if machine != nil {
+		f.Machine = *machine
+	}
+	var insts []market.Instance
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		insts, err = tx.Instances(ctx, f)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read the instances of the offer index: %w", err)
+	}
+	held := map[market.MachineID][]int{}
+	for _, i := range insts {
+		if i.Kind != market.Spot {
+			held[i.Machine] = append(held[i.Machine], i.GPUs...)
+		}
+	}
+	for k := range ms {
+		ms[k].UsedGPUs = slices.Sorted(slices.Values(held[ms[k].ID]))
+		if ms[k].UsedGPUs == nil {
+			ms[k].UsedGPUs = []int{}
+		}
 	}
 	return nil
 }
@@ -55,6 +92,11 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 		})
 		if err == nil {
 			m, err = s.fill(ctx, m)
+		}
+		if err == nil {
+			one := []market.Machine{m}
+			err = s.onDemandView(ctx, one, &id)
+			m = one[0]
 		}
 		if err != nil {
 			s.log.Warn("refresh offer index", "machine", id, "err", err)

@@ -162,8 +162,16 @@ func TestSpotRoundsOutbidPreemptAndBill(t *testing.T) {
 		}
 	}
 
+	// Spot work does not hide GPUs from on-demand renters: a rental would
+	// preempt it.
+	if offers := must(e.svc.Offers(e.ctx, market.OfferFilter{Query: "num_gpus>=4"})); len(offers) != 1 {
+		t.Errorf("with spot work on all 4 GPUs, on-demand offers = %+v, want the machine with 4 free", offers)
+	}
 	// An on-demand rental preempts the spot instance.
 	od := must(e.create(2))
+	if offers := must(e.svc.Offers(e.ctx, market.OfferFilter{})); len(offers) != 1 || offers[0].FreeGPUs != 2 {
+		t.Errorf("after an on-demand rental of 2: offers %+v, want 2 free", offers)
+	}
 	if got := e.inst(inst2.ID); got.State != market.InstanceStopping || got.Reason != "preempted: an on-demand rental needs the GPUs" {
 		t.Fatalf("spot after on-demand create: %s %q", got.State, got.Reason)
 	}
