@@ -108,6 +108,8 @@ type Service struct {
 	index *match.Index
 	// webhooks is the outbox cursor of preemption webhooks.
 	webhooks webhookOutbox
+	// follow is the cursor of changes made through other replicas.
+	follow follower
 
 	spotMu    sync.Mutex
 	lastRound time.Time // start of the last spot interval cleared
@@ -201,6 +203,9 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 	kept := make(chan struct{})
 	go func() { defer close(kept); s.keep(keepCtx) }()
 	defer func() { stopKeep(); <-kept }()
+	followed := make(chan struct{})
+	go func() { defer close(followed); s.FollowChanges(keepCtx, DefaultFollowEvery) }()
+	defer func() { stopKeep(); <-followed }()
 	if _, err := s.campaign(ctx); err != nil && ctx.Err() == nil {
 		s.log.Warn("leader lease", "err", err)
 	}

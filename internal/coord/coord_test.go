@@ -582,3 +582,45 @@ func TestAutoPlacement(t *testing.T) {
 	wantKind(t, err, market.Invalid, "not both")
 	e.check()
 }
+
+func TestReplicaIndexFollowsOtherReplicas(t *testing.T) {
+	e := newEnv(t)
+	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, Passwords: plainPasswords{}})
+	if err := other.RebuildIndex(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); other.FollowChanges(ctx, 10*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+	free := func() int {
+		offers := must(other.Offers(e.ctx, market.OfferFilter{}))
+		if len(offers) == 0 {
+			return 0
+		}
+		return offers[0].FreeGPUs
+	}
+	waitFor := func(what string, cond func() bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for !cond() {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("the other replica never saw %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	waitFor("the machine", func() bool { return free() == 4 })
+	inst := must(e.create(3)) // through the first replica
+	d := waitFor("the rental", func() bool { return free() == 1 })
+	t.Logf("another replica's rental seen after %v", d)
+	price := market.Money(9_000_000)
+	must(e.svc.UpdateMachine(e.ctx, e.host, e.mach.ID, market.MachineUpdate{PricePerGPUHour: &price}))
+	waitFor("the price change", func() bool {
+		return len(must(other.Offers(e.ctx, market.OfferFilter{Query: "price_per_gpu_hour>=9"}))) == 1
+	})
+	stopped := must(e.svc.StopInstance(e.ctx, e.renter, inst.ID))
+	e.report(stopped, market.ObservedStopped)
+	waitFor("the GPUs coming back", func() bool { return free() == 4 })
+}

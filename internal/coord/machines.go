@@ -60,7 +60,9 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 		if !wasOnline {
 			return tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: caller.ID, Machine: m.ID, Message: "agent registered again"})
 		}
-		return nil
+		// The hardware may have changed: other replicas refresh their
+		// index from this event.
+		return tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.registered", Account: caller.ID, Machine: m.ID, Message: "agent registered again"})
 	})
 	if err != nil {
 		return market.Machine{}, err
@@ -222,7 +224,11 @@ func (s *Service) UpdateMachine(ctx context.Context, caller market.Account, id m
 			m.DataCenter = *u.DataCenter
 		}
 		applySpotUpdate(&m, u)
-		return tx.UpdateMachine(ctx, m)
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		return tx.AppendEvent(ctx, market.Event{At: s.now(), Type: "machine.updated", Account: caller.ID, Machine: m.ID,
+			Message: fmt.Sprintf("settings changed: price %s per GPU-hour, region %q", m.PricePerGPUHour, m.Region)})
 	})
 	if err != nil {
 		return market.Machine{}, err

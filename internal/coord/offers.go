@@ -25,6 +25,9 @@ const (
 
 // RebuildIndex loads every machine from the store into the offer index.
 func (s *Service) RebuildIndex(ctx context.Context) error {
+	if err := s.markFollowed(ctx); err != nil {
+		return fmt.Errorf("read the newest event: %w", err)
+	}
 	var ms []market.Machine
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error

@@ -1,0 +1,95 @@
+package coord
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// Replicas on one database each keep their own offer index. A replica
+// sees its own changes at once (reindex after commit); FollowChanges makes
+// it see the others' by reading the events table, which every change to a
+// machine or to the instances holding its GPUs appends to in the same
+// transaction, and refreshing the machines named there. The delay is at
+// most the poll period plus one read.
+
+// DefaultFollowEvery is how often a replica reads new events.
+const DefaultFollowEvery = 500 * time.Millisecond
+
+type follower struct {
+	mu      sync.Mutex
+	seq     int64
+	started bool
+}
+
+// FollowChanges refreshes the offer index from other replicas' changes
+// every period until ctx ends.
+func (s *Service) FollowChanges(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = DefaultFollowEvery
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := s.followOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("follow changes of other replicas", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// followOnce reindexes the machines named by events newer than the last
+// one seen. RebuildIndex sets where to start; without it, the first call
+// only notes where the events end.
+func (s *Service) followOnce(ctx context.Context) error {
+	f := &s.follow
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var evs []market.Event
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if !f.started {
+			evs, err = tx.Events(ctx, EventFilter{Limit: 1})
+		} else {
+			evs, err = tx.Events(ctx, EventFilter{AfterSeq: f.seq})
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	changed := map[market.MachineID]bool{}
+	for _, ev := range evs {
+		f.seq = max(f.seq, ev.Seq)
+		if f.started && ev.Machine != "" {
+			changed[ev.Machine] = true
+		}
+	}
+	f.started = true
+	for id := range changed {
+		s.reindex(ctx, id)
+	}
+	return nil
+}
+
+// markFollowed notes the newest event before the index is built from the
+// store, so that changes committed meanwhile are refreshed, not missed.
+func (s *Service) markFollowed(ctx context.Context) error {
+	f := &s.follow
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return s.store.Tx(ctx, func(tx Tx) error {
+		evs, err := tx.Events(ctx, EventFilter{Limit: 1})
+		if err == nil && len(evs) > 0 {
+			f.seq = evs[0].Seq
+		}
+		f.started = err == nil
+		return err
+	})
+}
