@@ -81,14 +81,18 @@ func ParseMoney(s string) (Money, error) {
 		frac += strings.Repeat("0", 6-len(frac))
 		f, _ = strconv.ParseUint(frac, 10, 64)
 	}
-	v := int64(w)*int64(Micro) + int64(f)
-	if v < 0 {
+	u := w*uint64(Micro) + f // w <= MaxInt64/Micro, so this fits in uint64
+	limit := uint64(math.MaxInt64)
+	if neg {
+		limit++ // the smallest Money, which String prints too
+	}
+	if u > limit {
 		return bad("is too large")
 	}
 	if neg {
-		v = -v
+		return Money(-int64(u-1) - 1), nil
 	}
-	return Money(v), nil
+	return Money(u), nil
 }
 
 // MarshalText makes Money appear as a decimal string in JSON ("12.50"), so

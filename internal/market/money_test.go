@@ -48,6 +48,8 @@ func TestParseMoney(t *testing.T) {
 		{"1,5", 0, "not a number"},
 		{"99999999999999999999", 0, "too large"},
 		{"9223372036855", 0, "too large"},
+		{"9223372036854.775808", 0, "too large"},
+		{"-9223372036854.775808", math.MinInt64, ""},
 	} {
 		got, err := ParseMoney(tc.in)
 		if tc.err != "" {
