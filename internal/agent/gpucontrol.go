@@ -35,7 +35,7 @@ type controlled struct {
 }
 
 func hasSettings(a market.Assignment) bool {
-	return a.PowerLimitW > 0 || a.Clocks != (market.Clocks{})
+	return a.PowerLimitW > 0 || a.Clocks != (market.Clocks{}) || len(a.GPUClocks) > 0
 }
 
 func (c *controlled) Start(ctx context.Context, a market.Assignment) error {
@@ -44,7 +44,7 @@ func (c *controlled) Start(ctx context.Context, a market.Assignment) error {
 		_, done := c.applied[a.Instance]
 		c.mu.Unlock()
 		if !done {
-			if err := c.ctl.Apply(ctx, a.GPUUUIDs, a.PowerLimitW, a.Clocks); err != nil {
+			if err := c.apply(ctx, a); err != nil {
 				// Leave no half-applied settings behind.
 				_ = c.ctl.Reset(context.WithoutCancel(ctx), a.GPUUUIDs)
 				c.mu.Lock()
@@ -59,6 +59,20 @@ func (c *controlled) Start(ctx context.Context, a market.Assignment) error {
 		}
 	}
 	return c.Runner.Start(ctx, a)
+}
+
+// apply sets the assignment's power limit and clocks: one value for all
+// its GPUs, or each GPU its own.
+func (c *controlled) apply(ctx context.Context, a market.Assignment) error {
+	if len(a.GPUClocks) != len(a.GPUUUIDs) || len(a.GPUClocks) == 0 {
+		return c.ctl.Apply(ctx, a.GPUUUIDs, a.PowerLimitW, a.Clocks)
+	}
+	for i, u := range a.GPUUUIDs {
+		if err := c.ctl.Apply(ctx, []string{u}, a.PowerLimitW, a.GPUClocks[i]); err != nil {
+			return fmt.Errorf("GPU %s: %w", u, err)
+		}
+	}
+	return nil
 }
 
 // reset resets the settings of an instance once, if any were applied.

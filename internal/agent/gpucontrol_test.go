@@ -71,3 +71,28 @@ func TestGPUControlAppliedBeforeStartAndResetAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestGPUControlPerGPUClocks(t *testing.T) {
+	gpus, err := fake.Parse("2xRTX 4090", "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := fake.NewControl(gpus)
+	inner, err := process.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := agent.WithGPUControl(inner, ctl)
+	a := market.Assignment{Instance: "i-1", Generation: 1, Desired: market.DesiredRun, GPUs: []int{0, 1},
+		GPUUUIDs: []string{gpus[0].UUID, gpus[1].UUID}, Command: []string{"sleep", "30"}, PowerLimitW: 250,
+		GPUClocks: []market.Clocks{{CoreLockMHz: 1500}, {CoreLockMHz: 2100, MemLockMHz: 10000}}}
+	if err := r.Start(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop(t.Context(), "i-1", time.Second)
+	for i, want := range a.GPUClocks {
+		if got := ctl.Get(gpus[i].UUID); got.Clocks != want || got.PowerLimitW != 250 {
+			t.Errorf("GPU %d: %+v, want %+v at 250 W", i, got, want)
+		}
+	}
+}

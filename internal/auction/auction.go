@@ -530,6 +530,7 @@ func (c *clearer) evaluate(e *Entry, m *Machine, lim *limits) Candidate {
 		cand.Drop, cand.Got, cand.Limit = r, got, limit
 		return cand
 	}
+	clockBad, clockValue := clockOutside(t, b)
 	switch {
 	case b.Machine != m.ID:
 		return drop(DropWrongMachine, 0, 0)
@@ -549,14 +550,8 @@ func (c *clearer) evaluate(e *Entry, m *Machine, lim *limits) Candidate {
 		return drop(DropPowerLow, int64(b.PowerLimitW), int64(lim.minW))
 	case b.PowerLimitW > lim.maxW:
 		return drop(DropPowerHigh, int64(b.PowerLimitW), int64(lim.maxW))
-	case !t.CoreLockMHz.Contains(b.CoreLockMHz):
-		return drop(DropCoreLock, int64(b.CoreLockMHz), 0)
-	case !t.MemLockMHz.Contains(b.MemLockMHz):
-		return drop(DropMemLock, int64(b.MemLockMHz), 0)
-	case !t.CoreOffsetMHz.Contains(b.CoreOffsetMHz):
-		return drop(DropCoreOffset, int64(b.CoreOffsetMHz), 0)
-	case !t.MemOffsetMHz.Contains(b.MemOffsetMHz):
-		return drop(DropMemOffset, int64(b.MemOffsetMHz), 0)
+	case clockBad != "":
+		return drop(clockBad, int64(clockValue), 0)
 	case b.PricePerGPUDay < t.ReservePerGPUDay:
 		return drop(DropBelowReserve, int64(b.PricePerGPUDay), int64(t.ReservePerGPUDay))
 	case b.PricePerGPUDay > MaxPricePerGPUDay:
@@ -704,3 +699,32 @@ func growBool(s []bool, n int) []bool {
 }
 
 func grow64(s []int64, n int) []int64 { return grow(s, n) }
+
+// clockOutside returns the first clock setting of b, on any of its GPUs,
+// that lies outside the machine's published ranges, and its value; "" when
+// all are inside.
+func clockOutside(t *market.SpotTerms, b *market.Bid) (Reason, int) {
+	if len(b.GPUClocks) == 0 {
+		return clockOutsideOne(t, &b.Clocks)
+	}
+	for i := range b.GPUClocks {
+		if r, v := clockOutsideOne(t, &b.GPUClocks[i]); r != "" {
+			return r, v
+		}
+	}
+	return "", 0
+}
+
+func clockOutsideOne(t *market.SpotTerms, c *market.Clocks) (Reason, int) {
+	switch {
+	case !t.CoreLockMHz.Contains(c.CoreLockMHz):
+		return DropCoreLock, c.CoreLockMHz
+	case !t.MemLockMHz.Contains(c.MemLockMHz):
+		return DropMemLock, c.MemLockMHz
+	case !t.CoreOffsetMHz.Contains(c.CoreOffsetMHz):
+		return DropCoreOffset, c.CoreOffsetMHz
+	case !t.MemOffsetMHz.Contains(c.MemOffsetMHz):
+		return DropMemOffset, c.MemOffsetMHz
+	}
+	return "", 0
+}

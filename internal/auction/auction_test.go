@@ -130,6 +130,12 @@ func TestDropReasons(t *testing.T) {
 		{"power at host maximum", with(bid("b-1", 1), func(e *Entry) { e.Bid.PowerLimitW = 350 }), 4, "", 0, 0},
 		{"core lock", with(bid("b-1", 1), func(e *Entry) { e.Bid.CoreLockMHz = 3000 }), 4, DropCoreLock, 3000, 0},
 		{"core lock ok", with(bid("b-1", 1), func(e *Entry) { e.Bid.CoreLockMHz = 2500 }), 4, "", 0, 0},
+		{"per-GPU core lock, second out of range", with(bid("b-1", 1), func(e *Entry) {
+			e.Bid.GPUs, e.Bid.GPUClocks = 2, []market.Clocks{{CoreLockMHz: 2000}, {CoreLockMHz: 2600}}
+		}), 4, DropCoreLock, 2600, 0},
+		{"per-GPU clocks in range", with(bid("b-1", 1), func(e *Entry) {
+			e.Bid.GPUs, e.Bid.GPUClocks = 2, []market.Clocks{{CoreLockMHz: 2000}, {CoreLockMHz: 2500, MemLockMHz: 0}}
+		}), 4, "", 0, 0},
 		{"mem lock", with(bid("b-1", 1), func(e *Entry) { e.Bid.MemLockMHz = 700 }), 4, DropMemLock, 700, 0},
 		{"core offset", with(bid("b-1", 1), func(e *Entry) { e.Bid.CoreOffsetMHz = -201 }), 4, DropCoreOffset, -201, 0},
 		{"core offset ok", with(bid("b-1", 1), func(e *Entry) { e.Bid.CoreOffsetMHz = -200 }), 4, "", 0, 0},

@@ -24,10 +24,10 @@ type bidCreateCmd struct {
 	Price      string        `name:"price-per-day" required:"" placeholder:"TOKENS" help:"What you pay per GPU per day, in tokens; billed per minute while you win."`
 	PowerLimit int           `name:"power-limit" required:"" placeholder:"W" help:"Power limit applied to each GPU, in W (required)."`
 	GPUs       int           `name:"gpus" placeholder:"N" help:"Number of GPUs (default: all of the machine's)."`
-	CoreLock   int           `name:"core-lock" placeholder:"MHz" help:"Lock the core clock, within the machine's allowed range."`
-	MemLock    int           `name:"mem-lock" placeholder:"MHz" help:"Lock the memory clock, within the machine's allowed range."`
-	CoreOffset int           `name:"core-offset" placeholder:"MHz" help:"Core clock offset, within the machine's allowed range."`
-	MemOffset  int           `name:"mem-offset" placeholder:"MHz" help:"Memory clock offset, within the machine's allowed range."`
+	CoreLock   []int         `name:"core-lock" sep:"," placeholder:"MHz[,MHz...]" help:"Lock the core clock, within the machine's allowed range: one value for all GPUs, or one per GPU separated by commas."`
+	MemLock    []int         `name:"mem-lock" sep:"," placeholder:"MHz[,MHz...]" help:"Lock the memory clock: one value, or one per GPU."`
+	CoreOffset []int         `name:"core-offset" sep:"," placeholder:"MHz[,MHz...]" help:"Core clock offset: one value, or one per GPU."`
+	MemOffset  []int         `name:"mem-offset" sep:"," placeholder:"MHz[,MHz...]" help:"Memory clock offset: one value, or one per GPU."`
 	Image      string        `name:"image" placeholder:"IMAGE" help:"Container image (machines with the docker runner)."`
 	Env        []string      `name:"env" sep:"none" placeholder:"KEY=VALUE" help:"Environment variable for the command; repeat for more."`
 	Notice     time.Duration `name:"notice" placeholder:"DURATION" help:"Notice you want before SIGTERM turns into SIGKILL when outbid, such as 120s."`
@@ -44,7 +44,8 @@ You pay as bid, per minute, while you win; when outbid you get a notice file
 
 Examples:
   gpumarket bid create m-0a1b2c3d4e5f --price-per-day 6 --power-limit 300 -- python train.py
-  gpumarket bid create m-0a1b2c3d4e5f --price-per-day 8 --power-limit 250 --gpus 2 --core-lock 1800 --notice 120s -- ./job.sh`
+  gpumarket bid create m-0a1b2c3d4e5f --price-per-day 8 --power-limit 250 --gpus 2 --core-lock 1800 --notice 120s -- ./job.sh
+  gpumarket bid create m-0a1b2c3d4e5f --price-per-day 8 --power-limit 250 --gpus 2 --core-lock 1800,1950 -- ./job.sh`
 }
 
 func (c *bidCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
@@ -60,11 +61,19 @@ func (c *bidCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Client)
 		cmd = cmd[1:]
 	}
 	req := market.CreateBidRequest{Machine: market.MachineID(c.Machine), GPUs: c.GPUs, PricePerGPUDay: price, PowerLimitW: c.PowerLimit,
-		Clocks: market.Clocks{CoreLockMHz: c.CoreLock, MemLockMHz: c.MemLock, CoreOffsetMHz: c.CoreOffset, MemOffsetMHz: c.MemOffset},
-		Image:  c.Image, Command: cmd, Webhook: c.Webhook,
+		Image: c.Image, Command: cmd, Webhook: c.Webhook,
 		NoticeSeconds: int((c.Notice + time.Second - 1) / time.Second), LifetimeSeconds: int64(c.Lifetime / time.Second)}
 	if req.Command == nil {
 		req.Command = []string{}
+	}
+	clocks, err := bidClocks(c.CoreLock, c.MemLock, c.CoreOffset, c.MemOffset)
+	if err != nil {
+		return err
+	}
+	if len(clocks) == 1 {
+		req.Clocks = clocks[0]
+	} else {
+		req.GPUClocks = clocks
 	}
 	for _, kv := range c.Env {
 		k, v, ok := strings.Cut(kv, "=")
@@ -294,4 +303,36 @@ func (c *auctionReplayCmd) Run(ctx context.Context, env *Env, api *apiclient.Cli
 	}
 	fmt.Fprintf(env.Stdout, "Round %s replays: the recomputed decision matches the stored one.\n", rep.Round)
 	return nil
+}
+
+// bidClocks turns the clock flags into one setting for all GPUs (a slice
+// of one) or one per GPU: each flag gives one value or one per GPU.
+func bidClocks(core, mem, coreOff, memOff []int) ([]market.Clocks, error) {
+	n := max(len(core), len(mem), len(coreOff), len(memOff), 1)
+	at := func(flag string, vs []int, i int) (int, error) {
+		switch len(vs) {
+		case 0:
+			return 0, nil
+		case 1:
+			return vs[0], nil
+		case n:
+			return vs[i], nil
+		}
+		return 0, usagef("%s has %d values but another clock flag has %d; give one value for all GPUs or one per GPU", flag, len(vs), n)
+	}
+	out := make([]market.Clocks, n)
+	for i := range out {
+		var err error
+		c := &out[i]
+		for _, f := range []struct {
+			flag string
+			vs   []int
+			dst  *int
+		}{{"--core-lock", core, &c.CoreLockMHz}, {"--mem-lock", mem, &c.MemLockMHz}, {"--core-offset", coreOff, &c.CoreOffsetMHz}, {"--mem-offset", memOff, &c.MemOffsetMHz}} {
+			if *f.dst, err = at(f.flag, f.vs, i); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }

@@ -53,6 +53,7 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 
 			PowerLimitW:   inst.PowerLimitW,
 			Clocks:        inst.Clocks,
+			GPUClocks:     inst.GPUClocks,
 			NoticeSeconds: inst.NoticeSeconds,
 		}
 		if inst.State == market.InstanceStopping {

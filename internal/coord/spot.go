@@ -82,6 +82,20 @@ func checkClock(name string, v int, r market.ClockRange) error {
 	return fmt.Errorf("%s %d MHz is outside this machine's allowed range of %d to %d MHz", name, v, r.Min, r.Max)
 }
 
+// checkBidTermsAll checks a bid's price, power limit and the clocks of
+// each of its GPUs against m.
+func checkBidTermsAll(m market.Machine, b market.Bid) error {
+	for i, c := range market.GPUSettings(b.Clocks, b.GPUClocks, b.GPUs) {
+		if err := checkBidTerms(m, b.PricePerGPUDay, b.PowerLimitW, c); err != nil {
+			if len(b.GPUClocks) > 0 {
+				return fmt.Errorf("GPU %d of the bid: %w", i+1, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
 // checkBidTerms checks a bid's price, power limit and clocks against m.
 func checkBidTerms(m market.Machine, price market.Money, powerW int, c market.Clocks) error {
 	minW, maxW := powerRange(m)
@@ -203,7 +217,7 @@ func (s *Service) CreateBid(ctx context.Context, caller market.Account, req mark
 	}
 	b := market.Bid{
 		ID: market.BidID(market.NewID(market.BidPrefix)), Bidder: caller.ID, Machine: req.Machine, GPUs: req.GPUs,
-		PricePerGPUDay: req.PricePerGPUDay, PowerLimitW: req.PowerLimitW, Clocks: req.Clocks,
+		PricePerGPUDay: req.PricePerGPUDay, PowerLimitW: req.PowerLimitW, Clocks: req.Clocks, GPUClocks: req.GPUClocks,
 		Image: req.Image, Command: req.Command, Env: req.Env, Webhook: req.Webhook, NoticeSeconds: req.NoticeSeconds,
 		State: market.BidActive, CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}
@@ -233,7 +247,10 @@ func (s *Service) CreateBid(ctx context.Context, caller market.Account, req mark
 		if b.GPUs > len(m.GPUs) {
 			return market.Errorf(op, market.Invalid, "the bid asks for %d GPUs but machine %s has %d", b.GPUs, m.ID, len(m.GPUs))
 		}
-		if err := checkBidTerms(m, b.PricePerGPUDay, b.PowerLimitW, b.Clocks); err != nil {
+		if len(b.GPUClocks) > 0 && len(b.GPUClocks) != b.GPUs {
+			return market.Errorf(op, market.Invalid, "the bid gives clock settings for %d GPUs but asks for %d; give one value for all GPUs or one per GPU", len(b.GPUClocks), b.GPUs)
+		}
+		if err := checkBidTermsAll(m, b); err != nil {
 			return market.Errorf(op, market.Invalid, "%w", err)
 		}
 		open, err := tx.Bids(ctx, BidFilter{Bidder: caller.ID, OpenOnly: true})
@@ -307,7 +324,9 @@ func (s *Service) ChangeBid(ctx context.Context, caller market.Account, id marke
 		if err != nil {
 			return err
 		}
-		if err := checkBidTerms(m, *c.PricePerGPUDay, b.PowerLimitW, b.Clocks); err != nil {
+		changed := b
+		changed.PricePerGPUDay = *c.PricePerGPUDay
+		if err := checkBidTermsAll(m, changed); err != nil {
 			return market.Errorf(op, market.Invalid, "%w", err)
 		}
 		now := s.now()
@@ -763,6 +782,7 @@ func (s *Service) startSpot(ctx context.Context, tx Tx, m market.Machine, b mark
 		PricePerDay:   b.PricePerGPUDay * market.Money(b.GPUs),
 		PowerLimitW:   b.PowerLimitW,
 		Clocks:        b.Clocks,
+		GPUClocks:     b.GPUClocks,
 		NoticeSeconds: b.NoticeSeconds,
 	}
 	if inst.Command == nil {

@@ -257,6 +257,31 @@ func TestPublishedClockRanges(t *testing.T) {
 	req.Clocks = market.Clocks{MemOffsetMHz: 100} // no offsets published
 	_, err = e.svc.CreateBid(e.ctx, e.renter, req)
 	wantKind(t, err, market.Invalid, "memory clock offset")
+	// One setting per GPU.
+	req.Clocks, req.GPUs = market.Clocks{}, 2
+	req.GPUClocks = []market.Clocks{{CoreLockMHz: 1700}}
+	_, err = e.svc.CreateBid(e.ctx, e.renter, req)
+	wantKind(t, err, market.Invalid, "clock settings for 1 GPUs but asks for 2")
+	req.GPUClocks = []market.Clocks{{CoreLockMHz: 1700}, {CoreLockMHz: 1900}}
+	_, err = e.svc.CreateBid(e.ctx, e.renter, req)
+	wantKind(t, err, market.Invalid, "GPU 2 of the bid: core clock lock 1900 MHz")
+	req.GPUClocks = []market.Clocks{{CoreLockMHz: 1700}, {CoreLockMHz: 600}}
+	perGPU := must(e.svc.CreateBid(e.ctx, e.renter, req))
+	if got := must(e.svc.Bid(e.ctx, e.renter, perGPU.ID)); len(got.GPUClocks) != 2 || got.GPUClocks[1].CoreLockMHz != 600 {
+		t.Fatalf("stored per-GPU clocks: %+v", got.GPUClocks)
+	}
+	e.tick()
+	inst := e.spotInstance(perGPU.ID)
+	ds := must(e.svc.Desired(e.ctx, e.host, e.mach.ID, 0, 0))
+	var as market.Assignment
+	for _, a := range ds.Assignments {
+		if a.Instance == inst.ID {
+			as = a
+		}
+	}
+	if len(inst.GPUClocks) != 2 || len(as.GPUClocks) != 2 || as.GPUClocks[1].CoreLockMHz != 600 {
+		t.Fatalf("per-GPU clocks did not reach the instance and the agent: %+v / %+v", inst.GPUClocks, ds.Assignments)
+	}
 	bad := market.ClockRange{Min: 10, Max: 5}
 	_, err = e.svc.UpdateMachine(e.ctx, e.host, e.mach.ID, market.MachineUpdate{MemLockMHz: &bad})
 	wantKind(t, err, market.Invalid, "min <= max")

@@ -53,6 +53,7 @@ type Bid struct {
 	// PowerLimitW is the power limit applied to each of the bid's GPUs.
 	PowerLimitW   int               `json:"power_limit_w"`
 	Clocks                          // optional; one value for all GPUs
+	GPUClocks     []Clocks          `json:"gpu_clocks,omitempty"` // optional; one entry per GPU, instead of Clocks
 	Image         string            `json:"image,omitempty"`
 	Command       []string          `json:"command,omitempty"`
 	Env           map[string]string `json:"env,omitempty"`
@@ -87,4 +88,17 @@ type SpotTerms struct {
 	MemLockMHz       ClockRange `json:"mem_lock_mhz"`
 	CoreOffsetMHz    ClockRange `json:"core_offset_mhz"`
 	MemOffsetMHz     ClockRange `json:"mem_offset_mhz"`
+}
+
+// GPUSettings returns the clock settings of each of n GPUs: per, when it has
+// one entry per GPU, else one for every GPU.
+func GPUSettings(one Clocks, per []Clocks, n int) []Clocks {
+	if len(per) == n && n > 0 {
+		return per
+	}
+	out := make([]Clocks, n)
+	for i := range out {
+		out[i] = one
+	}
+	return out
 }

@@ -18,6 +18,7 @@ type CreateBidRequest struct {
 	PricePerGPUDay Money             `json:"price_per_gpu_day"`
 	PowerLimitW    int               `json:"power_limit_w"`
 	Clocks                           // optional; one value for all GPUs
+	GPUClocks      []Clocks          `json:"gpu_clocks,omitempty"` // optional; one entry per GPU, instead of Clocks
 	Image          string            `json:"image,omitempty"`
 	Command        []string          `json:"command"`
 	Env            map[string]string `json:"env,omitempty"`

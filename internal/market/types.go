@@ -195,11 +195,12 @@ type Instance struct {
 	// Spot instances only: the bid that won, its price for the whole
 	// instance per day (billed per minute instead of PricePerHour), and
 	// the settings the agent applies to each GPU.
-	Bid           BidID  `json:"bid,omitempty"`
-	PricePerDay   Money  `json:"price_per_day,omitempty"`
-	PowerLimitW   int    `json:"power_limit_w,omitempty"`
-	Clocks        Clocks `json:"clocks"`
-	NoticeSeconds int    `json:"notice_seconds,omitempty"` // notice the bid asked for
+	Bid           BidID    `json:"bid,omitempty"`
+	PricePerDay   Money    `json:"price_per_day,omitempty"`
+	PowerLimitW   int      `json:"power_limit_w,omitempty"`
+	Clocks        Clocks   `json:"clocks"`
+	GPUClocks     []Clocks `json:"gpu_clocks,omitempty"`     // per GPU, in the order of GPUs, instead of Clocks
+	NoticeSeconds int      `json:"notice_seconds,omitempty"` // notice the bid asked for
 }
 
 // Active reports whether the instance holds its GPUs.

@@ -28,9 +28,10 @@ type Assignment struct {
 	GraceSeconds int               `json:"grace_seconds"`
 	// Spot instances: the power limit and clocks to apply to each GPU
 	// before start (0: leave as is), and the notice the renter asked for.
-	PowerLimitW   int    `json:"power_limit_w,omitempty"`
-	Clocks        Clocks `json:"clocks"`
-	NoticeSeconds int    `json:"notice_seconds,omitempty"`
+	PowerLimitW   int      `json:"power_limit_w,omitempty"`
+	Clocks        Clocks   `json:"clocks"`
+	GPUClocks     []Clocks `json:"gpu_clocks,omitempty"` // per GPU, in the order of GPUUUIDs, instead of Clocks
+	NoticeSeconds int      `json:"notice_seconds,omitempty"`
 }
 
 // DesiredState is the full set of assignments of a machine. The agent

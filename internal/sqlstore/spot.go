@@ -33,7 +33,7 @@ func clockRangesOf(t market.SpotTerms) clockRanges {
 // Bids.
 
 func bidArgs(b market.Bid) ([]any, error) {
-	clocks, err := toJSON(b.Clocks)
+	clocks, err := toJSON(storedClocks{b.Clocks, b.GPUClocks})
 	if err != nil {
 		return nil, err
 	}
@@ -65,14 +65,17 @@ func scanBid(s scanner) (market.Bid, error) {
 	if err != nil {
 		return b, err
 	}
+	var sc storedClocks
 	for _, f := range []struct {
 		s string
 		v any
-	}{{clocks, &b.Clocks}, {command, &b.Command}, {env, &b.Env}} {
+	}{{clocks, &sc}, {command, &b.Command}, {env, &b.Env}} {
 		if err := json.Unmarshal([]byte(f.s), f.v); err != nil {
 			return b, fmt.Errorf("decode bid %s: %w", b.ID, err)
 		}
 	}
+	b.Clocks, b.GPUClocks = sc.Clocks, sc.GPU
+
 	b.PricePerGPUDay = market.Money(price)
 	b.CreatedAt = fromMicros(created)
 	if expires.Valid {
@@ -260,4 +263,11 @@ func (t *sqlTx) Rounds(ctx context.Context, f coord.RoundFilter) ([]coord.RoundR
 		return nil, fmt.Errorf("list rounds: %w", err)
 	}
 	return collect(rows, scanRound)
+}
+
+// storedClocks is what the clocks column holds: the one-value settings,
+// flattened as before, and the optional per-GPU list.
+type storedClocks struct {
+	market.Clocks
+	GPU []market.Clocks `json:"gpu,omitempty"`
 }

@@ -457,7 +457,7 @@ func instanceArgs(i market.Instance) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	clocks, err := toJSON(i.Clocks)
+	clocks, err := toJSON(storedClocks{i.Clocks, i.GPUClocks})
 	if err != nil {
 		return nil, err
 	}
@@ -487,14 +487,17 @@ func scanInstance(s scanner) (market.Instance, error) {
 		return i, err
 	}
 	i.PricePerDay = market.Money(perDay)
+	var sc storedClocks
 	for _, f := range []struct {
 		s string
 		v any
-	}{{gpus, &i.GPUs}, {command, &i.Command}, {env, &i.Env}, {clocks, &i.Clocks}} {
+	}{{gpus, &i.GPUs}, {command, &i.Command}, {env, &i.Env}, {clocks, &sc}} {
 		if err := json.Unmarshal([]byte(f.s), f.v); err != nil {
 			return i, fmt.Errorf("decode instance %s: %w", i.ID, err)
 		}
 	}
+	i.Clocks, i.GPUClocks = sc.Clocks, sc.GPU
+
 	if exit.Valid {
 		c := int(exit.Int64)
 		i.ExitCode = &c

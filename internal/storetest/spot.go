@@ -44,6 +44,7 @@ func testBids(t *testing.T, s coord.Store) {
 	other := addMachine(t, s, w.host, 2)
 	full := bid(w.renter, w.machine)
 	full.Clocks = market.Clocks{CoreLockMHz: 1800, MemLockMHz: 9000, CoreOffsetMHz: -100, MemOffsetMHz: 500}
+	full.GPUClocks = []market.Clocks{{CoreLockMHz: 1700}, {CoreLockMHz: 1800, MemOffsetMHz: -50}}
 	full.Image, full.Webhook, full.NoticeSeconds = "pytorch/pytorch", "https://example.com/hook", 120
 	full.Env = map[string]string{"A": "1"}
 	full.ExpiresAt = at(60 * 24)
@@ -176,6 +177,7 @@ func testSpotStoppingReleasesGPUs(t *testing.T, s coord.Store) {
 	spot := instance(w.renter, w.machine, 0, 1)
 	spot.Kind, spot.State, spot.Bid, spot.PricePerDay, spot.PowerLimitW = market.Spot, market.InstanceRunning, "b-1", 24_000_000, 300
 	spot.Clocks = market.Clocks{CoreLockMHz: 1500}
+	spot.GPUClocks = []market.Clocks{{CoreLockMHz: 1500}, {CoreLockMHz: 1600}}
 	spot.NoticeSeconds = 120
 	addInstance(t, s, spot)
 	do(t, s, func(ctx context.Context, tx coord.Tx) error {
