@@ -10,6 +10,8 @@ import (
 	"net/mail"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 
@@ -180,7 +182,11 @@ func (s *Service) Keys(ctx context.Context, caller market.Account) ([]market.API
 
 // RevokeKey revokes one of the caller's keys; it stops working at once.
 func (s *Service) RevokeKey(ctx context.Context, caller market.Account, id market.APIKeyID) error {
-	return s.store.Tx(ctx, func(tx Tx) error { return tx.RevokeAPIKey(ctx, caller.ID, id, s.now()) })
+	err := s.store.Tx(ctx, func(tx Tx) error { return tx.RevokeAPIKey(ctx, caller.ID, id, s.now()) })
+	if err == nil {
+		s.keys.forget(id)
+	}
+	return err
 }
 
 // Authenticate returns the account of an API key secret.
@@ -190,7 +196,12 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (market.Accou
 		return market.Account{}, market.Errorf(op, market.Unauthorized, "this is not a gpumarket API key; log in with `gpumarket login` or pass a key starting with %s", KeyPrefix)
 	}
 	sum := sha256.Sum256([]byte(secret))
+	now := s.now()
+	if a, ok := s.keys.get(sum, now); ok {
+		return a, nil
+	}
 	var a market.Account
+	var keyID market.APIKeyID
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		k, err := tx.APIKeyByHash(ctx, sum[:])
 		if market.IsKind(err, market.NotFound) {
@@ -202,9 +213,13 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (market.Accou
 		if k.RevokedAt != nil {
 			return market.Errorf(op, market.Unauthorized, "API key %s was revoked; log in again or use another key", k.Prefix)
 		}
+		keyID = k.ID
 		a, err = tx.Account(ctx, k.Owner)
 		return err
 	})
+	if err == nil {
+		s.keys.put(sum, keyID, a, now)
+	}
 	return a, err
 }
 
@@ -213,4 +228,53 @@ func require(caller market.Account, op string, r market.Role) error {
 		return nil
 	}
 	return market.Errorf(op, market.Forbidden, "this needs the %s role; your account has %s", r, joinRoles(caller.Roles))
+}
+
+// keyCache remembers recently authenticated keys for keyCacheTTL, so that
+// a request (an agent's heartbeat above all) costs no database read. A key
+// revoked through this coordinator stops working at once; through another
+// replica, within keyCacheTTL.
+type keyCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]cachedKey
+}
+
+type cachedKey struct {
+	id      market.APIKeyID
+	account market.Account
+	expires time.Time
+}
+
+const (
+	keyCacheTTL  = 5 * time.Second
+	keyCacheSize = 200_000
+)
+
+func (c *keyCache) get(sum [sha256.Size]byte, now time.Time) (market.Account, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[sum]
+	if !ok || !now.Before(e.expires) {
+		return market.Account{}, false
+	}
+	return e.account, true
+}
+
+func (c *keyCache) put(sum [sha256.Size]byte, id market.APIKeyID, a market.Account, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= keyCacheSize {
+		c.m = map[[sha256.Size]byte]cachedKey{} // crude, bounded eviction
+	}
+	c.m[sum] = cachedKey{id: id, account: a, expires: now.Add(keyCacheTTL)}
+}
+
+func (c *keyCache) forget(id market.APIKeyID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for sum, e := range c.m {
+		if e.id == id {
+			delete(c.m, sum)
+		}
+	}
 }

@@ -110,6 +110,8 @@ type Service struct {
 	webhooks webhookOutbox
 	// follow is the cursor of changes made through other replicas.
 	follow follower
+	// keys caches authenticated API keys.
+	keys keyCache
 
 	spotMu    sync.Mutex
 	lastRound time.Time // start of the last spot interval cleared

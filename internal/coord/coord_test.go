@@ -624,3 +624,26 @@ func TestReplicaIndexFollowsOtherReplicas(t *testing.T) {
 	e.report(stopped, market.ObservedStopped)
 	waitFor("the GPUs coming back", func() bool { return free() == 4 })
 }
+
+func TestKeyCacheRevocationAcrossReplicas(t *testing.T) {
+	e := newEnv(t)
+	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, Passwords: plainPasswords{}})
+	k := must(e.svc.CreateKey(e.ctx, e.renter, "script"))
+	must(e.svc.Authenticate(e.ctx, k.Secret)) // cached by the first replica
+	if err := other.RevokeKey(e.ctx, e.renter, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err := other.Authenticate(e.ctx, k.Secret)
+	wantKind(t, err, market.Unauthorized, "revoked")
+	e.clock.Advance(6 * time.Second) // past the cache's 5 s
+	_, err = e.svc.Authenticate(e.ctx, k.Secret)
+	wantKind(t, err, market.Unauthorized, "revoked")
+	// Revoked through the same replica: at once.
+	k2 := must(e.svc.CreateKey(e.ctx, e.renter, "script2"))
+	must(e.svc.Authenticate(e.ctx, k2.Secret))
+	if err := e.svc.RevokeKey(e.ctx, e.renter, k2.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.svc.Authenticate(e.ctx, k2.Secret)
+	wantKind(t, err, market.Unauthorized, "revoked")
+}
