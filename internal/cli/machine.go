@@ -116,7 +116,7 @@ func (c *offerSearchCmd) spot(ctx context.Context, env *Env, api *apiclient.Clie
 	}
 	var ms []market.SnapshotMachine
 	for _, m := range snap.Machines {
-		if m.SpotGPUs < max(c.GPUs, 1) || (c.GPUName != "" && !strings.Contains(normalizeModel(m.GPUModel), normalizeModel(c.GPUName))) {
+		if m.SpotGPUs < max(c.GPUs, 1) || (c.GPUName != "" && !strings.Contains(match.NormModel(m.GPUModel), match.NormModel(c.GPUName))) {
 			continue
 		}
 		ms = append(ms, m)
@@ -141,11 +141,6 @@ func (c *offerSearchCmd) spot(ctx context.Context, env *Env, api *apiclient.Clie
 			money(m.Terms.EnergyPerKWh, ""), fmt.Sprintf("%d-%d", m.MinPowerW, m.MaxPowerW), strconv.Itoa(len(m.Bids)), best, dash(m.Region))
 	}
 	return t.flush()
-}
-
-// normalizeModel lets "rtx_4090" match "NVIDIA GeForce RTX 4090".
-func normalizeModel(s string) string {
-	return strings.NewReplacer(" ", "", "_", "", "-", "").Replace(strings.ToLower(s))
 }
 
 type machineSetCmd struct {

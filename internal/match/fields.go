@@ -178,7 +178,7 @@ func rowOf(m market.Machine, f Facts) row {
 			freeVRAM += g.VRAMMiB
 		}
 	}
-	r.str[FGPUName] = normModel(gpuModels(m.GPUs))
+	r.str[FGPUName] = NormModel(gpuModels(m.GPUs))
 	r.num[FNumGPUs] = int64(len(free))
 	r.num[FGPURAM] = minVRAM
 	r.num[FTotalGPURAM] = freeVRAM
@@ -204,8 +204,9 @@ func rowOf(m market.Machine, f Facts) row {
 	return r
 }
 
-// normModel lets "rtx_4090", "RTX 4090" and "NVIDIA GeForce RTX 4090" match.
-func normModel(s string) string {
+// NormModel lets "rtx_4090", "RTX 4090" and "NVIDIA GeForce RTX 4090"
+// compare equal: lower case, no spaces, _ or -, no vendor prefix.
+func NormModel(s string) string {
 	s = normalize(s)
 	s = strings.TrimPrefix(s, "nvidia")
 	return strings.TrimPrefix(s, "geforce")

@@ -66,46 +66,6 @@ func gpuModels(gpus []market.GPU) string {
 	return strings.Join(models, "+")
 }
 
-// Search returns the offers of rentable machines that pass f, cheapest
-// first, ties by more free GPUs, then by machine ID.
-func Search(machines []market.Machine, f market.OfferFilter) []market.Offer {
-	offers := []market.Offer{}
-	for _, m := range machines {
-		if !Rentable(m) {
-			continue
-		}
-		o := Offer(m)
-		if o.FreeGPUs == 0 || !passes(o, f) {
-			continue
-		}
-		offers = append(offers, o)
-	}
-	slices.SortFunc(offers, func(a, b market.Offer) int {
-		return cmp.Or(cmp.Compare(a.PricePerGPUHour, b.PricePerGPUHour),
-			-cmp.Compare(a.FreeGPUs, b.FreeGPUs),
-			cmp.Compare(a.Machine, b.Machine))
-	})
-	return offers
-}
-
-func passes(o market.Offer, f market.OfferFilter) bool {
-	if f.GPUName != "" && !strings.Contains(normalize(o.GPUModel), normalize(f.GPUName)) {
-		return false
-	}
-	if f.MinGPUs > 0 && o.FreeGPUs < f.MinGPUs {
-		return false
-	}
-	if f.MaxPrice > 0 && o.PricePerGPUHour > f.MaxPrice {
-		return false
-	}
-	// Cards sold as "24 GB" report a little under 24 GiB (an RTX 4090 has
-	// 24564 MiB), so a GB here is taken as 1000 MiB.
-	if f.MinGPURAMGB > 0 && o.GPURAMMiB < f.MinGPURAMGB*1000 {
-		return false
-	}
-	return true
-}
-
 // normalize lets "rtx_4090", "RTX 4090" and "rtx4090" match each other.
 func normalize(s string) string {
 	return strings.Map(func(r rune) rune {

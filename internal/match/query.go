@@ -296,7 +296,7 @@ func (p *parser) value(f *Filter, fld Field) *ParseError {
 	switch fld.Type {
 	case TypeText:
 		if fld.ID == FGPUName {
-			tok = normModel(tok)
+			tok = NormModel(tok)
 		} else {
 			tok = normText(tok)
 		}
