@@ -70,6 +70,22 @@ type InstanceReport struct {
 type Report struct {
 	Instances []InstanceReport `json:"instances"`
 	Logs      []LogChunk       `json:"logs,omitempty"` // Seq is ignored; the coordinator numbers chunks
+	GPUs      []GPUSample      `json:"gpus,omitempty"` // latest per-GPU metrics, one sample per GPU
+}
+
+// GPUSample is one reading of one GPU's metrics, taken by the agent. Metric
+// values are measurements, not money, so they are floats.
+type GPUSample struct {
+	Index       int       `json:"index"`
+	UUID        string    `json:"uuid,omitempty"`
+	At          time.Time `json:"at"`
+	UtilPct     float64   `json:"util_pct"`      // 0..100
+	MemUsedMiB  int64     `json:"mem_used_mib"`  // VRAM in use
+	PowerW      float64   `json:"power_w"`       // draw
+	TempC       float64   `json:"temp_c"`        // core temperature
+	CoreMHz     int       `json:"core_mhz"`      // current graphics clock
+	MemMHz      int       `json:"mem_mhz"`       // current memory clock
+	PowerLimitW int       `json:"power_limit_w"` // enforced limit
 }
 
 // Rejection says why one instance report was refused.
