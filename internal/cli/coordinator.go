@@ -57,6 +57,9 @@ type coordinatorConfig struct {
 	// Money rules (zero: the coordinator's defaults).
 	SettlementDelay, DividendPeriod, UnstakeCooldown time.Duration
 	MinWithdrawal                                    market.Money
+	// FailpointFile, when set, arms fault injection for crash tests (see
+	// failpointStore).
+	FailpointFile string
 }
 
 // coordinator is a started coordinator: store open, port bound.
@@ -76,6 +79,10 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 	store, err := openStore(ctx, cfg.DB)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.FailpointFile != "" {
+		cfg.Logger.Warn("fault injection armed through "+failpointEnv, "file", cfg.FailpointFile)
+		store = &failpointStore{Store: store, file: cfg.FailpointFile, log: cfg.Logger}
 	}
 	svc := coord.New(coord.Config{
 		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,

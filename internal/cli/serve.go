@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/market"
 	"github.com/gpumarket/gpumarket/internal/match"
 )
@@ -28,6 +29,8 @@ type serveCmd struct {
 	AdminEmail      string        `env:"GPUMARKET_ADMIN_EMAIL" help:"Create this admin account at start if it does not exist (password from GPUMARKET_ADMIN_PASSWORD)."`
 	AdminPassword   string        `env:"GPUMARKET_ADMIN_PASSWORD" hidden:""`
 	LatencyTable    string        `type:"existingfile" placeholder:"FILE" help:"Region-to-region latency estimates for ranking offers: lines of REGION REGION LATENCY (eu us 90ms) and default LATENCY."`
+	Speedup         int           `default:"1" help:"For demos and tests: run the coordinator's clock N times faster than real time from --clock-epoch, so billing minutes pass in 60/N seconds. Deadlines (lost-after, lease, heartbeat flush) stay in real time."`
+	ClockEpoch      time.Time     `name:"clock-epoch" placeholder:"RFC3339" help:"With --speedup: the instant from which the fast clock runs (default: now). Coordinators sharing a database, and a coordinator restarted on one, must use the same epoch so that they agree on the time."`
 	LogFormat       string        `default:"json" enum:"json,text" help:"Log format: json or text."`
 	Verbose         bool          `short:"v" help:"Log debug messages."`
 }
@@ -67,6 +70,20 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	if c.HeartbeatFlush <= 0 || c.HeartbeatFlush > c.LostAfter/4 {
 		return usagef("--heartbeat-flush %s must be above zero and at most a quarter of --lost-after (%s)", c.HeartbeatFlush, c.LostAfter)
 	}
+	if c.Speedup < 1 || c.Speedup > 3600 {
+		return usagef("--speedup %d must be between 1 and 3600", c.Speedup)
+	}
+	if !c.ClockEpoch.IsZero() && c.Speedup == 1 {
+		return usagef("--clock-epoch only makes sense with --speedup above 1")
+	}
+	var clock coord.Clock
+	if c.Speedup > 1 {
+		epoch := c.ClockEpoch
+		if epoch.IsZero() {
+			epoch = time.Now()
+		}
+		clock = speedClock{start: epoch, speedup: c.Speedup}
+	}
 	if c.LostAfter < 10*time.Second {
 		return usagef("--lost-after %s is too short; use at least 10s", c.LostAfter)
 	}
@@ -90,9 +107,9 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	}
 	log := newLogger(c.LogFormat, level, env.Stderr)
 	co, err := startCoordinator(ctx, coordinatorConfig{
-		Listen: c.Listen, DB: c.DB, Mode: "serve", Logger: log,
+		Listen: c.Listen, DB: c.DB, Mode: "serve", Logger: log, Clock: clock, Speedup: c.Speedup,
 		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick, SpotInterval: c.SpotInterval, SpotFee: spotFee, Ranking: ranking,
-		LeaseTTL: c.LeaseTTL, HeartbeatFlush: c.HeartbeatFlush,
+		LeaseTTL: c.LeaseTTL, HeartbeatFlush: c.HeartbeatFlush, FailpointFile: os.Getenv(failpointEnv),
 		SettlementDelay: c.SettlementDelay, DividendPeriod: c.DividendPeriod, UnstakeCooldown: c.UnstakeCooldown, MinWithdrawal: minWithdrawal,
 	})
 	if err != nil {
