@@ -1,14 +1,18 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +32,9 @@ type loadtestCmd struct {
 	Register  int           `default:"16" help:"Registrations in flight at once."`
 	PID       int           `name:"coordinator-pid" help:"Process ID of the coordinator, when it runs on this machine: its CPU and resident memory are reported."`
 	Deposit   string        `default:"10000" help:"Tokens each renter gets (needs an admin: GPUMARKET_ADMIN_EMAIL and GPUMARKET_ADMIN_PASSWORD)."`
+	Storm     time.Duration `help:"After the timed run, every agent reconnects (registers again, as a restarted agent does) within this window, while heartbeats go on; 0: no storm."`
+	Kill      float64       `help:"Then stop the heartbeats of this percentage of the agents and measure how long the coordinator takes to take them offline; 0: none."`
+	Detect    time.Duration `default:"2m" help:"How long to wait for the killed agents' machines to go offline."`
 }
 
 func (c *loadtestCmd) Help() string {
@@ -40,18 +47,29 @@ Agents are not goroutines each: a scheduler sends each agent's heartbeat
 (an empty report, as a real agent sends when nothing changed) at its own
 offset in the heartbeat period, over a small shared connection pool.
 
+With --storm, after the timed run every agent registers again within the
+window (a reconnect storm, as after a coordinator restart or a network
+cut), heartbeats going on. With --kill, a percentage of the agents then
+stop heartbeating; the tool watches the host's events for their machines
+going offline, and prints the time from each one's last heartbeat to its
+offline event, and any other machine taken offline (a false positive).
+
 Examples:
   gpumarket serve --db /tmp/lt.db &
   gpumarket loadtest --coordinator http://127.0.0.1:8080 --agents 10000 --duration 2m --coordinator-pid $!
+  gpumarket loadtest --agents 100000 --duration 60s --storm 5s --kill 1 --coordinator-pid $!
   GPUMARKET_ADMIN_EMAIL=ops@example.com GPUMARKET_ADMIN_PASSWORD=... gpumarket loadtest --agents 1000 --renters 20`
 }
 
 // callKinds are the calls the load test measures.
-var callKinds = []string{"register", "heartbeat", "search", "create", "stop"}
+var callKinds = []string{"register", "heartbeat", "search", "create", "stop", "reconnect"}
 
 func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	if c.Agents < 1 || c.Conns < 1 || c.Register < 1 || c.Heartbeat <= 0 || c.Duration <= 0 {
 		return usagef("--agents, --conns, --register, --heartbeat and --duration must be positive")
+	}
+	if c.Storm < 0 || c.Kill < 0 || c.Kill > 100 || c.Detect <= 0 {
+		return usagef("--storm must not be negative, --kill must be a percentage from 0 to 100, --detect positive")
 	}
 	base, err := env.Coordinator()
 	if err != nil {
@@ -119,34 +137,44 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 
 	cpu0, cpuErr := procCPU(c.PID)
 	wall0 := time.Now()
-	runCtx, stop := context.WithTimeout(ctx, c.Duration)
+	// Heartbeats run until every phase is over; the timed run is the first
+	// Duration of them.
+	hbCtx, stopBeats := context.WithCancel(ctx)
+	defer stopBeats()
+	runCtx, stop := context.WithTimeout(hbCtx, c.Duration)
 	defer stop()
 	var late atomic.Int64
-	work := make(chan market.MachineID, c.Conns*4)
-	var workers sync.WaitGroup
+	killed := make([]atomic.Bool, len(machines))
+	lastSent := make([]atomic.Int64, len(machines)) // unix nanos
+	work := make(chan int, c.Conns*4)
+	var workers, beaters sync.WaitGroup
 	for range c.Conns * 2 {
-		workers.Go(func() {
-			for id := range work {
+		beaters.Go(func() {
+			for i := range work {
 				t0 := time.Now()
-				_, err := host.Report(runCtx, id, market.Report{})
-				if runCtx.Err() != nil {
+				_, err := host.Report(hbCtx, machines[i], market.Report{})
+				if hbCtx.Err() != nil {
 					return
 				}
+				lastSent[i].Store(t0.UnixNano())
 				stats.record("heartbeat", t0, err)
 			}
 		})
 	}
 	// The scheduler: agent i beats at start + k*Heartbeat + i*Heartbeat/N.
-	workers.Go(func() {
+	beaters.Go(func() {
 		defer close(work)
 		start := time.Now()
 		gap := c.Heartbeat / time.Duration(c.Agents)
 		for k := 0; ; k++ {
-			for i, id := range machines {
+			for i := range machines {
+				if killed[i].Load() {
+					continue
+				}
 				due := start.Add(time.Duration(k)*c.Heartbeat + time.Duration(i)*gap)
 				if d := time.Until(due); d > time.Millisecond {
 					select {
-					case <-runCtx.Done():
+					case <-hbCtx.Done():
 						return
 					case <-time.After(d):
 					}
@@ -154,9 +182,9 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 					late.Add(1)
 				}
 				select {
-				case <-runCtx.Done():
+				case <-hbCtx.Done():
 					return
-				case work <- id:
+				case work <- i:
 				}
 			}
 		}
@@ -165,17 +193,22 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 		workers.Go(func() { c.renter(runCtx, r, stats, i) })
 	}
 
-	// Progress, every second.
-	tick := time.NewTicker(time.Second)
-	prev := stats.snapshot()
-	for done := false; !done; {
-		select {
-		case <-runCtx.Done():
-			done = true
-		case <-tick.C:
+	// Progress, every second, until every phase is over.
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		prev := stats.snapshot()
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-tick.C:
+			}
 			cur := stats.snapshot()
 			line := fmt.Sprintf("%5.0fs", time.Since(wall0).Seconds())
-			for _, k := range []string{"heartbeat", "search", "create"} {
+			for _, k := range []string{"heartbeat", "search", "create", "reconnect"} {
 				d := cur[k].minus(prev[k])
 				if d.n == 0 && cur[k].n == 0 {
 					continue
@@ -186,14 +219,27 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 			fmt.Fprintln(out, line)
 			prev = cur
 		}
-	}
-	tick.Stop()
+	}()
+	<-runCtx.Done()
 	workers.Wait()
 	wall := time.Since(wall0)
 	cpu1, _ := procCPU(c.PID)
-
-	fmt.Fprintf(out, "\n%-10s %9s %7s %9s %9s %9s %9s\n", "call", "count", "errors", "per s", "p50", "p99", "max")
 	final := stats.snapshot()
+	lateRun := late.Load()
+	rssRun, rssErr := procRSS(c.PID)
+
+	var phaseErr error
+	if c.Storm > 0 && ctx.Err() == nil {
+		c.storm(ctx, out, host, run, machines, stats)
+	}
+	if c.Kill > 0 && ctx.Err() == nil {
+		phaseErr = c.killSome(ctx, out, host, machines, killed, lastSent)
+	}
+	stopBeats()
+	<-progressDone
+	beaters.Wait()
+
+	fmt.Fprintf(out, "\ntimed run of %s:\n%-10s %9s %7s %9s %9s %9s %9s\n", c.Duration, "call", "count", "errors", "per s", "p50", "p99", "max")
 	for _, k := range callKinds {
 		s := final[k]
 		if s.n == 0 {
@@ -214,34 +260,152 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 			fmt.Fprintf(out, "last %s error: %s\n", k, e)
 		}
 	}
-	fmt.Fprintf(out, "heartbeats sent more than 1 s late: %d\n", late.Load())
+	fmt.Fprintf(out, "heartbeats sent more than 1 s late: %d\n", lateRun)
 	if c.PID > 0 {
 		if cpuErr != nil {
 			fmt.Fprintf(out, "coordinator CPU: %v\n", cpuErr)
 		} else {
 			fmt.Fprintf(out, "coordinator CPU: %.2f cores over the run (%.1f s CPU in %.1f s)\n", (cpu1-cpu0)/wall.Seconds(), cpu1-cpu0, wall.Seconds())
 		}
-		if rss, err := procRSS(c.PID); err == nil {
-			fmt.Fprintf(out, "coordinator resident memory: %d MiB\n", rss>>20)
+		if rssErr == nil {
+			fmt.Fprintf(out, "coordinator resident memory: %d MiB\n", rssRun>>20)
 		}
 	}
 
-	// Every simulated machine heartbeated all along: none may be offline.
+	// Every simulated machine that was not killed heartbeated all along:
+	// none may be offline.
 	ms, err := host.Machines(ctx, false)
 	if err != nil {
 		return fmt.Errorf("list machines after the run: %w", err)
 	}
+	isKilled := map[market.MachineID]bool{}
+	for i, id := range machines {
+		isKilled[id] = killed[i].Load()
+	}
 	offline := 0
 	for _, m := range ms {
-		if !m.Online {
+		if !m.Online && !isKilled[m.ID] {
 			offline++
 		}
 	}
-	fmt.Fprintf(out, "machines offline after the run: %d of %d (want 0)\n", offline, len(ms))
+	fmt.Fprintf(out, "machines offline after the run, not killed: %d of %d (want 0)\n", offline, len(ms))
 	if offline > 0 {
-		return fmt.Errorf("%d simulated machines went offline though they heartbeated", offline)
+		return errors.Join(phaseErr, fmt.Errorf("%d simulated machines went offline though they heartbeated", offline))
 	}
-	return nil
+	return phaseErr
+}
+
+// storm makes every agent register again within c.Storm, at random
+// moments, as agents do when they reconnect after a coordinator restart.
+func (c *loadtestCmd) storm(ctx context.Context, out io.Writer, host *apiclient.Client, run string, machines []market.MachineID, stats *loadStats) {
+	fmt.Fprintf(out, "reconnect storm: %d agents register again within %s\n", len(machines), c.Storm)
+	rng := rand.New(rand.NewPCG(uint64(len(machines)), 11))
+	at := make([]time.Duration, len(machines))
+	for i := range at {
+		at[i] = time.Duration(rng.Int64N(int64(c.Storm)))
+	}
+	order := make([]int, len(machines))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(at[a], at[b]) })
+	start := time.Now()
+	jobs := make(chan int, c.Conns)
+	var wg sync.WaitGroup
+	for range c.Conns * 2 {
+		wg.Go(func() {
+			for i := range jobs {
+				t0 := time.Now()
+				_, err := host.Register(ctx, fakeHardware(run, i))
+				stats.record("reconnect", t0, err)
+			}
+		})
+	}
+	for _, i := range order {
+		if d := time.Until(start.Add(at[i])); d > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(d):
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case jobs <- i:
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	r := stats.snapshot()["reconnect"]
+	fmt.Fprintf(out, "reconnect storm: %d registrations in %s (asked within %s), p50 %s p99 %s max %s, %d errors\n",
+		r.n, time.Since(start).Round(time.Millisecond), c.Storm, fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.max), r.errs)
+	if r.lastErr != "" {
+		fmt.Fprintf(out, "last reconnect error: %s\n", r.lastErr)
+	}
+}
+
+// killSome stops the heartbeats of c.Kill percent of the agents and
+// watches the host's events until each of their machines went offline,
+// printing the time from each one's last heartbeat to its offline event.
+// Any other machine taken offline is a false positive.
+func (c *loadtestCmd) killSome(ctx context.Context, out io.Writer, host *apiclient.Client, machines []market.MachineID, killed []atomic.Bool, lastSent []atomic.Int64) error {
+	n := max(1, int(float64(len(machines))*c.Kill/100))
+	victims := map[market.MachineID]int{}
+	// Spread the victims over the heartbeat schedule.
+	for k := range n {
+		i := k * len(machines) / n
+		killed[i].Store(true)
+		victims[machines[i]] = i
+	}
+	killedAt := time.Now()
+	fmt.Fprintf(out, "killed %d agents (%.1f%%); waiting up to %s for their machines to go offline\n", n, c.Kill, c.Detect)
+	detected := map[market.MachineID]time.Duration{}
+	falsePos := map[market.MachineID]bool{}
+	var lastSeq int64
+	deadline := time.Now().Add(c.Detect)
+	for len(detected) < n && time.Now().Before(deadline) && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+		evs, err := host.Events(ctx, apiclient.EventQuery{Limit: 1000})
+		if err != nil {
+			fmt.Fprintf(out, "events: %v\n", err)
+			continue
+		}
+		top := lastSeq
+		for _, e := range evs { // newest first
+			if e.Seq <= lastSeq {
+				break
+			}
+			top = max(top, e.Seq)
+			if e.Type != "machine.offline" || e.At.Before(killedAt.Add(-time.Minute)) {
+				continue
+			}
+			i, ok := victims[e.Machine]
+			if !ok {
+				falsePos[e.Machine] = true
+				continue
+			}
+			if _, seen := detected[e.Machine]; !seen {
+				detected[e.Machine] = e.At.Sub(time.Unix(0, lastSent[i].Load()))
+			}
+		}
+		lastSeq = top
+		fmt.Fprintf(out, "%5.0fs after the kill: %d of %d offline, %d false positives\n", time.Since(killedAt).Seconds(), len(detected), n, len(falsePos))
+	}
+	ds := slices.Sorted(maps.Values(detected))
+	if len(ds) > 0 {
+		fmt.Fprintf(out, "detection (last heartbeat to offline): min %s p50 %s max %s; all detected %s after the kill\n",
+			fmtDur(ds[0]), fmtDur(ds[len(ds)/2]), fmtDur(ds[len(ds)-1]), time.Since(killedAt).Round(time.Second))
+	}
+	var errs []error
+	if len(detected) < n {
+		errs = append(errs, fmt.Errorf("%d of %d killed agents' machines still online after %s", n-len(detected), n, c.Detect))
+	}
+	if len(falsePos) > 0 {
+		errs = append(errs, fmt.Errorf("%d machines that kept heartbeating were taken offline", len(falsePos)))
+	}
+	return errors.Join(errs...)
 }
 
 // loadtestAccount signs up an account and returns a client with its key.

@@ -31,6 +31,7 @@ type serveCmd struct {
 	LatencyTable    string        `type:"existingfile" placeholder:"FILE" help:"Region-to-region latency estimates for ranking offers: lines of REGION REGION LATENCY (eu us 90ms) and default LATENCY."`
 	Speedup         int           `default:"1" help:"For demos and tests: run the coordinator's clock N times faster than real time from --clock-epoch, so billing minutes pass in 60/N seconds. Deadlines (lost-after, lease, heartbeat flush) stay in real time."`
 	ClockEpoch      time.Time     `name:"clock-epoch" placeholder:"RFC3339" help:"With --speedup: the instant from which the fast clock runs (default: now). Coordinators sharing a database, and a coordinator restarted on one, must use the same epoch so that they agree on the time."`
+	PprofAddr       string        `name:"pprof-addr" placeholder:"HOST:PORT" help:"Serve Go's profiler (/debug/pprof/) on this address, apart from the API; keep it on localhost."`
 	LogFormat       string        `default:"json" enum:"json,text" help:"Log format: json or text."`
 	Verbose         bool          `short:"v" help:"Log debug messages."`
 }
@@ -128,6 +129,13 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 		default:
 			log.Info("admin account created", "email", c.AdminEmail)
 		}
+	}
+	if c.PprofAddr != "" {
+		stop, err := servePprof(c.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	log.Info("coordinator listening", "url", co.URL, "db", c.DB, "node", co.Service.Leadership().Node)
 	return co.Run(ctx)

@@ -158,7 +158,7 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 	if err != nil {
 		return market.ReportResult{}, err
 	}
-	s.live.online(id, owner, seen, cameOnline)
+	s.live.online(id, owner, seen)
 	for _, id := range changedLogs {
 		s.hub.notify(logTopic(id))
 	}
@@ -267,6 +267,11 @@ func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline
 		}
 		if !m.Online || !m.LastSeenAt.Before(deadline) {
 			return nil // a heartbeat came in meanwhile
+		}
+		if vouched, err := tx.VouchedSeen(ctx, []market.MachineID{id}); err != nil {
+			return err
+		} else if !vouched[id].Before(deadline) {
+			return nil // a coordinator claimed it meanwhile
 		}
 		now := s.now()
 		m.Online = false

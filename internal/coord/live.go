@@ -16,28 +16,44 @@ const DefaultHeartbeatFlush = 2 * time.Second
 
 // Heartbeats without a commit each. A report that changes nothing durable
 // (no instance moved, no logs, the machine already online) only updates
-// liveSet, in memory; every HeartbeatFlush, and at the start of each Tick,
-// each coordinator writes what it gathered in one transaction
-// (TouchMachines). Lost-host detection reads the stored LastSeenAt and
-// allows HeartbeatFlush of extra silence, for heartbeats still held by
-// another replica.
+// liveSet, in memory. Every HeartbeatFlush (and at the start of each Tick)
+// each coordinator writes, in one transaction:
+//
+//   - claims: the machines it has fresh heartbeats of and the store does not
+//     yet know it holds (machines.beat_node = this node). A machine that
+//     keeps beating to the same coordinator is claimed once, not written
+//     per heartbeat; each claim is re-read (not re-written) every half
+//     claimSilence, so that a machine that moved to another coordinator and
+//     back is claimed again;
+//   - releases: claimed machines silent for claimSilence, with their last
+//     heartbeat, which lost-host detection then judges;
+//   - one row vouching for all its claims (node_beats).
+//
+// Lost-host detection takes a machine as seen at the later of its stored
+// LastSeenAt and the last vouch of the node claiming it, and allows
+// HeartbeatFlush of extra silence for heartbeats not yet flushed. When a
+// coordinator dies its vouches stop, and its machines are judged by its
+// last one. So the steady cost of 100,000 machines beating is one small
+// write per coordinator per flush, not 10,000 row writes a second.
 
 // liveSet is what a coordinator knows of the machines it saw online: their
-// owners (to authorise a heartbeat without reading the store) and the last
-// heartbeat, and which heartbeats are not yet written.
+// owners (to authorise a heartbeat without reading the store), the last
+// heartbeat, and whether the store knows this coordinator holds it.
 type liveSet struct {
-	mu       sync.Mutex
-	machines map[market.MachineID]*liveMachine
-	dirty    map[market.MachineID]time.Time // heartbeats to flush
+	mu        sync.Mutex
+	machines  map[market.MachineID]*liveMachine
+	unclaimed map[market.MachineID]struct{} // beating here, not claimed yet
 }
 
 type liveMachine struct {
-	owner market.AccountID
-	seen  time.Time
+	owner   market.AccountID
+	seen    time.Time
+	claimed bool      // the store names this coordinator as its beat node
+	checked time.Time // when the claim was last written or confirmed
 }
 
 func newLiveSet() *liveSet {
-	return &liveSet{machines: map[market.MachineID]*liveMachine{}, dirty: map[market.MachineID]time.Time{}}
+	return &liveSet{machines: map[market.MachineID]*liveMachine{}, unclaimed: map[market.MachineID]struct{}{}}
 }
 
 // beat records a heartbeat of id from owner at now, if id is known online
@@ -51,14 +67,16 @@ func (l *liveSet) beat(id market.MachineID, owner market.AccountID, now time.Tim
 	}
 	if now.After(m.seen) {
 		m.seen = now
-		l.dirty[id] = now
+	}
+	if !m.claimed {
+		l.unclaimed[id] = struct{}{}
 	}
 	return true
 }
 
 // online records that id is online in the store, owned by owner, seen at
-// now; stored says whether the store already holds now as its LastSeenAt.
-func (l *liveSet) online(id market.MachineID, owner market.AccountID, now time.Time, stored bool) {
+// now; the next flush claims it.
+func (l *liveSet) online(id market.MachineID, owner market.AccountID, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m, ok := l.machines[id]
@@ -68,9 +86,9 @@ func (l *liveSet) online(id market.MachineID, owner market.AccountID, now time.T
 	}
 	if now.After(m.seen) {
 		m.seen = now
-		if !stored {
-			l.dirty[id] = now
-		}
+	}
+	if !m.claimed {
+		l.unclaimed[id] = struct{}{}
 	}
 }
 
@@ -81,7 +99,7 @@ func (l *liveSet) forget(ids ...market.MachineID) {
 	defer l.mu.Unlock()
 	for _, id := range ids {
 		delete(l.machines, id)
-		delete(l.dirty, id)
+		delete(l.unclaimed, id)
 	}
 }
 
@@ -96,55 +114,103 @@ func (l *liveSet) lastSeen(id market.MachineID) (time.Time, bool) {
 	return m.seen, true
 }
 
-// take returns the heartbeats not yet written and starts a new batch.
-func (l *liveSet) take() map[market.MachineID]time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.dirty) == 0 {
-		return nil
-	}
-	d := l.dirty
-	l.dirty = make(map[market.MachineID]time.Time, len(d))
-	return d
+// flushBatch is what one flush writes: machines to claim (or whose claim
+// to confirm) and machines to release, each with its last heartbeat.
+type flushBatch struct {
+	claim, release map[market.MachineID]time.Time
 }
 
-// giveBack returns a batch that could not be written, keeping newer
-// heartbeats that arrived meanwhile.
-func (l *liveSet) giveBack(batch map[market.MachineID]time.Time) {
+// take returns what the flush at now must write: unclaimed machines and
+// claims not confirmed for recheck to claim, and machines silent for
+// silence to release. It changes nothing; apply does, once written.
+func (l *liveSet) take(now time.Time, silence, recheck time.Duration) flushBatch {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for id, t := range batch {
-		if _, ok := l.machines[id]; !ok {
-			continue
+	b := flushBatch{claim: map[market.MachineID]time.Time{}, release: map[market.MachineID]time.Time{}}
+	for id := range l.unclaimed {
+		b.claim[id] = l.machines[id].seen
+	}
+	for id, m := range l.machines {
+		switch _, unclaimed := l.unclaimed[id]; {
+		case now.Sub(m.seen) >= silence && (m.claimed || unclaimed):
+			// Claimed and released in one go when it was not claimed
+			// yet: its last heartbeat is written, and no vouch covers it.
+			b.claim[id] = m.seen
+			b.release[id] = m.seen
+		case m.claimed && now.Sub(m.checked) >= recheck:
+			b.claim[id] = m.seen
 		}
-		if cur, ok := l.dirty[id]; !ok || t.After(cur) {
-			l.dirty[id] = t
+	}
+	return b
+}
+
+// apply records a written batch: claims held (except the missed machines,
+// offline or unknown, which are forgotten) and releases made. A released
+// machine that beat again meanwhile stays, to be claimed again.
+func (l *liveSet) apply(b flushBatch, missed []market.MachineID, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range missed {
+		delete(l.machines, id)
+		delete(l.unclaimed, id)
+	}
+	for id := range b.claim {
+		if m, ok := l.machines[id]; ok {
+			m.claimed, m.checked = true, now
+			delete(l.unclaimed, id)
+		}
+	}
+	for id, seen := range b.release {
+		m, ok := l.machines[id]
+		switch {
+		case !ok:
+		case m.seen.After(seen):
+			m.claimed = false
+			l.unclaimed[id] = struct{}{}
+		default:
+			delete(l.machines, id)
+			delete(l.unclaimed, id)
 		}
 	}
 }
 
-// flushSeen writes the heartbeats held in memory in one transaction. The
-// machines it finds offline (another coordinator's leader took them
-// offline) are forgotten, so that their next report brings them back
-// online through the store.
+// claimSilence is how long a claimed machine may be silent before its
+// coordinator releases it, in clock time: half the lost deadline, so that
+// the release is written well before the deadline passes.
+func (s *Service) claimSilence() time.Duration {
+	return s.cfg.LostAfter * time.Duration(s.cfg.Speedup) / 2
+}
+
+// flushSeen writes claims, releases and this coordinator's vouch in one
+// transaction (see liveSet). The machines it finds offline (another
+// coordinator's leader took them offline) are forgotten, so that their
+// next report brings them back online through the store.
 func (s *Service) flushSeen(ctx context.Context) error {
-	batch := s.live.take()
-	if len(batch) == 0 {
-		return nil
-	}
+	now := s.now()
+	silence := s.claimSilence()
+	b := s.live.take(now, silence, silence/2)
 	var missed []market.MachineID
 	err := s.store.Tx(ctx, func(tx Tx) error {
-		var err error
-		missed, err = tx.TouchMachines(ctx, batch)
-		return err
+		missed = nil
+		if len(b.claim) > 0 {
+			var err error
+			if missed, err = tx.ClaimMachines(ctx, s.cfg.Node, b.claim); err != nil {
+				return err
+			}
+		}
+		if len(b.release) > 0 {
+			if err := tx.ReleaseMachines(ctx, s.cfg.Node, b.release); err != nil {
+				return err
+			}
+		}
+		return tx.BeatNode(ctx, s.cfg.Node, now)
 	})
 	if err != nil {
-		s.live.giveBack(batch)
-		return fmt.Errorf("write %d heartbeats: %w", len(batch), err)
+		return fmt.Errorf("write heartbeat claims (%d claims, %d releases): %w", len(b.claim), len(b.release), err)
 	}
-	s.live.forget(missed...)
+	s.live.apply(b, missed, now)
 	s.beats.flushes.Add(1)
-	s.beats.flushed.Add(int64(len(batch)))
+	s.beats.flushed.Add(int64(len(b.claim) + len(b.release)))
 	return nil
 }
 
@@ -167,7 +233,7 @@ func (s *Service) overlaySeen(ms []market.Machine) {
 // beatCounts counts heartbeats for the metrics.
 type beatCounts struct {
 	inMemory atomic.Int64 // reports that only touched memory
-	flushed  atomic.Int64 // heartbeats written by flushes
+	flushed  atomic.Int64 // claims made, confirmed or released by flushes
 	flushes  atomic.Int64 // flush transactions
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 )
@@ -113,13 +114,24 @@ func (s *Service) fillAll(ctx context.Context, ms []market.Machine) error {
 		ids[i] = m.ID
 	}
 	var used map[market.MachineID][]int
+	var vouched map[market.MachineID]time.Time
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
-		used, err = tx.ActiveGPUs(ctx, ids)
+		if used, err = tx.ActiveGPUs(ctx, ids); err != nil {
+			return err
+		}
+		vouched, err = tx.VouchedSeen(ctx, ids)
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	for i := range ms {
+		// Another coordinator holds its heartbeats: it beat within
+		// claimSilence of that coordinator's last vouch.
+		if t := vouched[ms[i].ID]; ms[i].Online && t.After(ms[i].LastSeenAt) {
+			ms[i].LastSeenAt = t
+		}
 	}
 	s.overlaySeen(ms)
 	for i := range ms {

@@ -127,11 +127,20 @@ type Tx interface {
 	Lease(ctx context.Context, name string) (Lease, error)
 	PutLease(ctx context.Context, l Lease) error
 
-	// TouchMachines records heartbeats kept in memory: each online machine
-	// named gets LastSeenAt = the later of its stored value and the one
-	// given. It changes nothing else and returns the IDs it did not touch
-	// because the machine is offline or unknown.
-	TouchMachines(ctx context.Context, seen map[market.MachineID]time.Time) ([]market.MachineID, error)
+	// Heartbeat claims (see live.go). ClaimMachines records that node holds
+	// fresh heartbeats of the machines named: each online one not yet
+	// claimed by node gets BeatNode = node and LastSeenAt = the later of
+	// its stored value and the one given (a claim node holds costs no
+	// write). It returns the IDs that are offline or unknown.
+	// ReleaseMachines ends node's claims on the machines named, writing
+	// their last heartbeats; machines another node claimed since are left
+	// alone. BeatNode records that node vouched for all its claims at at.
+	// VouchedSeen returns, for those of the machines named that a node
+	// claims, when that node last vouched.
+	ClaimMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) ([]market.MachineID, error)
+	ReleaseMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) error
+	BeatNode(ctx context.Context, node string, at time.Time) error
+	VouchedSeen(ctx context.Context, ids []market.MachineID) (map[market.MachineID]time.Time, error)
 }
 
 // Lease is a named lease row: who holds it, until when, and its fencing
@@ -149,7 +158,8 @@ type MachineFilter struct {
 	Owner  market.AccountID
 	Listed *bool
 	Online *bool
-	// SeenBefore selects machines whose LastSeenAt is before it.
+	// SeenBefore selects machines last seen before it: their stored
+	// LastSeenAt is before it and no node that claims them vouched since.
 	SeenBefore time.Time
 }
 

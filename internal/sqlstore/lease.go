@@ -20,15 +20,22 @@ const (
 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, generation = excluded.generation,
 acquired_at = excluded.acquired_at, expires_at = excluded.expires_at`
 
-	// qTouchMachines is followed by touchBatch rows of
-	// (CAST($n AS TEXT), CAST($n+1 AS BIGINT)). Both databases name the
-	// columns of a VALUES list column1, column2, and accept UPDATE ... FROM
-	// and RETURNING; the casts give Postgres the parameters' types.
-	qTouchMachines = `UPDATE machines SET last_seen_at = CASE WHEN v.column2 > machines.last_seen_at THEN v.column2 ELSE machines.last_seen_at END
+	// qClaimMachines is followed by touchBatch rows of
+	// (CAST($n AS TEXT), CAST($n+1 AS BIGINT)); $1 is the node. Both
+	// databases name the columns of a VALUES list column1, column2, and
+	// accept UPDATE ... FROM; the casts give Postgres the parameters' types.
+	qClaimMachines = `UPDATE machines SET beat_node = $1,
+last_seen_at = CASE WHEN v.column2 > machines.last_seen_at THEN v.column2 ELSE machines.last_seen_at END
 FROM (VALUES %s) AS v
-WHERE machines.id = v.column1 AND machines.online
-RETURNING machines.id`
-	// touchBatch is how many machines one statement touches.
+WHERE machines.id = v.column1 AND machines.online`
+	qReleaseMachines = `UPDATE machines SET beat_node = '',
+last_seen_at = CASE WHEN v.column2 > machines.last_seen_at THEN v.column2 ELSE machines.last_seen_at END
+FROM (VALUES %s) AS v
+WHERE machines.id = v.column1 AND machines.beat_node = $1`
+	qClaims     = `SELECT id, online, beat_node FROM machines WHERE id IN (%s)`
+	qBeatNode   = `INSERT INTO node_beats (node, at) VALUES ($1, $2) ON CONFLICT (node) DO UPDATE SET at = excluded.at`
+	qVouchedFor = `SELECT m.id, n.at FROM machines m JOIN node_beats n ON n.node = m.beat_node WHERE m.id IN (%s)`
+	// touchBatch is how many machines one statement names.
 	touchBatch = 500
 )
 
@@ -53,47 +60,127 @@ func (t *sqlTx) PutLease(ctx context.Context, l coord.Lease) error {
 	return nil
 }
 
-func (t *sqlTx) TouchMachines(ctx context.Context, seen map[market.MachineID]time.Time) ([]market.MachineID, error) {
-	ids := make([]market.MachineID, 0, len(seen))
-	for id := range seen {
-		ids = append(ids, id)
-	}
-	// A fixed order keeps concurrent flushes from deadlocking on rows.
-	slices.Sort(ids)
+func (t *sqlTx) ClaimMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) ([]market.MachineID, error) {
+	ids := sortedIDs(seen)
 	var missed []market.MachineID
 	for chunk := range slices.Chunk(ids, touchBatch) {
-		rows := make([]string, len(chunk))
-		args := make([]any, 0, 2*len(chunk))
+		// Read first: a claim the node already holds costs no write.
+		args := make([]any, len(chunk))
 		for i, id := range chunk {
-			rows[i] = fmt.Sprintf("(CAST($%d AS TEXT), CAST($%d AS BIGINT))", 2*i+1, 2*i+2)
-			args = append(args, string(id), micros(seen[id]))
+			args[i] = string(id)
 		}
-		touched, err := t.touched(ctx, fmt.Sprintf(qTouchMachines, strings.Join(rows, ", ")), args)
+		rows, err := t.tx.QueryContext(ctx, fmt.Sprintf(qClaims, placeholders(1, len(chunk))), args...)
 		if err != nil {
-			return nil, fmt.Errorf("touch %d machines: %w", len(chunk), err)
+			return nil, fmt.Errorf("read claims of %d machines: %w", len(chunk), err)
 		}
+		type state struct {
+			online bool
+			node   string
+		}
+		found := map[market.MachineID]state{}
+		for rows.Next() {
+			var id market.MachineID
+			var c state
+			if err := rows.Scan(&id, &c.online, &c.node); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			found[id] = c
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		var claims []market.MachineID
 		for _, id := range chunk {
-			if !touched[id] {
+			switch c, ok := found[id]; {
+			case !ok || !c.online:
 				missed = append(missed, id)
+			case c.node != node:
+				claims = append(claims, id)
+			}
+		}
+		if len(claims) > 0 {
+			if err := t.touch(ctx, qClaimMachines, node, claims, seen); err != nil {
+				return nil, fmt.Errorf("claim %d machines: %w", len(claims), err)
 			}
 		}
 	}
 	return missed, nil
 }
 
-func (t *sqlTx) touched(ctx context.Context, query string, args []any) (map[market.MachineID]bool, error) {
-	rows, err := t.tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
+func (t *sqlTx) ReleaseMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) error {
+	for chunk := range slices.Chunk(sortedIDs(seen), touchBatch) {
+		if err := t.touch(ctx, qReleaseMachines, node, chunk, seen); err != nil {
+			return fmt.Errorf("release %d machines: %w", len(chunk), err)
+		}
 	}
-	defer rows.Close()
-	touched := map[market.MachineID]bool{}
-	for rows.Next() {
-		var id market.MachineID
-		if err := rows.Scan(&id); err != nil {
+	return nil
+}
+
+// touch runs query (qClaimMachines or qReleaseMachines) for ids.
+func (t *sqlTx) touch(ctx context.Context, query, node string, ids []market.MachineID, seen map[market.MachineID]time.Time) error {
+	rows := make([]string, len(ids))
+	args := make([]any, 0, 1+2*len(ids))
+	args = append(args, node)
+	for i, id := range ids {
+		rows[i] = fmt.Sprintf("(CAST($%d AS TEXT), CAST($%d AS BIGINT))", 2*i+2, 2*i+3)
+		args = append(args, string(id), micros(seen[id]))
+	}
+	_, err := t.tx.ExecContext(ctx, fmt.Sprintf(query, strings.Join(rows, ", ")), args...)
+	return err
+}
+
+func (t *sqlTx) BeatNode(ctx context.Context, node string, at time.Time) error {
+	if _, err := t.tx.ExecContext(ctx, qBeatNode, node, micros(at)); err != nil {
+		return fmt.Errorf("record beat of node %s: %w", node, err)
+	}
+	return nil
+}
+
+func (t *sqlTx) VouchedSeen(ctx context.Context, ids []market.MachineID) (map[market.MachineID]time.Time, error) {
+	out := map[market.MachineID]time.Time{}
+	for chunk := range slices.Chunk(ids, touchBatch) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = string(id)
+		}
+		rows, err := t.tx.QueryContext(ctx, fmt.Sprintf(qVouchedFor, placeholders(1, len(chunk))), args...)
+		if err != nil {
+			return nil, fmt.Errorf("read vouched heartbeats: %w", err)
+		}
+		for rows.Next() {
+			var id market.MachineID
+			var at int64
+			if err := rows.Scan(&id, &at); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = fromMicros(at)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return nil, err
 		}
-		touched[id] = true
 	}
-	return touched, rows.Err()
+	return out, nil
+}
+
+func sortedIDs(seen map[market.MachineID]time.Time) []market.MachineID {
+	ids := make([]market.MachineID, 0, len(seen))
+	for id := range seen {
+		ids = append(ids, id)
+	}
+	// A fixed order keeps concurrent writers from deadlocking on rows.
+	slices.Sort(ids)
+	return ids
+}
+
+// placeholders returns "$from, $from+1, ..." n times.
+func placeholders(from, n int) string {
+	ph := make([]string, n)
+	for i := range ph {
+		ph[i] = fmt.Sprintf("$%d", from+i)
+	}
+	return strings.Join(ph, ", ")
 }

@@ -399,6 +399,8 @@ func (t *sqlTx) Machines(ctx context.Context, f coord.MachineFilter) ([]market.M
 	}
 	if !f.SeenBefore.IsZero() {
 		w.add("last_seen_at < ?", micros(f.SeenBefore))
+		// A claimed machine is seen as late as its node last vouched.
+		w.add("NOT EXISTS (SELECT 1 FROM node_beats n WHERE n.node = machines.beat_node AND n.at >= ?)", micros(f.SeenBefore))
 	}
 	rows, err := t.tx.QueryContext(ctx, qMachines+w.sql()+qMachinesOrder, w.args...)
 	if err != nil {

@@ -36,9 +36,9 @@ func testLeases(t *testing.T, s coord.Store) {
 	})
 }
 
-func testTouchMachines(t *testing.T, s coord.Store) {
+func testHeartbeatClaims(t *testing.T, s coord.Store) {
 	host := addAccount(t, s)
-	// More machines than one statement touches, so that batching shows.
+	// More machines than one statement names, so that batching shows.
 	var online []market.MachineID
 	for range 600 {
 		m := machine(host, 1)
@@ -56,42 +56,89 @@ func testTouchMachines(t *testing.T, s coord.Store) {
 			seen[id] = t0 // older than the stored at(1): kept at(1)
 		}
 	}
-	online0 := online[0]
+	m0, m1 := online[0], online[1]
 	var missed []market.MachineID
 	do(t, s, func(ctx context.Context, tx coord.Tx) (err error) {
-		missed, err = tx.TouchMachines(ctx, seen)
+		missed, err = tx.ClaimMachines(ctx, "n1", seen)
 		return err
 	})
 	slices.Sort(missed)
 	want := []market.MachineID{"m-missing", off.ID}
 	slices.Sort(want)
-	diff(t, "TouchMachines missed", missed, want)
+	diff(t, "ClaimMachines missed", missed, want)
+
+	lastSeen := func(tx coord.Tx, id market.MachineID) time.Time {
+		m, err := tx.Machine(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.LastSeenAt
+	}
+	stale := func(tx coord.Tx, before time.Time) []market.MachineID {
+		on := true
+		ms, err := tx.Machines(context.Background(), coord.MachineFilter{Online: &on, SeenBefore: before})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []market.MachineID
+		for _, m := range ms {
+			ids = append(ids, m.ID)
+		}
+		return ids
+	}
 	do(t, s, func(ctx context.Context, tx coord.Tx) error {
 		for i, id := range online {
 			want := at(5)
 			if i == 0 {
 				want = at(1)
 			}
-			m, err := tx.Machine(ctx, id)
-			if err != nil {
-				return err
-			}
-			if !m.LastSeenAt.Equal(want) || !m.Online {
-				return fmt.Errorf("machine %d: last seen %s online %v, want %s online", i, m.LastSeenAt, m.Online, want)
+			if got := lastSeen(tx, id); !got.Equal(want) {
+				return fmt.Errorf("machine %d: last seen %s, want %s", i, got, want)
 			}
 		}
-		online := true
-		stale, err := tx.Machines(ctx, coord.MachineFilter{Online: &online, SeenBefore: at(2)})
-		if err != nil {
+		// n1 never vouched: only the stored LastSeenAt counts.
+		diff(t, "online machines seen before at(2), no vouch", stale(tx, at(2)), []market.MachineID{m0})
+		if got := lastSeen(tx, off.ID); !got.Equal(at(1)) {
+			t.Errorf("offline machine touched: last seen %s", got)
+		}
+		return tx.BeatNode(ctx, "n1", at(3))
+	})
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		// n1 vouched at(3) for its claims, m0 included.
+		diff(t, "online machines seen before at(2), vouched at(3)", stale(tx, at(2)), []market.MachineID(nil))
+		diff(t, "online machines seen before at(4), vouched at(3)", stale(tx, at(4)), []market.MachineID{m0})
+		v, err := tx.VouchedSeen(ctx, []market.MachineID{m0, off.ID, "m-missing"})
+		diff(t, "VouchedSeen", v, map[market.MachineID]time.Time{m0: at(3)})
+		return err
+	})
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		// A claim n1 holds is not written again; n2 takes m1 over.
+		if _, err := tx.ClaimMachines(ctx, "n1", map[market.MachineID]time.Time{m0: at(6)}); err != nil {
 			return err
 		}
-		if len(stale) != 1 || stale[0].ID != online0 {
-			t.Errorf("online machines seen before %s: %d, want only %s", at(2), len(stale), online0)
+		_, err := tx.ClaimMachines(ctx, "n2", map[market.MachineID]time.Time{m1: at(7)})
+		return err
+	})
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		if got := lastSeen(tx, m0); !got.Equal(at(1)) {
+			t.Errorf("claim held by the same node rewritten: last seen %s, want at(1)", got)
 		}
-		m, err := tx.Machine(ctx, off.ID)
-		if err == nil && (!m.LastSeenAt.Equal(at(1)) || m.Online) {
-			t.Errorf("offline machine touched: last seen %s online %v", m.LastSeenAt, m.Online)
+		if got := lastSeen(tx, m1); !got.Equal(at(7)) {
+			t.Errorf("claim taken over by n2: last seen %s, want at(7)", got)
 		}
+		// n1 releases both: m0 gets its last heartbeat and no claim; m1,
+		// claimed by n2 since, is left alone.
+		return tx.ReleaseMachines(ctx, "n1", map[market.MachineID]time.Time{m0: at(8), m1: at(8)})
+	})
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		if got := lastSeen(tx, m0); !got.Equal(at(8)) {
+			t.Errorf("released machine: last seen %s, want at(8)", got)
+		}
+		if got := lastSeen(tx, m1); !got.Equal(at(7)) {
+			t.Errorf("machine n2 claims, released by n1: last seen %s, want at(7)", got)
+		}
+		v, err := tx.VouchedSeen(ctx, []market.MachineID{m0, m1})
+		diff(t, "VouchedSeen after release (n2 never vouched)", v, map[market.MachineID]time.Time{})
 		return err
 	})
 }

@@ -57,7 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) coord.Store) {
 		{"Rounds", testRounds},
 		{"SpotStoppingReleasesGPUs", testSpotStoppingReleasesGPUs},
 		{"Leases", testLeases},
-		{"TouchMachines", testTouchMachines},
+		{"HeartbeatClaims", testHeartbeatClaims},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
