@@ -47,6 +47,14 @@ type Client struct {
 // not empty. A nil hc gets a client with
 // connect and TLS timeouts but no overall timeout: each request gets its own
 // deadline through its context, so long polls are not cut short.
+// WithHTTPClient returns a copy of c that sends its requests through hc:
+// the same coordinators and credentials over another connection pool.
+func (c *Client) WithHTTPClient(hc *http.Client) *Client {
+	d := *c
+	d.hc = hc
+	return &d
+}
+
 func New(baseURL string, token string, hc *http.Client) *Client {
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{

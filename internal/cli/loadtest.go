@@ -24,17 +24,20 @@ import (
 )
 
 type loadtestCmd struct {
-	Agents    int           `default:"1000" help:"Simulated agents: each registers a machine with fake GPUs and heartbeats."`
-	Renters   int           `default:"0" help:"Simulated renters: each searches offers and creates and stops instances in a loop."`
-	Duration  time.Duration `default:"60s" help:"How long heartbeats and renters run, after registration."`
-	Heartbeat time.Duration `default:"10s" help:"Time between one agent's heartbeats; the agents' heartbeats are spread evenly over it."`
-	Conns     int           `default:"32" help:"HTTP connections shared by all simulated agents and renters."`
-	Register  int           `default:"16" help:"Registrations in flight at once."`
-	PID       int           `name:"coordinator-pid" help:"Process ID of the coordinator, when it runs on this machine: its CPU and resident memory are reported."`
-	Deposit   string        `default:"10000" help:"Tokens each renter gets (needs an admin: GPUMARKET_ADMIN_EMAIL and GPUMARKET_ADMIN_PASSWORD)."`
-	Storm     time.Duration `help:"After the timed run, every agent reconnects (registers again, as a restarted agent does) within this window, while heartbeats go on; 0: no storm."`
-	Kill      float64       `help:"Then stop the heartbeats of this percentage of the agents and measure how long the coordinator takes to take them offline; 0: none."`
-	Detect    time.Duration `default:"2m" help:"How long to wait for the killed agents' machines to go offline."`
+	Agents         int           `default:"1000" help:"Simulated agents: each registers a machine with fake GPUs and heartbeats."`
+	Renters        int           `default:"0" help:"Simulated renters: each searches offers and creates and stops instances in a loop."`
+	Duration       time.Duration `default:"60s" help:"How long heartbeats and renters run, after registration."`
+	Heartbeat      time.Duration `default:"10s" help:"Time between one agent's heartbeats; the agents' heartbeats are spread evenly over it."`
+	Conns          int           `default:"32" help:"HTTP connections shared by all simulated agents and renters."`
+	Register       int           `default:"16" help:"Registrations in flight at once."`
+	PID            int           `name:"coordinator-pid" help:"Process ID of the coordinator, when it runs on this machine: its CPU and resident memory are reported."`
+	Deposit        string        `default:"10000" help:"Tokens each renter gets (needs an admin: GPUMARKET_ADMIN_EMAIL and GPUMARKET_ADMIN_PASSWORD)."`
+	Dispatch       int           `help:"During the timed run, create this many instances (one GPU each) through the API as fast as --creators allow, on the machines of the first --dispatch-agents agents, which run the agent protocol (long-poll the desired state, acknowledge each assignment with a report); prints creates per second and create-to-acknowledgement latencies. Needs an admin for the renter's deposit."`
+	DispatchAgents int           `default:"1000" help:"How many agents take part in --dispatch; their machines have 16 GPUs each."`
+	Creators       int           `default:"32" help:"Creates in flight at once during --dispatch."`
+	Storm          time.Duration `help:"After the timed run, every agent reconnects (registers again, as a restarted agent does) within this window, while heartbeats go on; 0: no storm."`
+	Kill           float64       `help:"Then stop the heartbeats of this percentage of the agents and measure how long the coordinator takes to take them offline; 0: none."`
+	Detect         time.Duration `default:"2m" help:"How long to wait for the killed agents' machines to go offline."`
 }
 
 func (c *loadtestCmd) Help() string {
@@ -67,6 +70,17 @@ var callKinds = []string{"register", "heartbeat", "search", "create", "stop", "r
 func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	if c.Agents < 1 || c.Conns < 1 || c.Register < 1 || c.Heartbeat <= 0 || c.Duration <= 0 {
 		return usagef("--agents, --conns, --register, --heartbeat and --duration must be positive")
+	}
+	if c.Dispatch < 0 || c.DispatchAgents < 1 || c.DispatchAgents > c.Agents || c.Creators < 1 {
+		return usagef("--dispatch must not be negative, --creators positive, --dispatch-agents between 1 and --agents")
+	}
+	if c.Dispatch > 16*c.DispatchAgents {
+		return usagef("--dispatch %d needs at least %d --dispatch-agents (16 GPUs each)", c.Dispatch, (c.Dispatch+15)/16)
+	}
+	if c.Dispatch > 0 {
+		// The renters create for the dispatch (one per creator), and run
+		// no search-create-stop loop of their own.
+		c.Renters = max(c.Renters, c.Creators)
 	}
 	if c.Storm < 0 || c.Kill < 0 || c.Kill > 100 || c.Detect <= 0 {
 		return usagef("--storm must not be negative, --kill must be a percentage from 0 to 100, --detect positive")
@@ -105,7 +119,7 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 					return
 				}
 				t0 := time.Now()
-				m, err := host.Register(ctx, fakeHardware(run, i))
+				m, err := host.Register(ctx, c.hardware(run, i))
 				if err == nil {
 					price := market.Money(400_000 + 1000*int64(i%200))
 					_, err = host.UpdateMachine(ctx, m.ID, market.MachineUpdate{PricePerGPUHour: &price})
@@ -189,8 +203,13 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 			}
 		}
 	})
-	for i, r := range renters {
-		workers.Go(func() { c.renter(runCtx, r, stats, i) })
+	var dispatchErr error
+	if c.Dispatch > 0 {
+		dispatchErr = c.dispatch(hbCtx, out, host, renters, machines[:c.DispatchAgents], stats)
+	} else {
+		for i, r := range renters {
+			workers.Go(func() { c.renter(runCtx, r, stats, i) })
+		}
 	}
 
 	// Progress, every second, until every phase is over.
@@ -228,12 +247,12 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	lateRun := late.Load()
 	rssRun, rssErr := procRSS(c.PID)
 
-	var phaseErr error
+	phaseErr := dispatchErr
 	if c.Storm > 0 && ctx.Err() == nil {
 		c.storm(ctx, out, host, run, machines, stats)
 	}
 	if c.Kill > 0 && ctx.Err() == nil {
-		phaseErr = c.killSome(ctx, out, host, machines, killed, lastSent)
+		phaseErr = errors.Join(phaseErr, c.killSome(ctx, out, host, machines, killed, lastSent))
 	}
 	stopBeats()
 	<-progressDone
@@ -316,7 +335,7 @@ func (c *loadtestCmd) storm(ctx context.Context, out io.Writer, host *apiclient.
 		wg.Go(func() {
 			for i := range jobs {
 				t0 := time.Now()
-				_, err := host.Register(ctx, fakeHardware(run, i))
+				_, err := host.Register(ctx, c.hardware(run, i))
 				stats.record("reconnect", t0, err)
 			}
 		})
@@ -493,14 +512,166 @@ func (c *loadtestCmd) renter(ctx context.Context, r *apiclient.Client, stats *lo
 	}
 }
 
-// fakeHardware is simulated agent i's machine: two RTX 4090s.
-func fakeHardware(run string, i int) market.Hardware {
+// hardware is simulated agent i's machine: two RTX 4090s, or sixteen for
+// the agents that take part in --dispatch.
+func (c *loadtestCmd) hardware(run string, i int) market.Hardware {
 	fp := fmt.Sprintf("loadtest-%s-%d", run, i)
 	hw := market.Hardware{Fingerprint: fp, Hostname: fp, Runner: "process", CPUCores: 32, RAMMiB: 128 << 10, DiskGiB: 1000, Region: "eu"}
-	for g := range 2 {
+	gpus := 2
+	if c.Dispatch > 0 && i < c.DispatchAgents {
+		gpus = 16
+	}
+	for g := range gpus {
 		hw.GPUs = append(hw.GPUs, market.GPU{Index: g, UUID: fmt.Sprintf("GPU-%s-%d", fp, g), Model: "RTX 4090", VRAMMiB: 24564, MinPowerW: 150, DefaultPowerW: 450, MaxPowerW: 600})
 	}
 	return hw
+}
+
+// dispatch runs the agent protocol for machines (long-poll, acknowledge
+// each new assignment with a running report) and creates c.Dispatch
+// one-GPU instances on them through renters, c.Creators at a time. It
+// prints creates per second and the latencies from a create's request
+// and from its response to the agent's acknowledgement.
+func (c *loadtestCmd) dispatch(ctx context.Context, out io.Writer, host *apiclient.Client, renters []*apiclient.Client, machines []market.MachineID, stats *loadStats) error {
+	fmt.Fprintf(out, "dispatch: %d creates over %d agents' machines, %d in flight\n", c.Dispatch, len(machines), c.Creators)
+	// Long polls hold a connection each: a transport of their own.
+	agentHC := &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: len(machines) + 16,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	agentAPI := host.WithHTTPClient(agentHC)
+	type times struct{ sent, returned, acked time.Time }
+	var mu sync.Mutex
+	seen := map[market.InstanceID]*times{}
+	acks := make(chan struct{}, c.Dispatch)
+	pollCtx, stopPolls := context.WithCancel(ctx)
+	defer stopPolls()
+	var polls sync.WaitGroup
+	var pollErrs atomic.Int64
+	for _, id := range machines {
+		polls.Go(func() {
+			var version int64
+			acked := map[market.InstanceID]bool{}
+			for pollCtx.Err() == nil {
+				ds, err := agentAPI.Desired(pollCtx, id, version, 30*time.Second)
+				if err != nil {
+					if pollCtx.Err() == nil {
+						pollErrs.Add(1)
+						time.Sleep(100 * time.Millisecond)
+					}
+					continue
+				}
+				version = ds.Version
+				var rep market.Report
+				for _, a := range ds.Assignments {
+					if a.Desired == market.DesiredRun && !acked[a.Instance] {
+						rep.Instances = append(rep.Instances, market.InstanceReport{Instance: a.Instance, Generation: a.Generation, State: market.ObservedRunning})
+					}
+				}
+				if len(rep.Instances) == 0 {
+					continue
+				}
+				if _, err := agentAPI.Report(pollCtx, id, rep); err != nil {
+					pollErrs.Add(1)
+					continue
+				}
+				now := time.Now()
+				mu.Lock()
+				for _, r := range rep.Instances {
+					acked[r.Instance] = true
+					t := seen[r.Instance]
+					if t == nil {
+						t = &times{}
+						seen[r.Instance] = t
+					}
+					t.acked = now
+				}
+				mu.Unlock()
+				for range rep.Instances {
+					acks <- struct{}{}
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second) // the long polls are in place
+
+	start := time.Now()
+	var next atomic.Int64
+	var createErrs atomic.Int64
+	var lastErr atomic.Value
+	var creators sync.WaitGroup
+	for w := range c.Creators {
+		renter := renters[w%len(renters)]
+		creators.Go(func() {
+			for ctx.Err() == nil {
+				k := int(next.Add(1)) - 1
+				if k >= c.Dispatch {
+					return
+				}
+				t0 := time.Now()
+				inst, err := renter.CreateInstance(ctx, market.CreateInstanceRequest{Machine: machines[k%len(machines)], GPUs: 1, Command: []string{"sleep", "3600"}})
+				t1 := time.Now()
+				stats.record("create", t0, err)
+				if err != nil {
+					createErrs.Add(1)
+					lastErr.Store(err.Error())
+					acks <- struct{}{} // nothing to wait for
+					continue
+				}
+				mu.Lock()
+				t := seen[inst.ID]
+				if t == nil {
+					t = &times{}
+					seen[inst.ID] = t
+				}
+				t.sent, t.returned = t0, t1
+				mu.Unlock()
+			}
+		})
+	}
+	timeout := time.After(2 * time.Minute)
+	for k := 0; k < c.Dispatch; k++ {
+		select {
+		case <-acks:
+		case <-timeout:
+			return fmt.Errorf("dispatch: only %d of %d creates acknowledged within 2 minutes", k, c.Dispatch)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	wall := time.Since(start)
+	creators.Wait()
+	stopPolls()
+	polls.Wait()
+
+	var fromSent, fromReturn, create []time.Duration
+	mu.Lock()
+	for _, t := range seen {
+		if t.sent.IsZero() || t.acked.IsZero() {
+			continue
+		}
+		create = append(create, t.returned.Sub(t.sent))
+		fromSent = append(fromSent, t.acked.Sub(t.sent))
+		fromReturn = append(fromReturn, max(0, t.acked.Sub(t.returned))) // the ack may come first
+	}
+	mu.Unlock()
+	q := func(ds []time.Duration, p float64) string {
+		if len(ds) == 0 {
+			return "-"
+		}
+		slices.Sort(ds)
+		return fmtDur(ds[min(len(ds)-1, int(float64(len(ds))*p))])
+	}
+	fmt.Fprintf(out, "dispatch: %d creates acknowledged in %s: %.0f creates/s; %d create errors, %d agent errors\n",
+		len(fromSent), wall.Round(time.Millisecond), float64(len(fromSent))/wall.Seconds(), createErrs.Load(), pollErrs.Load())
+	fmt.Fprintf(out, "dispatch: create call p50 %s p99 %s; create response to ack p50 %s p99 %s; create request to ack p50 %s p99 %s\n",
+		q(create, 0.5), q(create, 0.99), q(fromReturn, 0.5), q(fromReturn, 0.99), q(fromSent, 0.5), q(fromSent, 0.99))
+	if e, ok := lastErr.Load().(string); ok {
+		fmt.Fprintf(out, "last create error: %s\n", e)
+		return fmt.Errorf("dispatch: %d of %d creates failed", createErrs.Load(), c.Dispatch)
+	}
+	return nil
 }
 
 // Latency histogram: buckets growing by 5% from 10 µs, enough for a p99

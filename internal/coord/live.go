@@ -175,10 +175,12 @@ func (l *liveSet) apply(b flushBatch, missed []market.MachineID, now time.Time) 
 }
 
 // claimSilence is how long a claimed machine may be silent before its
-// coordinator releases it, in clock time: half the lost deadline, so that
-// the release is written well before the deadline passes.
+// coordinator releases it, in clock time: three quarters of the lost
+// deadline, so that a late heartbeat or two cause no release and claim
+// again, and the release (with the true last heartbeat, from which the
+// deadline counts) is written a flush or more before the deadline passes.
 func (s *Service) claimSilence() time.Duration {
-	return s.cfg.LostAfter * time.Duration(s.cfg.Speedup) / 2
+	return s.cfg.LostAfter * time.Duration(s.cfg.Speedup) * 3 / 4
 }
 
 // flushSeen writes claims, releases and this coordinator's vouch in one
