@@ -2,7 +2,8 @@
 // coordinator, long-polls its desired state, reconciles the workloads a
 // Runner runs against it, and reports what it observes.
 //
-// It imports only internal/market; the coordinator client and the runner
+// It imports only internal/market and, for the verification challenge's
+// reference solver, internal/verify; the coordinator client and the runner
 // are passed in through the interfaces declared here.
 package agent
 
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/verify"
 )
 
 // Coordinator is the agent's view of the coordinator's agent API.
@@ -42,6 +44,12 @@ type Runner interface {
 	Forget(ctx context.Context, id market.InstanceID) error
 }
 
+// Sampler reads the current metrics of the machine's GPUs; each report
+// carries one reading per GPU.
+type Sampler interface {
+	Sample(ctx context.Context) ([]market.GPUSample, error)
+}
+
 // Clock is the agent's source of time.
 type Clock interface {
 	Now() time.Time
@@ -60,6 +68,13 @@ type Config struct {
 	Runner      Runner
 	Logger      *slog.Logger // nil discards
 	Clock       Clock        // nil is the system clock
+	Sampler     Sampler      // nil sends no GPU metrics
+	// Queue gives each workload $GPUMARKET_QUEUE_URL to report its queue
+	// length to, forwarded in reports (queue.go); nil: none.
+	Queue *QueueServer
+	// Solver answers verification challenges (challenge.go); nil is the
+	// CPU solver.
+	Solver verify.Solver
 
 	HeartbeatInterval time.Duration // longest time between reports; default 10s
 	PollWait          time.Duration // long-poll wait; default 30s
@@ -130,6 +145,10 @@ type loop struct {
 	pending    []market.LogChunk
 	pendingLen int
 	lastReport time.Time // last report that reached the coordinator
+
+	challenges *challenger // answers verification checks (challenge.go)
+
+	health prober // deployment replicas' health checks (health.go)
 }
 
 // Run registers the machine and reconciles until ctx ends. Then it stops
@@ -146,6 +165,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		stopDone:  make(chan market.InstanceID, 1),
 		reported:  map[market.InstanceID]market.InstanceReport{},
 	}
+	l.challenges = newChallenger(a)
+	defer l.challenges.wait()
 	m, ok := l.register(ctx)
 	if !ok {
 		// Never registered: still stop what an earlier agent left running,
@@ -254,6 +275,7 @@ func (l *loop) loop(ctx context.Context) {
 			// and reports as heartbeats.
 			backoff = l.cfg.RetryMin
 			l.setDesired(r.ds)
+			l.challenges.take(ctx, l.machine, r.ds.Challenge)
 			poll()
 		case <-retry:
 			retry = nil
@@ -382,6 +404,10 @@ func (l *loop) reconcile(ctx context.Context) {
 			delete(l.reported, id)
 			delete(l.grace, id)
 			delete(l.started, id)
+			if l.cfg.Queue != nil {
+				l.cfg.Queue.Forget(id)
+			}
+			l.health.forget(id)
 		}
 	}
 }
@@ -408,6 +434,13 @@ func (l *loop) gpusBusy(as market.Assignment, obs map[market.InstanceID]market.I
 func (l *loop) start(ctx context.Context, as market.Assignment) {
 	l.log.Info("starting instance", "instance", as.Instance, "generation", as.Generation, "gpus", as.GPUs)
 	l.started[as.Instance] = true
+	if l.cfg.Queue != nil {
+		as.Env = maps.Clone(as.Env)
+		if as.Env == nil {
+			as.Env = map[string]string{}
+		}
+		as.Env[QueueEnv] = l.cfg.Queue.URL(as.Instance)
+	}
 	if err := l.cfg.Runner.Start(ctx, as); err != nil {
 		delete(l.started, as.Instance)
 		l.log.Error("start instance failed", "instance", as.Instance, "err", err)
@@ -469,6 +502,12 @@ func (l *loop) report(ctx context.Context, force bool) bool {
 		if l.started[id] && r.State == market.ObservedRunning {
 			r.State = market.ObservedStarting
 		}
+		if n, ok := l.cfg.Queue.length(id); ok && isRunning(r.State) {
+			r.Queue = &n // sent with changes and heartbeats; not a change itself
+		}
+		if as, ok := l.desired[id]; ok && r.State == market.ObservedRunning {
+			r.Healthy = l.health.result(ctx, as, r, l.clk.Now())
+		}
 		if prev, ok := l.reported[id]; !ok || !sameReport(prev, r) {
 			changed = true
 		}
@@ -477,6 +516,15 @@ func (l *loop) report(ctx context.Context, force bool) bool {
 	heartbeat := l.clk.Now().Sub(l.lastReport) >= l.cfg.HeartbeatInterval
 	if !force && !changed && len(rep.Logs) == 0 && !heartbeat {
 		return true
+	}
+	if l.cfg.Sampler != nil {
+		// Only reports that go out carry readings: about one per
+		// heartbeat, which is the coordinator's finest step.
+		gpus, err := l.cfg.Sampler.Sample(ctx)
+		if err != nil {
+			l.log.Warn("read GPU metrics", "err", err)
+		}
+		rep.GPUs = gpus
 	}
 	sent := l.clk.Now()
 	cctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
@@ -505,7 +553,8 @@ func (l *loop) report(ctx context.Context, force bool) bool {
 
 func sameReport(a, b market.InstanceReport) bool {
 	return a.Instance == b.Instance && a.Generation == b.Generation && a.State == b.State &&
-		a.Message == b.Message && exit(a.ExitCode) == exit(b.ExitCode)
+		a.Message == b.Message && exit(a.ExitCode) == exit(b.ExitCode) && slices.Equal(a.Ports, b.Ports) &&
+		healthOf(a.Healthy) == healthOf(b.Healthy)
 }
 
 func exit(c *int) int {
@@ -535,6 +584,7 @@ func (l *loop) addLogs(chunks []market.LogChunk) {
 // sends a last report if the coordinator answers quickly.
 func (l *loop) shutdown(ctx context.Context) {
 	l.stopAll(context.WithoutCancel(ctx))
+	defer l.health.wait()
 	for len(l.stopping) > 0 {
 		delete(l.stopping, <-l.stopDone)
 	}

@@ -22,8 +22,19 @@ type GPUControl interface {
 // clocks are applied to its GPUs before the workload starts and reset
 // after it ends. When the settings cannot be applied, the workload does not
 // start and is listed as failed with the reason.
+//
+// When ctl also implements SetBusy(uuids, busy) (simulated GPUs, whose
+// metrics follow load), it is told which GPUs run a workload.
 func WithGPUControl(r Runner, ctl GPUControl) Runner {
-	return &controlled{Runner: r, ctl: ctl, applied: map[market.InstanceID][]string{}, failed: map[market.InstanceID]market.InstanceReport{}}
+	c := &controlled{Runner: r, ctl: ctl, applied: map[market.InstanceID][]string{}, failed: map[market.InstanceID]market.InstanceReport{},
+		busy: map[market.InstanceID][]string{}}
+	c.marker, _ = ctl.(busyMarker)
+	return c
+}
+
+// busyMarker is a GPU adapter that wants to know which GPUs are in use.
+type busyMarker interface {
+	SetBusy(uuids []string, busy bool)
 }
 
 type controlled struct {
@@ -32,6 +43,26 @@ type controlled struct {
 	mu      sync.Mutex
 	applied map[market.InstanceID][]string // GPUs whose settings must be reset
 	failed  map[market.InstanceID]market.InstanceReport
+	marker  busyMarker                     // nil when ctl does not want it
+	busy    map[market.InstanceID][]string // GPUs marked busy, per instance
+}
+
+// setBusy marks or unmarks an instance's GPUs as running a workload.
+func (c *controlled) setBusy(id market.InstanceID, uuids []string, busy bool) {
+	if c.marker == nil {
+		return
+	}
+	c.mu.Lock()
+	if busy {
+		c.busy[id] = uuids
+	} else {
+		uuids = c.busy[id]
+		delete(c.busy, id)
+	}
+	c.mu.Unlock()
+	if len(uuids) > 0 {
+		c.marker.SetBusy(uuids, busy)
+	}
 }
 
 func hasSettings(a market.Assignment) bool {
@@ -58,7 +89,11 @@ func (c *controlled) Start(ctx context.Context, a market.Assignment) error {
 			c.mu.Unlock()
 		}
 	}
-	return c.Runner.Start(ctx, a)
+	if err := c.Runner.Start(ctx, a); err != nil {
+		return err
+	}
+	c.setBusy(a.Instance, a.GPUUUIDs, true)
+	return nil
 }
 
 // apply sets the assignment's power limit and clocks: one value for all
@@ -97,6 +132,7 @@ func (c *controlled) List(ctx context.Context) ([]market.InstanceReport, error) 
 	}
 	for _, r := range list {
 		if r.State != market.ObservedStarting && r.State != market.ObservedRunning {
+			c.setBusy(r.Instance, nil, false)
 			if err := c.reset(ctx, r.Instance); err != nil {
 				return nil, err
 			}
@@ -114,6 +150,7 @@ func (c *controlled) Stop(ctx context.Context, id market.InstanceID, grace time.
 	if err := c.Runner.Stop(ctx, id, grace); err != nil {
 		return err
 	}
+	c.setBusy(id, nil, false)
 	return c.reset(ctx, id)
 }
 
@@ -125,6 +162,7 @@ func (c *controlled) Forget(ctx context.Context, id market.InstanceID) error {
 	if failed {
 		return nil // the runner never saw it
 	}
+	c.setBusy(id, nil, false)
 	if err := c.reset(ctx, id); err != nil {
 		return err
 	}

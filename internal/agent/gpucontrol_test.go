@@ -96,3 +96,40 @@ func TestGPUControlPerGPUClocks(t *testing.T) {
 		}
 	}
 }
+
+// Simulated GPUs are told which of them run a workload, so their metrics
+// follow load.
+func TestGPUControlMarksBusyGPUs(t *testing.T) {
+	gpus, err := fake.Parse("2xRTX 4090", "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := fake.NewControl(gpus)
+	inner, err := process.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := agent.WithGPUControl(inner, ctl)
+	ctx := t.Context()
+	a := market.Assignment{Instance: "i-1", Generation: 1, Desired: market.DesiredRun, GPUs: []int{1}, GPUUUIDs: []string{gpus[1].UUID},
+		Command: []string{"sleep", "30"}}
+	if err := r.Start(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	util := func() [2]float64 {
+		s, err := ctl.Sample(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [2]float64{s[0].UtilPct, s[1].UtilPct}
+	}
+	if u := util(); u[0] != 0 || u[1] < 85 {
+		t.Errorf("while i-1 runs on GPU 1: utilisation %v, want GPU 0 idle and GPU 1 busy", u)
+	}
+	if err := r.Stop(ctx, "i-1", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if u := util(); u != [2]float64{} {
+		t.Errorf("after i-1 stopped: utilisation %v, want both idle", u)
+	}
+}

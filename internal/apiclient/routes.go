@@ -156,6 +156,29 @@ func (c *Client) Instance(ctx context.Context, id market.InstanceID) (market.Ins
 	return out, err
 }
 
+// InstanceMetrics returns the recent GPU metrics of an instance over
+// window (0: the coordinator's default of 1h).
+func (c *Client) InstanceMetrics(ctx context.Context, id market.InstanceID, window time.Duration) (market.MetricsReport, error) {
+	var out market.MetricsReport
+	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/instances/" + esc(string(id)) + "/metrics", query: windowQuery(window), out: &out})
+	return out, err
+}
+
+// MachineMetrics returns the recent GPU metrics of a machine over window
+// (0: the coordinator's default of 1h).
+func (c *Client) MachineMetrics(ctx context.Context, id market.MachineID, window time.Duration) (market.MetricsReport, error) {
+	var out market.MetricsReport
+	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/machines/" + esc(string(id)) + "/metrics", query: windowQuery(window), out: &out})
+	return out, err
+}
+
+func windowQuery(window time.Duration) url.Values {
+	if window <= 0 {
+		return nil
+	}
+	return url.Values{"window": {window.String()}}
+}
+
 // StopInstance asks for an instance to stop and returns it as it is now.
 func (c *Client) StopInstance(ctx context.Context, id market.InstanceID) (market.Instance, error) {
 	var out market.Instance

@@ -119,3 +119,75 @@ func (c *Client) Statements(ctx context.Context, period int64, limit int) ([]mar
 	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/stake/statements", query: q, out: &out})
 	return nonNil(out), err
 }
+
+// Refund refunds a renter for minutes of an instance (admins).
+func (c *Client) Refund(ctx context.Context, req market.RefundRequest, idempotencyKey string) (market.Refund, error) {
+	var out market.Refund
+	h, err := idem("refund", idempotencyKey)
+	if err != nil {
+		return out, err
+	}
+	err = c.do(ctx, call{method: http.MethodPost, path: "/api/v1/admin/refunds", body: req, out: &out, header: h})
+	return out, err
+}
+
+// Refunds lists the caller's refunds; with all, an admin sees everyone's.
+// instance filters when not empty.
+func (c *Client) Refunds(ctx context.Context, all bool, instance market.InstanceID) ([]market.Refund, error) {
+	q := url.Values{}
+	if all {
+		q.Set("all", "1")
+	}
+	if instance != "" {
+		q.Set("instance", string(instance))
+	}
+	out := []market.Refund{}
+	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/refunds", query: q, out: &out})
+	return nonNil(out), err
+}
+
+// Statement returns the caller's statement of month (YYYY-MM, UTC).
+func (c *Client) Statement(ctx context.Context, month string) (market.WalletStatement, error) {
+	var out market.WalletStatement
+	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/wallet/statement", query: url.Values{"month": {month}}, out: &out})
+	return out, err
+}
+
+// CreateAsset creates a project asset (admins).
+func (c *Client) CreateAsset(ctx context.Context, req market.CreateAssetRequest) (market.AssetInfo, error) {
+	var out market.AssetInfo
+	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/admin/assets", body: req, out: &out})
+	return out, err
+}
+
+// Assets lists the platform token and the project assets.
+func (c *Client) Assets(ctx context.Context) ([]market.AssetInfo, error) {
+	out := []market.AssetInfo{}
+	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/assets", out: &out})
+	return nonNil(out), err
+}
+
+// PayHost pays a host in an asset from the caller's available balance.
+func (c *Client) PayHost(ctx context.Context, req market.PayRequest, idempotencyKey string) (market.Transfer, error) {
+	var out market.Transfer
+	h, err := idem("pay host", idempotencyKey)
+	if err != nil {
+		return out, err
+	}
+	err = c.do(ctx, call{method: http.MethodPost, path: "/api/v1/wallet/pay", body: req, out: &out, header: h})
+	return out, err
+}
+
+// SpendStatus returns the caller's spend limits and where it stands.
+func (c *Client) SpendStatus(ctx context.Context) (market.SpendStatus, error) {
+	var out market.SpendStatus
+	err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/wallet/limits", out: &out})
+	return out, err
+}
+
+// SetSpendLimits sets the caller's spend limits (zero turns one off).
+func (c *Client) SetSpendLimits(ctx context.Context, l market.SpendLimits) (market.SpendStatus, error) {
+	var out market.SpendStatus
+	err := c.do(ctx, call{method: http.MethodPut, path: "/api/v1/wallet/limits", body: l, out: &out})
+	return out, err
+}

@@ -17,7 +17,7 @@ const module = "github.com/gpumarket/gpumarket/"
 // layer of each package (path below the module); packages not listed are
 // adapters.
 var (
-	pure = []string{"internal/match", "internal/auction", "internal/ledger", "internal/verify"}
+	pure = []string{"internal/match", "internal/auction", "internal/ledger", "internal/verify", "internal/deploy"}
 	core = []string{"internal/coord"}
 	// shared names adapter-level packages that hold what several adapters
 	// of one technology have in common, and the adapters that may import
@@ -25,6 +25,9 @@ var (
 	shared = map[string][]string{
 		"internal/sqlstore": {"internal/sqlite", "internal/postgres"},
 	}
+	// pureUses names the pure packages another pure package may use:
+	// the deployment reconciler places replicas with match's index.
+	pureUses = map[string][]string{"internal/deploy": {"internal/match"}}
 )
 
 func layerOf(pkg string) string {
@@ -52,7 +55,7 @@ func allowed(from, fromPkg, to, toPkg string) (bool, string) {
 	case "market":
 		return false, "market imports nothing of gpumarket"
 	case "pure":
-		return to == "market", "pure packages import only market"
+		return to == "market" || slices.Contains(pureUses[fromPkg], toPkg), "pure packages import only market"
 	case "core":
 		return to == "market" || to == "pure", "coord imports only market and the pure packages"
 	case "adapter":

@@ -17,6 +17,7 @@ import (
 	"github.com/gpumarket/gpumarket/internal/apiclient"
 	"github.com/gpumarket/gpumarket/internal/gpu/fake"
 	"github.com/gpumarket/gpumarket/internal/gpu/nvidiasmi"
+	"github.com/gpumarket/gpumarket/internal/gpu/nvml"
 	"github.com/gpumarket/gpumarket/internal/market"
 	"github.com/gpumarket/gpumarket/internal/runner/docker"
 	"github.com/gpumarket/gpumarket/internal/runner/process"
@@ -27,6 +28,9 @@ var (
 	_ agent.Coordinator = (*apiclient.Client)(nil)
 	_ agent.Runner      = (*process.Runner)(nil)
 	_ agent.Runner      = (*docker.Runner)(nil)
+	_ agent.Sampler     = (*fake.Control)(nil)
+	_ agent.Sampler     = nvidiasmi.Control{}
+	_ agent.Sampler     = (*nvml.Lib)(nil)
 )
 
 type agentCmd struct {
@@ -38,19 +42,31 @@ type agentCmd struct {
 	Runner            string        `default:"auto" enum:"auto,docker,process" help:"How workloads run: docker (containers), process (plain host processes, for development), or auto: docker when a Docker daemon answers, else process."`
 	DockerHost        string        `placeholder:"URL" help:"Docker daemon address (default: DOCKER_HOST, else the local socket)."`
 	ContainerMemory   int64         `name:"container-memory-mib" placeholder:"MIB" help:"Memory limit of each container in MiB, without swap (0: no limit)."`
-	ContainerPids     int64         `name:"container-pids" default:"4096" help:"Most processes and threads a container may have."`
+	ContainerPids     int64         `name:"container-pids" default:"4096" help:"Most processes and threads a container may have, when the instance does not say."`
+	PortRange         string        `name:"port-range" default:"40000-40999" placeholder:"FIRST-LAST" help:"Host ports that renters' published container ports are mapped to (docker runner; default 40000-40999); \"\" publishes none."`
+	PublicAddress     string        `name:"public-address" placeholder:"HOST" help:"Address renters reach this machine's published ports at (default: the hostname)."`
+	MetricsAddr       string        `name:"metrics-addr" placeholder:"HOST:PORT" help:"Serve Prometheus metrics (per-GPU gauges) at http://HOST:PORT/metrics, e.g. 127.0.0.1:9400."`
+	QueueAddr         string        `name:"queue-addr" default:"127.0.0.1:0" placeholder:"HOST:PORT" help:"Where workloads report their queue length (given to each as $GPUMARKET_QUEUE_URL) for deployments that scale on it; containers need an address they can reach, such as the docker bridge's; \"\" turns it off."`
 	LogFormat         string        `default:"text" enum:"json,text" help:"Log format: json or text."`
 	Verbose           bool          `short:"v" help:"Log debug messages."`
 }
 
 func (c *agentCmd) Help() string {
-	return `Runs the host agent on this machine: discovers its GPUs (nvidia-smi, or
---fake-gpus), registers the machine with the coordinator under the host
+	return `Runs the host agent on this machine: discovers its GPUs (NVML, else
+nvidia-smi, or --fake-gpus), registers the machine with the coordinator under the host
 account of --token, long-polls for work, runs it and reports back.
+
+NVML is used when this binary was built with cgo and the driver's
+libnvidia-ml is installed; GPU metrics are sent with each report.
 
 Workloads run as hardened Docker containers when a Docker daemon answers
 (--runner docker), else as plain processes (--runner process); the machine
-advertises which, and renters can give images only to docker machines.
+advertises which, and renters can give images, ports, SSH keys and
+templates only to docker machines. Container ports that renters publish
+get host ports from --port-range, shown to them with --public-address.
+GPU workloads are refused while the NVIDIA Container Toolkit has a known
+container-escape flaw (CVE-2024-0132, CVE-2025-23266): install 1.17.8 or
+later.
 
 Examples:
   gpumarket agent --coordinator https://market.example.com --token gmk_...
@@ -78,15 +94,35 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 		StateDir: dir, FakeGPUs: c.FakeGPUs, Region: c.Region, DataCenter: c.DataCenter,
 		Client: api, Logger: log, HeartbeatInterval: c.HeartbeatInterval,
 	}
+	pr, err := market.ParsePortRange(c.PortRange)
+	if err != nil {
+		return usagef("--port-range: %v", err)
+	}
 	if c.Runner != "process" {
-		run, err := c.dockerRunner(ctx, log)
+		run, err := c.dockerRunner(ctx, log, pr)
 		if err != nil {
 			return err
 		}
 		if run != nil {
 			defer run.Close()
-			o.Runner, o.RunnerName = run, "docker"
+			o.Runner, o.RunnerName, o.PortRange = run, "docker", pr
 		}
+	}
+	if c.MetricsAddr != "" {
+		m, err := listenAgentMetrics(c.MetricsAddr)
+		if err != nil {
+			return err
+		}
+		o.GPUMetrics = m.gauges
+		go m.serve(ctx, log)
+		log.Info("serving metrics", "url", "http://"+m.ln.Addr().String()+"/metrics")
+	}
+	if c.QueueAddr != "" {
+		q, err := serveQueue(ctx, c.QueueAddr, log) // deployment.go
+		if err != nil {
+			return err
+		}
+		o.Queue = q
 	}
 	a, err := newAgent(ctx, o)
 	if err != nil {
@@ -102,16 +138,22 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 
 // dockerRunner connects to the Docker daemon. With --runner auto, a daemon
 // that does not answer means the process runner: it returns nil, nil.
-func (c *agentCmd) dockerRunner(ctx context.Context, log *slog.Logger) (*docker.Runner, error) {
+func (c *agentCmd) dockerRunner(ctx context.Context, log *slog.Logger, pr market.PortRange) (*docker.Runner, error) {
 	if c.ContainerMemory < 0 || c.ContainerPids < 0 {
 		return nil, usagef("--container-memory-mib and --container-pids cannot be negative")
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	public := c.PublicAddress
+	if public == "" {
+		public, _ = os.Hostname()
+	}
 	run, err := docker.New(cctx, docker.Options{
 		Host:        c.DockerHost,
 		MemoryBytes: c.ContainerMemory << 20,
 		PidsLimit:   c.ContainerPids,
+		PortRange:   pr,
+		PublicHost:  public,
 		// Simulated GPUs have no devices to pass through.
 		NoGPUDevices: c.FakeGPUs != "",
 		Logger:       log,
@@ -123,7 +165,19 @@ func (c *agentCmd) dockerRunner(ctx context.Context, log *slog.Logger) (*docker.
 		}
 		return nil, fmt.Errorf("--runner docker: %w", err)
 	}
-	log.Info("docker runner ready", "api_version", run.APIVersion(), "nvidia_runtime", run.NvidiaRuntime())
+	h := run.Host()
+	log.Info("docker runner ready", "api_version", run.APIVersion(), "nvidia_runtime", h.Nvidia, "cdi", h.CDI,
+		"storage_driver", run.StorageDriver(), "disk_limits", h.DiskQuota, "port_range", pr.String())
+	if !h.DiskQuota {
+		log.Warn("this storage driver cannot limit a container's disk; instances' disk limits are not enforced", "storage_driver", run.StorageDriver())
+	}
+	switch {
+	case c.FakeGPUs != "":
+	case !h.Nvidia && !h.CDI:
+		log.Error("GPU workloads will be refused: this Docker has no nvidia runtime and the host no NVIDIA CDI spec; install the NVIDIA Container Toolkit 1.17.8 or later")
+	case h.GPUBlocked != "":
+		log.Error("GPU workloads will be refused", "reason", h.GPUBlocked)
+	}
 	return run, nil
 }
 
@@ -135,10 +189,16 @@ type agentOptions struct {
 	Logger             *slog.Logger
 	HeartbeatInterval  time.Duration
 	PollWait           time.Duration
+	// GPUMetrics, when set, records each GPU reading for --metrics-addr.
+	GPUMetrics *gpuGauges
 	// Runner runs the workloads, and RunnerName is what the machine
 	// advertises; nil is the process runner on StateDir.
 	Runner     agent.Runner
 	RunnerName string
+	// PortRange is the host port range advertised with a docker runner.
+	PortRange market.PortRange
+	// Queue is where workloads report their queue length; nil: nowhere.
+	Queue *agent.QueueServer
 }
 
 // newAgent discovers the hardware and builds an agent with o.Runner, or
@@ -160,16 +220,36 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 		Region:      o.Region,
 		DataCenter:  o.DataCenter,
 	}
+	if o.Runner != nil && o.RunnerName == "docker" {
+		hw.PortRange = o.PortRange
+	}
 	hw.Hostname, _ = os.Hostname()
+	var metrics agent.Sampler // NVML when it loaded, else the GPU control's own
 	if o.FakeGPUs != "" {
 		if hw.GPUs, err = fake.Parse(o.FakeGPUs, fp); err != nil {
 			return nil, usagef("--fake-gpus: %s", market.Message(err))
 		}
 		hw.DriverVersion, hw.CUDAVersion = "fake", "fake"
+	} else if lib, nerr := nvml.Open(); nerr == nil {
+		// NVML first: no process per reading, and it reads what
+		// nvidia-smi reads, from the same library.
+		info, err := lib.Discover(ctx)
+		if err != nil {
+			lib.Close()
+			return nil, fmt.Errorf("discover GPUs with NVML: %w", err)
+		}
+		hw.GPUs, hw.DriverVersion, hw.CUDAVersion = info.GPUs, info.DriverVersion, info.CUDAVersion
+		metrics = lib
+		if o.Logger != nil {
+			o.Logger.Info("GPUs discovered with NVML", "gpus", len(info.GPUs), "driver", info.DriverVersion, "mig", info.MIG)
+		}
 	} else {
+		if o.Logger != nil {
+			o.Logger.Debug("NVML not available; using nvidia-smi", "err", nerr)
+		}
 		info, err := nvidiasmi.Discover(ctx, nvidiasmi.Exec)
 		if errors.Is(err, nvidiasmi.ErrNotFound) {
-			return nil, usagef("no NVIDIA GPU found (nvidia-smi is not installed); pass --fake-gpus \"4xRTX 4090\" to simulate GPUs")
+			return nil, usagef("no NVIDIA GPU found (no NVML, and nvidia-smi is not installed); pass --fake-gpus \"4xRTX 4090\" to simulate GPUs")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("discover GPUs: %w", err)
@@ -194,11 +274,22 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 		ctl = nvidiasmi.Control{Exec: nvidiasmi.Exec, DefaultPowerW: defaults}
 	}
 	run = agent.WithGPUControl(run, ctl)
+	// GPU metrics for the coordinator's charts, from whichever GPU
+	// adapter can read them.
+	sampler, _ := ctl.(agent.Sampler)
+	if metrics != nil {
+		sampler = metrics
+	}
+	if o.GPUMetrics != nil {
+		sampler = o.GPUMetrics.wrap(sampler)
+	}
 	return agent.New(agent.Config{
 		Hardware:          hw,
 		Coordinator:       o.Client,
 		Runner:            run,
 		Logger:            o.Logger,
+		Sampler:           sampler,
+		Queue:             o.Queue,
 		HeartbeatInterval: o.HeartbeatInterval,
 		PollWait:          o.PollWait,
 	}), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/gpumarket/gpumarket/internal/apiclient"
@@ -79,6 +81,10 @@ func TestWebUIInBrowser(t *testing.T) {
 		Clock: speedClock{start: time.Now(), speedup: speedup}, Speedup: speedup,
 		Logger: slog.New(slog.DiscardHandler), Tick: 100 * time.Millisecond,
 		Faucet: market.Tokens(100), Passwords: cheapPasswords{},
+		// Earnings settle after a simulated minute and small payouts are
+		// allowed, so the host can withdraw what the test earned.
+		SettlementDelay: time.Minute, MinWithdrawal: market.Money(1000),
+		SpotInterval: time.Minute, // a spot round every half second
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +95,9 @@ func TestWebUIInBrowser(t *testing.T) {
 
 	svc := co.Service
 	if _, err := svc.CreateAccount(ctx, "host@example.com", "host-password", []market.Role{market.RoleHost}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.CreateAccount(ctx, "ops@example.com", "ops-password", []market.Role{market.RoleAdmin}); err != nil {
 		t.Fatal(err)
 	}
 	hostLogin := must[market.LoginResult](t, "host login")(svc.Login(ctx, market.LoginRequest{Email: "host@example.com", Password: "host-password"}))
@@ -218,9 +227,10 @@ func TestWebUIInBrowser(t *testing.T) {
 		t.Errorf("explanation does not name the filter:\n%s", got)
 	}
 	shot("offers-explain")
+	// From the keyboard: the query field submits with Enter.
 	do("search",
 		chromedp.SetValue(chromedp.CSS("#q"), "gpu_name=RTX_4090 num_gpus>=1"),
-		chromedp.Click(chromedp.CSS("#search")),
+		chromedp.SendKeys(chromedp.CSS("#q"), "\r"),
 		chromedp.WaitVisible(chromedp.CSS("#offers")),
 	)
 	if got := text("#offers"); !strings.Contains(got, string(m.ID)) {
@@ -260,6 +270,25 @@ func TestWebUIInBrowser(t *testing.T) {
 	if bold, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#logs b").length`)); err != nil || bold != 0 {
 		t.Errorf("log text became HTML: %d <b> elements (%v)", bold, err)
 	}
+	// The GPU charts fill while it runs: the page reloads the fragment
+	// every few seconds, each with the agent's newer readings.
+	waitFor("charts with readings", `(function(){
+		var p = document.querySelector("#chart-util path.chart-line");
+		return !!p && (p.getAttribute("d").match(/L/g) || []).length >= 3 && !!document.getElementById("latest");
+	})()`)
+	first, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.querySelector("#chart-power path.chart-line").getAttribute("d")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the chart to grow", `document.querySelector("#chart-power path.chart-line").getAttribute("d").length > `+fmt.Sprint(len(first)))
+	for _, id := range []string{"chart-util", "chart-mem", "chart-power", "chart-temp"} {
+		if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#`+id+` path.chart-line").length`)); err != nil || n != 1 {
+			t.Errorf("%s has %d lines (%v), want 1 for the instance's one GPU", id, n, err)
+		}
+	}
+	if got := text("#latest"); !strings.Contains(got, " W") || !strings.Contains(got, "°C") {
+		t.Errorf("latest readings %q", got)
+	}
 	shot("instance-running")
 	instURL, _ := chromedp.Run(bctx, chromedp.Location())
 
@@ -281,10 +310,58 @@ func TestWebUIInBrowser(t *testing.T) {
 	if got := text("#escrow"); got != "0.00" {
 		t.Errorf("escrow after the stop = %s, want 0.00", got)
 	}
+	// The month's statement downloads as CSV with the charge in it.
+	csvText, err := chromedp.Run(bctx, chromedp.Evaluate[string](`fetch("/wallet/statement?format=csv&month=" + document.getElementById("month").value).then(r => r.text())`,
+		func(p *runtime.EvaluateParams) { p.AwaitPromise = new(true) }))
+	if err != nil || !strings.HasPrefix(csvText, "section,time,kind") || !strings.Contains(csvText, "\nline,") || !strings.Contains(csvText, "charge") {
+		t.Errorf("statement CSV (%v):\n%s", err, csvText)
+	}
 	shot("wallet")
 	do("instances", chromedp.Navigate(co.URL+"/instances"), chromedp.WaitVisible(chromedp.CSS("#instances")))
 	shot("instances")
 	t.Logf("instance page was %s", instURL)
+
+	// API keys: a bad name, then a key whose secret is shown once.
+	do("keys page", chromedp.Navigate(co.URL+"/account"), chromedp.WaitVisible(chromedp.CSS("#keys")))
+	do("bad key name", chromedp.Click(chromedp.CSS("#create-key")), chromedp.WaitVisible(chromedp.CSS("#name-error")))
+	do("create key",
+		chromedp.SendKeys(chromedp.CSS("#key-name"), "laptop"),
+		chromedp.Click(chromedp.CSS("#create-key")),
+		chromedp.WaitVisible(chromedp.CSS("#new-secret")),
+	)
+	secret, err := chromedp.Run(bctx, chromedp.Value(chromedp.CSS("#new-secret")))
+	if err != nil || !strings.HasPrefix(secret, "gmk_") {
+		t.Fatalf("new key secret %q (%v)", secret, err)
+	}
+	if me, err := apiclient.New(co.URL, secret, nil).Me(ctx); err != nil || me.Email != "renter@example.com" {
+		t.Errorf("the new key authenticates as %q (%v)", me.Email, err)
+	}
+	shot("keys")
+	do("bids", chromedp.Navigate(co.URL+"/bids"), chromedp.WaitVisible(chromedp.CSS("h1")))
+	do("market", chromedp.Navigate(co.URL+"/market"), chromedp.WaitVisible(chromedp.CSS("#snapshot")))
+	shot("market")
+	do("stake page", chromedp.Navigate(co.URL+"/stake"), chromedp.WaitVisible(chromedp.CSS("#stake")))
+	do("stake", chromedp.SendKeys(chromedp.CSS("#stake"), "5"), chromedp.Click(chromedp.CSS("#stake-button")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := text("#staked"); got != "5.00" {
+		t.Errorf("staked %q, want 5.00", got)
+	}
+	shot("stake")
+
+	// At phone width every page fits: nothing wider than the screen but
+	// the tables, which scroll inside their box.
+	do("phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+	for _, page := range []struct{ name, path, sel string }{
+		{"phone-offers", "/offers?q=" + url.QueryEscape("gpu_name=RTX_4090"), "#offers"},
+		{"phone-instance", strings.Split(strings.TrimPrefix(instURL, co.URL), "?")[0], "#charts"},
+		{"phone-wallet", "/wallet", "#history"},
+	} {
+		do(page.name, chromedp.Navigate(co.URL+page.path), chromedp.WaitVisible(chromedp.CSS(page.sel)))
+		if w, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 390 {
+			t.Errorf("%s is %d px wide at a 390 px screen (%v)", page.path, w, err)
+		}
+		shot(page.name)
+	}
+	do("laptop", chromedp.EmulateViewport(1280, 900))
 
 	// Log out; the host logs in, changes the price and sees earnings.
 	do("log out", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#login")))
@@ -310,11 +387,101 @@ func TestWebUIInBrowser(t *testing.T) {
 		t.Errorf("price after saving = %q (%v)", got, err)
 	}
 	shot("machines")
+
+	// The machine page: its GPU charts, and the spot terms with an error
+	// shown next to its field first.
+	do("machine page", chromedp.Navigate(co.URL+"/machines/"+string(m.ID)), chromedp.WaitVisible(chromedp.CSS("#settings-form")))
+	do("bad energy price",
+		chromedp.SetValue(chromedp.CSS("#energy"), "a lot"),
+		chromedp.Click(chromedp.CSS("#save-settings")),
+		chromedp.WaitVisible(chromedp.CSS("#energy + .field-error")),
+	)
+	do("spot terms",
+		chromedp.SetValue(chromedp.CSS("#energy"), "0.25"),
+		chromedp.SetValue(chromedp.CSS("#reserve"), "2"),
+		chromedp.SetValue(chromedp.CSS("#max_power"), "350"),
+		chromedp.Click(chromedp.CSS("#save-settings")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")),
+	)
+	if got, err := chromedp.Run(bctx, chromedp.Value(chromedp.CSS("#max_power"))); err != nil || got != "350" {
+		t.Errorf("max power after saving = %q (%v)", got, err)
+	}
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#chart-util path.chart-line").length`)); err != nil || n != 2 {
+		t.Errorf("machine utilisation chart has %d lines (%v), want one per GPU", n, err)
+	}
+	if got := text("#reliability-terms"); !strings.Contains(got, "Heartbeat coverage") {
+		t.Errorf("reliability terms: %q", got)
+	}
+	shot("machine")
+	// A renter bids for the spot capacity through the API; the market
+	// page then shows the rounds with the host-profit arithmetic.
+	rl, err := svc.Login(ctx, market.LoginRequest{Email: "renter@example.com", Password: "password-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apiclient.New(co.URL, rl.Key.Secret, nil).CreateBid(ctx, market.CreateBidRequest{
+		Machine: m.ID, GPUs: 1, PricePerGPUDay: market.Tokens(3), PowerLimitW: 300, Command: []string{"sleep", "600"},
+	}); err != nil {
+		t.Fatalf("bid: %v", err)
+	}
+
 	do("earnings", chromedp.Navigate(co.URL+"/earnings"), chromedp.WaitVisible(chromedp.CSS("#total")))
 	if e, err := market.ParseMoney(text("#total")); err != nil || e <= 0 {
 		t.Errorf("host earnings %s (%v); want above zero", e, err)
 	}
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#earnings-chart .chart-bar").length`)); err != nil || n < 1 {
+		t.Errorf("earnings chart has %d bars (%v)", n, err)
+	}
 	shot("earnings")
+
+	// The host withdraws; the operator pays it out.
+	do("withdrawals", chromedp.Navigate(co.URL+"/withdrawals"), chromedp.WaitVisible(chromedp.CSS("#withdraw")))
+	do("withdraw too much",
+		chromedp.SendKeys(chromedp.CSS("#amount"), "1000"),
+		chromedp.Click(chromedp.CSS("#withdraw")),
+		chromedp.WaitVisible(chromedp.CSS("#amount-error")),
+	)
+	do("withdraw",
+		chromedp.SetValue(chromedp.CSS("#amount"), "0.01"),
+		chromedp.Click(chromedp.CSS("#withdraw")),
+		chromedp.WaitVisible(chromedp.CSS("#withdrawals")),
+	)
+	shot("withdrawals")
+	do("host log out", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#login")))
+	do("operator log in",
+		chromedp.SendKeys(chromedp.CSS("#email"), "ops@example.com"),
+		chromedp.SendKeys(chromedp.CSS("#password"), "ops-password"),
+		chromedp.Click(chromedp.CSS("#login")),
+		chromedp.WaitVisible(chromedp.CSS("#who")),
+		chromedp.Navigate(co.URL+"/admin"),
+		chromedp.WaitVisible(chromedp.CSS("#fleet")),
+	)
+	if got := text("#online"); got != "1" {
+		t.Errorf("admin overview: %s machines online, want 1", got)
+	}
+	shot("admin")
+	// The market page caches its snapshot for a few seconds; rounds are
+	// read fresh.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		do("market with rounds", chromedp.Navigate(co.URL+"/market"), chromedp.WaitVisible(chromedp.CSS("#snapshot")))
+		got, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`(document.getElementById("rounds") || {}).textContent || ""`))
+		if strings.Contains(got, "= host profit") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no round with a winner on the market page:\n%s", text("main"))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	shot("market-rounds")
+	do("ledger check", chromedp.Navigate(co.URL+"/admin/ledger"), chromedp.WaitVisible(chromedp.CSS("#ledger-ok")))
+	shot("admin-ledger")
+	do("queue", chromedp.Navigate(co.URL+"/admin/withdrawals"), chromedp.WaitVisible(chromedp.CSS("#queue")))
+	shot("admin-withdrawals")
+	do("pay out", chromedp.Click(chromedp.CSS("#queue button[type=submit]")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := text("main"); !strings.Contains(got, "No withdrawal is waiting") {
+		t.Errorf("queue after the payout:\n%s", got)
+	}
 	do("home", chromedp.Navigate(co.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#machines")))
 	shot("home")
 }

@@ -47,6 +47,9 @@ type CLI struct {
 	Machine  machineCmd  `cmd:"" group:"Hosting" help:"Manage your machines."`
 	Earnings earningsCmd `cmd:"" group:"Hosting" help:"Show what your machines earned."`
 
+	// Deployments (deployment.go).
+	Deployment deploymentCmd `cmd:"" group:"Renting" help:"Run replicated services: placement, scaling, rolling updates."`
+
 	// Money and records.
 	Wallet walletCmd `cmd:"" group:"Money" help:"Show balances, history, deposits, withdrawals."`
 	Stake  stakeCmd  `cmd:"" group:"Money" help:"Stake tokens for a share of the platform fees."`

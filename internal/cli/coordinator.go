@@ -54,12 +54,16 @@ type coordinatorConfig struct {
 	// how often heartbeats kept in memory are written (zero: defaults).
 	LeaseTTL       time.Duration
 	HeartbeatFlush time.Duration
+	Node           string // name in the leader lease; "" = coord's default
 	// Money rules (zero: the coordinator's defaults).
 	SettlementDelay, DividendPeriod, UnstakeCooldown time.Duration
 	MinWithdrawal                                    market.Money
 	// FailpointFile, when set, arms fault injection for crash tests (see
 	// failpointStore).
 	FailpointFile string
+	// Verification: hold machines off the market until they pass a check,
+	// and accept fake GPUs (dev and tests).
+	RequireVerification, AllowFakeGPUs bool
 }
 
 // coordinator is a started coordinator: store open, port bound.
@@ -88,8 +92,9 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 		Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Fee: cfg.Fee,
 		LostAfter: cfg.LostAfter, Speedup: cfg.Speedup, Faucet: cfg.Faucet, Passwords: cfg.Passwords,
 		SpotInterval: cfg.SpotInterval, SpotFee: cfg.SpotFee, Ranking: cfg.Ranking,
-		LeaseTTL: cfg.LeaseTTL, HeartbeatFlush: cfg.HeartbeatFlush,
+		LeaseTTL: cfg.LeaseTTL, HeartbeatFlush: cfg.HeartbeatFlush, Node: cfg.Node,
 		SettlementDelay: cfg.SettlementDelay, DividendPeriod: cfg.DividendPeriod, UnstakeCooldown: cfg.UnstakeCooldown, MinWithdrawal: cfg.MinWithdrawal,
+		RequireVerification: cfg.RequireVerification, AllowFakeGPUs: cfg.AllowFakeGPUs,
 	})
 	if err := svc.RebuildIndex(ctx); err != nil {
 		store.Close()
@@ -98,6 +103,7 @@ func startCoordinator(ctx context.Context, cfg coordinatorConfig) (*coordinator,
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerCoordMetrics(reg, svc)
+	reg.MustRegister(coordCollector{svc: svc, log: cfg.Logger})
 	ui := webui.Handler(webui.Info{Mode: cfg.Mode, Stats: func() webui.Stats {
 		st, err := svc.Stats(context.Background())
 		if err != nil {

@@ -94,6 +94,10 @@ func (c *devCmd) Run(ctx context.Context, env *Env) error {
 		Clock: speedClock{start: time.Now(), speedup: c.Speedup}, Speedup: c.Speedup,
 		Logger: log, Fee: fee, Tick: max(tick, 100*time.Millisecond), Faucet: market.Tokens(100),
 		SpotInterval: c.SpotInterval,
+		// Fake GPUs are verified at CPU speed; real ones need a GPU
+		// solver the agent does not have yet, so dev on a GPU machine
+		// lists them unverified.
+		RequireVerification: fakeGPUs != "", AllowFakeGPUs: true,
 	})
 	if err != nil {
 		return err
@@ -120,12 +124,17 @@ func (c *devCmd) Run(ctx context.Context, env *Env) error {
 		HeartbeatInterval: 5 * time.Second,
 	}
 	if c.Runner == "docker" {
-		run, err := docker.New(ctx, docker.Options{NoGPUDevices: fakeGPUs != "", PidsLimit: 4096, Logger: log})
+		// Published ports on the agent's default range, reached on loopback.
+		ports := market.PortRange{First: 40000, Last: 40999}
+		run, err := docker.New(ctx, docker.Options{NoGPUDevices: fakeGPUs != "", PidsLimit: 4096, Logger: log, PortRange: ports, PublicHost: "127.0.0.1"})
 		if err != nil {
 			return fmt.Errorf("--runner docker: %w", err)
 		}
 		defer run.Close()
-		o.Runner, o.RunnerName = run, "docker"
+		o.Runner, o.RunnerName, o.PortRange = run, "docker", ports
+	}
+	if o.Queue, err = serveQueue(ctx, "127.0.0.1:0", log); err != nil { // deployment.go
+		return err
 	}
 	ag, err := newAgent(ctx, o)
 	if err != nil {

@@ -75,6 +75,15 @@ func (t *failpointTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (ma
 	return got, err
 }
 
+// ApplyCharges is how the billing tick charges minutes in batches.
+func (t *failpointTx) ApplyCharges(ctx context.Context, tr market.Transfer, cs []market.MinuteCharge) (market.Transfer, error) {
+	got, err := t.Tx.ApplyCharges(ctx, tr, cs)
+	if err == nil {
+		t.hit = "charge"
+	}
+	return got, err
+}
+
 func (t *failpointTx) InsertRound(ctx context.Context, r coord.RoundRecord) (coord.RoundRecord, error) {
 	got, err := t.Tx.InsertRound(ctx, r)
 	if err == nil {

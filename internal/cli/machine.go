@@ -19,6 +19,8 @@ type machineCmd struct {
 	Set         machineSetCmd    `cmd:"" help:"Change a machine's price or region."`
 	ListForRent machineListOnCmd `cmd:"" name:"list-for-rent" help:"Offer a machine for rent."`
 	Unlist      machineUnlistCmd `cmd:"" help:"Take a machine off the market; running instances go on."`
+	Verify      machineVerifyCmd `cmd:"" help:"Verify a machine now: a compute challenge to its GPUs (see docs/verification.md)."`
+	Bond        machineBondCmd   `cmd:"" help:"Bond tokens per GPU on a machine: ranks it higher, slashed to renters on failed checks and downtime."`
 }
 
 type machineListCmd struct {
@@ -53,7 +55,10 @@ type machineShowCmd struct {
 }
 
 func (c *machineShowCmd) Help() string {
-	return `Example:
+	return `Shows the machine, its GPUs, its reliability score with the formula's
+terms, and every verification check with its result.
+
+Example:
   gpumarket machine show m-0a1b2c3d4e5f`
 }
 
@@ -62,10 +67,24 @@ func (c *machineShowCmd) Run(ctx context.Context, env *Env, api *apiclient.Clien
 	if err != nil {
 		return err
 	}
+	// An older coordinator has no verification: show the machine anyway.
+	v, verr := api.MachineVerification(ctx, m.ID)
 	if env.JSON() {
-		return env.printJSON(m)
+		out := machineShowJSON{Machine: m}
+		if verr == nil {
+			out.Verification = &v
+		}
+		return env.printJSON(out)
 	}
-	return printMachine(env, m)
+	if err := printMachine(env, m); err != nil {
+		return err
+	}
+	if verr != nil {
+		fmt.Fprintf(env.Stdout, "\nVerification: not available (%v)\n", verr)
+		return nil
+	}
+	printVerification(env, v) // checks and reliability terms (verify.go)
+	return nil
 }
 
 func printMachine(env *Env, m market.Machine) error {
@@ -81,6 +100,9 @@ func printMachine(env *Env, m market.Machine) error {
 	t.row("CPU / RAM / disk:", fmt.Sprintf("%d cores / %s / %d GiB", m.CPUCores, mib(m.RAMMiB), m.DiskGiB))
 	t.row("Driver / CUDA:", dash(m.DriverVersion)+" / "+dash(m.CUDAVersion))
 	t.row("Runner:", dash(m.Runner))
+	if m.PortRange.Size() > 0 {
+		t.row("Host ports:", m.PortRange.String()+" (for renters' published ports)")
+	}
 	t.row("Last seen:", env.time(m.LastSeenAt))
 	if err := t.flush(); err != nil {
 		return err

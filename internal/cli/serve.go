@@ -32,8 +32,12 @@ type serveCmd struct {
 	Speedup         int           `default:"1" help:"For demos and tests: run the coordinator's clock N times faster than real time from --clock-epoch, so billing minutes pass in 60/N seconds. Deadlines (lost-after, lease, heartbeat flush) stay in real time."`
 	ClockEpoch      time.Time     `name:"clock-epoch" placeholder:"RFC3339" help:"With --speedup: the instant from which the fast clock runs (default: now). Coordinators sharing a database, and a coordinator restarted on one, must use the same epoch so that they agree on the time."`
 	PprofAddr       string        `name:"pprof-addr" placeholder:"HOST:PORT" help:"Serve Go's profiler (/debug/pprof/) on this address, apart from the API; keep it on localhost."`
+	Node            string        `placeholder:"NAME" help:"This coordinator's name in the leader lease (default: the host name and a random suffix). A coordinator restarted with the same name resumes leading at once instead of waiting for its old lease to expire; two running coordinators must never share a name."`
 	LogFormat       string        `default:"json" enum:"json,text" help:"Log format: json or text."`
 	Verbose         bool          `short:"v" help:"Log debug messages."`
+
+	RequireVerification bool `default:"true" negatable:"" help:"Hold machines off the market until their GPUs pass a verification check (docs/verification.md). Real GPUs need an agent with a GPU solver to pass; with --no-require-verification machines are listed at once and checked only on request (machine verify)."`
+	AllowFakeGPUs       bool `name:"allow-fake-gpus" help:"Accept GPUs made up by agent --fake-gpus and verify them at CPU speed (testing only: anyone could claim one)."`
 }
 
 func (c *serveCmd) Help() string {
@@ -110,8 +114,9 @@ func (c *serveCmd) Run(ctx context.Context, env *Env) error {
 	co, err := startCoordinator(ctx, coordinatorConfig{
 		Listen: c.Listen, DB: c.DB, Mode: "serve", Logger: log, Clock: clock, Speedup: c.Speedup,
 		Fee: fee, LostAfter: c.LostAfter, Tick: c.Tick, SpotInterval: c.SpotInterval, SpotFee: spotFee, Ranking: ranking,
-		LeaseTTL: c.LeaseTTL, HeartbeatFlush: c.HeartbeatFlush, FailpointFile: os.Getenv(failpointEnv),
+		LeaseTTL: c.LeaseTTL, HeartbeatFlush: c.HeartbeatFlush, Node: c.Node, FailpointFile: os.Getenv(failpointEnv),
 		SettlementDelay: c.SettlementDelay, DividendPeriod: c.DividendPeriod, UnstakeCooldown: c.UnstakeCooldown, MinWithdrawal: minWithdrawal,
+		RequireVerification: c.RequireVerification, AllowFakeGPUs: c.AllowFakeGPUs,
 	})
 	if err != nil {
 		return err

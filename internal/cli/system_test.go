@@ -69,14 +69,18 @@ func onEachStore(t *testing.T, test func(t *testing.T, db string)) {
 	}
 }
 
-func startSystem(t testing.TB, db string) *system {
+func startSystem(t testing.TB, db string, opts ...func(*coordinatorConfig)) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	clock := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	co, err := startCoordinator(ctx, coordinatorConfig{
+	cfg := coordinatorConfig{
 		Listen: "127.0.0.1:0", DB: db, Mode: "test", Clock: clock,
 		Logger: slog.New(slog.DiscardHandler), Tick: time.Hour, // the test calls Tick
 		LostAfter: time.Minute, Passwords: cheapPasswords{},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	co, err := startCoordinator(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

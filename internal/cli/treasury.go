@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/apiclient"
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -92,6 +93,9 @@ func printWithdrawals(env *Env, ws []market.Withdrawal) error {
 type adminCmd struct {
 	Ledger      adminLedgerCmd      `cmd:"" help:"Check the ledger."`
 	Withdrawals adminWithdrawalsCmd `cmd:"" help:"Complete or reject queued withdrawals."`
+	Refund      adminRefundCmd      `cmd:"" help:"Refund renters for host downtime, and list refunds."`
+	Asset       adminAssetCmd       `cmd:"" help:"Create and list project assets (tokens)."`
+	Pool        adminPoolCmd        `cmd:"" help:"Capacity pools for deployments: shares, machines, use against quota."`
 }
 
 type adminLedgerCmd struct {
@@ -318,5 +322,203 @@ func (c *stakeStatementCmd) Run(ctx context.Context, env *Env, api *apiclient.Cl
 			return err
 		}
 	}
+	return nil
+}
+
+type adminRefundCmd struct {
+	Create adminRefundCreateCmd `cmd:"" default:"withargs" help:"Refund a renter for minutes of an instance."`
+	List   adminRefundListCmd   `cmd:"" help:"List refunds."`
+}
+
+type adminRefundCreateCmd struct {
+	Instance string    `arg:"" placeholder:"INSTANCE" help:"The instance (i-...) whose minutes are refunded."`
+	Minutes  string    `placeholder:"FIRST-LAST" help:"Billing minutes to refund, counted from the instance's start: 3-9 (both included) or 7."`
+	Since    time.Time `placeholder:"RFC3339" help:"Instead of --minutes: refund every minute that overlaps --since to --until (the downtime)."`
+	Until    time.Time `placeholder:"RFC3339" help:"End of the downtime, with --since."`
+	Reason   string    `required:"" help:"Why; the renter and the host see it."`
+	idemFlag
+}
+
+func (c *adminRefundCreateCmd) Help() string {
+	return `The renter gets back what those minutes were charged. The money comes from
+the host's unsettled earnings first (earnings still in the settlement
+delay), then from the platform's fees of the current distribution period;
+never from nowhere: a refund the two cannot cover is refused. Only charged
+minutes are refunded, each once.
+
+Examples:
+  gpumarket admin refund i-0a1b2c3d4e5f --minutes 30-44 --reason "host offline 14:30-14:45"
+  gpumarket admin refund create i-0a1b2c3d4e5f --since 2026-11-23T14:30:00Z --until 2026-11-23T14:45:00Z --reason "host offline"`
+}
+
+func (c *adminRefundCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	req := market.RefundRequest{Instance: market.InstanceID(c.Instance), Reason: c.Reason}
+	switch {
+	case c.Minutes != "" && (!c.Since.IsZero() || !c.Until.IsZero()):
+		return usagef("give --minutes or --since and --until, not both")
+	case c.Minutes != "":
+		first, last, err := parseMinuteRange(c.Minutes)
+		if err != nil {
+			return err
+		}
+		req.FromMinute, req.ToMinute = first, last+1
+	case c.Since.IsZero() || c.Until.IsZero():
+		return usagef("say which minutes to refund: --minutes FIRST-LAST, or --since and --until")
+	default:
+		req.Since, req.Until = &c.Since, &c.Until
+	}
+	key := c.key()
+	r, err := api.Refund(ctx, req, key)
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(r)
+	}
+	fmt.Fprintf(env.Stdout, "Refund %s: %s for %d minutes (%d to %d) of %s paid back to %s: %s from the host's earnings, %s from the platform (idempotency key %s).\n",
+		r.ID, money(r.Amount, r.Asset), r.Minutes, r.FromMinute, r.ToMinute-1, r.Instance, r.Renter, money(r.FromHost, r.Asset), money(r.FromPlatform, r.Asset), key)
+	return nil
+}
+
+// parseMinuteRange reads "3-9" (both included) or "7".
+func parseMinuteRange(s string) (first, last int64, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		b = a
+	}
+	first, err1 := strconv.ParseInt(strings.TrimSpace(a), 10, 64)
+	last, err2 := strconv.ParseInt(strings.TrimSpace(b), 10, 64)
+	if err1 != nil || err2 != nil || first < 0 || last < first {
+		return 0, 0, usagef("--minutes %q: write FIRST-LAST with 0 <= FIRST <= LAST, like 30-44, or one minute, like 7", s)
+	}
+	return first, last, nil
+}
+
+type adminRefundListCmd struct {
+	Instance string `placeholder:"ID" help:"Only refunds of this instance."`
+}
+
+func (c *adminRefundListCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	rs, err := api.Refunds(ctx, true, market.InstanceID(c.Instance))
+	if err != nil {
+		return err
+	}
+	return printRefunds(env, rs)
+}
+
+func printRefunds(env *Env, rs []market.Refund) error {
+	if env.JSON() {
+		return env.printJSON(rs)
+	}
+	t := newTable(env.Stdout, "ID", "TIME", "INSTANCE", "MINUTES", "AMOUNT", "FROM HOST", "FROM PLATFORM", "BY", "REASON")
+	for _, r := range rs {
+		by := string(r.By)
+		if by == "" {
+			by = "coordinator"
+		}
+		t.row(string(r.ID), env.time(r.At), string(r.Instance), fmt.Sprintf("%d-%d", r.FromMinute, r.ToMinute-1),
+			money(r.Amount, r.Asset), money(r.FromHost, r.Asset), money(r.FromPlatform, r.Asset), by, r.Reason)
+	}
+	return t.flush()
+}
+
+type walletRefundsCmd struct {
+	Instance string `placeholder:"ID" help:"Only refunds of this instance."`
+}
+
+func (c *walletRefundsCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	rs, err := api.Refunds(ctx, false, market.InstanceID(c.Instance))
+	if err != nil {
+		return err
+	}
+	return printRefunds(env, rs)
+}
+
+type adminAssetCmd struct {
+	Create adminAssetCreateCmd `cmd:"" help:"Create a project asset; credit it with 'wallet deposit --asset'."`
+	List   adminAssetListCmd   `cmd:"" default:"1" help:"List the platform token and the project assets."`
+}
+
+type adminAssetCreateCmd struct {
+	Name        string `arg:"" placeholder:"NAME" help:"2 to 12 capital letters or digits, like DPN."`
+	Description string `help:"What the token is for."`
+}
+
+func (c *adminAssetCreateCmd) Help() string {
+	return `A project asset is a token of its own (for example a DePIN project's
+rewards): it balances separately from the platform token in every ledger
+invariant. Credit it to an account with 'wallet deposit --asset NAME';
+projects pay hosts in it with 'wallet pay --asset NAME'.
+
+Example:
+  gpumarket admin asset create DPN --description "DePIN project rewards"
+  gpumarket wallet deposit --email project@example.com --asset DPN 100000`
+}
+
+func (c *adminAssetCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	a, err := api.CreateAsset(ctx, market.CreateAssetRequest{Name: market.Asset(c.Name), Description: c.Description})
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(a)
+	}
+	fmt.Fprintf(env.Stdout, "Project asset %s created.\n", a.Name)
+	return nil
+}
+
+type adminAssetListCmd struct{}
+
+func (c *adminAssetListCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	as, err := api.Assets(ctx)
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(as)
+	}
+	t := newTable(env.Stdout, "ASSET", "KIND", "CREATED", "DESCRIPTION")
+	for _, a := range as {
+		created := "-"
+		if !a.CreatedAt.IsZero() {
+			created = env.time(a.CreatedAt)
+		}
+		t.row(string(a.Name), string(a.Kind), created, dash(a.Description))
+	}
+	return t.flush()
+}
+
+type walletPayCmd struct {
+	Host     string `required:"" placeholder:"ACCOUNT" help:"The host's account ID (a-...)."`
+	Amount   string `arg:"" placeholder:"AMOUNT" help:"How much, up to 6 decimals."`
+	Asset    string `default:"GMT" help:"The asset to pay in: the platform token or a project asset."`
+	Instance string `placeholder:"ID" help:"The instance the payment is for, if any."`
+	Memo     string `help:"Note stored with the transfer."`
+	idemFlag
+}
+
+func (c *walletPayCmd) Help() string {
+	return `Moves tokens from your available balance to the host's earnings, in the
+platform token or a project asset (a DePIN project rewarding hosts).
+
+Example:
+  gpumarket wallet pay --host a-0a1b2c3d4e5f --asset DPN 250 --memo "rewards, week 47"`
+}
+
+func (c *walletPayCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
+	amt, err := parseAmount(c.Amount)
+	if err != nil {
+		return err
+	}
+	key := c.key()
+	tr, err := api.PayHost(ctx, market.PayRequest{Host: market.AccountID(c.Host), Asset: market.Asset(c.Asset), Amount: amt,
+		Instance: market.InstanceID(c.Instance), Memo: c.Memo}, key)
+	if err != nil {
+		return err
+	}
+	if env.JSON() {
+		return env.printJSON(tr)
+	}
+	fmt.Fprintf(env.Stdout, "Paid %s to %s (transfer %d, idempotency key %s).\n", money(amt, tr.Asset), c.Host, tr.Seq, key)
 	return nil
 }

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 )
@@ -60,7 +62,7 @@ func testMoneyCLI(t *testing.T, db string) {
 	}
 	out := ok(admin, "admin", "ledger", "check")
 	t.Logf("gpumarket admin ledger check:\n%s", out)
-	if !strings.Contains(out, "ok      each transfer's entries sum to zero") || !strings.Contains(out, "0 of 10 invariants broken") {
+	if !strings.Contains(out, "ok      each transfer's entries sum to zero") || !strings.Contains(out, "0 of 12 invariants broken") {
 		t.Errorf("admin ledger check:\n%s", out)
 	}
 	if out, code := gm(user, "admin", "ledger", "check"); code != 1 || !strings.Contains(out, "admin role") {
@@ -74,4 +76,110 @@ func testMoneyCLI(t *testing.T, db string) {
 		t.Errorf("available = %s, want 30 (50 deposited once, 20 staked once)", w.Available)
 	}
 	s.checkLedger(t)
+}
+
+// TestSystemRefundAndStatementCLI rents GPUs through a real agent, bills
+// minutes, refunds two of them with `admin refund` and reads the monthly
+// statement as a table, CSV and JSON.
+func TestSystemRefundAndStatementCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("system test")
+	}
+	onEachStore(t, testRefundAndStatementCLI)
+}
+
+func testRefundAndStatementCLI(t *testing.T, db string) {
+	s := startSystem(t, db)
+	ctx := s.ctx
+	gm := func(cfg string, args ...string) (string, int) {
+		var out, errOut strings.Builder
+		code := run(ctx, append([]string{"--config", cfg, "--coordinator", s.co.URL}, args...), strings.NewReader(""), &out, &errOut, nil)
+		return out.String() + errOut.String(), code
+	}
+	ok := func(cfg string, args ...string) string {
+		t.Helper()
+		out, code := gm(cfg, args...)
+		if code != 0 {
+			t.Fatalf("gpumarket %s: exit %d: %s", strings.Join(args, " "), code, out)
+		}
+		return out
+	}
+	admin, user := t.TempDir()+"/admin.json", t.TempDir()+"/user.json"
+	ok(admin, "login", "--email", "admin@example.com", "--password", "admin-password")
+	host := s.signup(t, "host@example.com", market.RoleHost)
+	renter := s.signup(t, "ada@example.com", market.RoleRenter)
+	ok(user, "login", "--email", "ada@example.com", "--password", "password-1")
+	ok(admin, "wallet", "deposit", "--email", "ada@example.com", "50", "--idempotency-key", "inv-1")
+
+	s.startAgent(t, host, "1xRTX 4090")
+	var m market.Machine
+	eventually(t, "the agent's machine to register", func() (bool, error) {
+		ms, err := host.Machines(ctx, false)
+		if len(ms) > 0 {
+			m = ms[0]
+		}
+		return len(ms) == 1, err
+	})
+	price := market.Money(1_200_000) // 0.02 a minute
+	must[market.Machine](t, "set price")(host.UpdateMachine(ctx, m.ID, market.MachineUpdate{PricePerGPUHour: &price}))
+	must[market.Machine](t, "list")(host.ListMachine(ctx, m.ID))
+	inst := must[market.Instance](t, "create")(renter.CreateInstance(ctx, market.CreateInstanceRequest{Machine: m.ID, GPUs: 1, Command: []string{"sleep", "300"}}))
+	eventually(t, "the instance to run", func() (bool, error) {
+		got, err := renter.Instance(ctx, inst.ID)
+		return got.State == market.InstanceRunning, err
+	})
+	for range 5 {
+		s.advance(t, host, m.ID, time.Minute)
+	}
+
+	if out, code := gm(admin, "admin", "refund", string(inst.ID), "--minutes", "1-2"); code != 2 || !strings.Contains(out, "--reason") {
+		t.Errorf("refund without a reason: exit %d: %s", code, out)
+	}
+	if out, code := gm(admin, "admin", "refund", string(inst.ID), "--minutes", "3-1", "--reason", "x"); code != 2 || !strings.Contains(out, "FIRST-LAST") {
+		t.Errorf("refund of minutes 3-1: exit %d: %s", code, out)
+	}
+	out := ok(admin, "admin", "refund", string(inst.ID), "--minutes", "1-2", "--reason", "host down 12:01-12:03", "--idempotency-key", "rf-1")
+	if !strings.Contains(out, "0.04 GMT for 2 minutes (1 to 2)") || !strings.Contains(out, "0.036 GMT from the host") {
+		t.Errorf("admin refund: %s", out)
+	}
+	ok(admin, "admin", "refund", string(inst.ID), "--minutes", "1-2", "--reason", "host down 12:01-12:03", "--idempotency-key", "rf-1") // a retry: once
+	if out, code := gm(admin, "admin", "refund", string(inst.ID), "--minutes", "2-3", "--reason", "again"); code != 1 || !strings.Contains(out, "overlap") {
+		t.Errorf("overlapping refund: exit %d: %s", code, out)
+	}
+	if out, code := gm(user, "admin", "refund", string(inst.ID), "--minutes", "4", "--reason", "me"); code != 1 || !strings.Contains(out, "admin") {
+		t.Errorf("refund by a renter: exit %d: %s", code, out)
+	}
+	if out := ok(user, "wallet", "refunds"); !strings.Contains(out, "1-2") || !strings.Contains(out, "host down") {
+		t.Errorf("wallet refunds: %s", out)
+	}
+	if out := ok(admin, "admin", "refund", "list", "-o", "json"); !strings.Contains(out, `"from_host": "0.036"`) {
+		t.Errorf("admin refund list -o json: %s", out)
+	}
+
+	month := s.clock.Now().Format("2006-01")
+	out = ok(user, "wallet", "statement", "--month", month)
+	t.Logf("gpumarket wallet statement --month %s:\n%s", month, out)
+	if !strings.Contains(out, "0-4") || !strings.Contains(out, "billed minutes") || !strings.Contains(out, "refund") {
+		t.Errorf("statement table lacks the charge run 0-4 or the refund:\n%s", out)
+	}
+	csvOut := ok(user, "wallet", "statement", "--month", month, "--format", "csv")
+	if !strings.Contains(csvOut, "month,asset,account,opening,in,out,closing") || !strings.Contains(csvOut, ",charge,GMT,user:") || !strings.Contains(csvOut, ",0,4,billed minutes") {
+		t.Errorf("statement CSV:\n%s", csvOut)
+	}
+	var st market.WalletStatement
+	if err := json.Unmarshal([]byte(ok(user, "wallet", "statement", "--month", month, "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	w := must[market.Wallet](t, "wallet")(renter.Wallet(ctx))
+	for _, b := range st.Balances {
+		if b.Account == market.Available(w.Account) && b.Closing != w.Available {
+			t.Errorf("statement closes available at %s, the wallet shows %s", b.Closing, w.Available)
+		}
+	}
+	if out, code := gm(user, "wallet", "statement", "--month", "11-2026"); code != 2 || !strings.Contains(out, "YYYY-MM") {
+		t.Errorf("bad month: exit %d: %s", code, out)
+	}
+	if out := ok(admin, "admin", "ledger", "check"); !strings.Contains(out, " 0 of ") {
+		t.Errorf("admin ledger check:\n%s", out)
+	}
 }

@@ -3,6 +3,8 @@ package coord
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -55,6 +57,10 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 			Clocks:        inst.Clocks,
 			GPUClocks:     inst.GPUClocks,
 			NoticeSeconds: inst.NoticeSeconds,
+
+			Ports:   inst.Ports,
+			SSHKeys: inst.SSHKeys,
+			Limits:  inst.Limits,
 		}
 		if inst.State == market.InstanceStopping {
 			a.Desired = market.DesiredStop
@@ -63,6 +69,9 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 			a.GPUUUIDs = append(a.GPUUUIDs, uuid[g])
 		}
 		ds.Assignments = append(ds.Assignments, a)
+	}
+	if ds.Challenge, err = s.challengeFor(ctx, id); err != nil {
+		return market.DesiredState{}, err
 	}
 	return ds, nil
 }
@@ -76,6 +85,7 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 	if len(r.Instances) == 0 && len(r.Logs) == 0 && s.live.beat(id, caller.ID, s.now()) {
 		// A bare heartbeat of a machine known online: memory only.
 		s.beats.inMemory.Add(1)
+		s.metrics.record(id, r.GPUs, s.now())
 		return market.ReportResult{}, nil
 	}
 	res := market.ReportResult{}
@@ -118,8 +128,24 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 				continue
 			}
 			accepted[inst.ID] = true
+			if rep.Queue != nil && *rep.Queue >= 0 {
+				s.queues.record(inst.ID, *rep.Queue, now) // deployments.go
+			}
+			if rep.Healthy != nil {
+				s.health.record(inst.ID, *rep.Healthy)
+			}
+			// Where the agent published the ports: kept while it runs.
+			ports := len(rep.Ports) > 0 && !inst.State.Terminal() && !slices.Equal(rep.Ports, inst.PortMap)
+			if ports {
+				inst.PortMap = rep.Ports
+			}
 			typ, ok := observe(&inst, rep, now)
 			if !ok {
+				if ports {
+					if err := tx.UpdateInstance(ctx, inst); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			if inst.State.Terminal() {
@@ -159,6 +185,7 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 		return market.ReportResult{}, err
 	}
 	s.live.online(id, owner, seen)
+	s.metrics.record(id, r.GPUs, seen)
 	for _, id := range changedLogs {
 		s.hub.notify(logTopic(id))
 	}
@@ -208,7 +235,12 @@ func observe(inst *market.Instance, rep market.InstanceReport, now time.Time) (s
 		if rep.ExitCode != nil {
 			code = fmt.Sprint(*rep.ExitCode)
 		}
-		end(market.InstanceStopped, "exited with code "+code)
+		// The runner's detail, such as "(out of memory)", for the renter.
+		detail := strings.TrimPrefix(rep.Message, "exited "+code)
+		if detail != "" && !strings.HasPrefix(detail, " ") && !strings.HasPrefix(detail, ":") {
+			detail = ": " + detail
+		}
+		end(market.InstanceStopped, "exited with code "+code+detail)
 		return "instance.stopped", true
 	case market.ObservedStopped:
 		end(market.InstanceStopped, "stopped")
@@ -305,7 +337,7 @@ func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline
 				return err
 			}
 		}
-		return nil
+		return s.slashForDowntime(ctx, tx, m, insts) // bond.go
 	})
 	if err == nil {
 		s.live.forget(id)

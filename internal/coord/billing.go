@@ -10,26 +10,166 @@ import (
 	"github.com/gpumarket/gpumarket/internal/market"
 )
 
+// billBatch is how many instances one billing transaction covers. The
+// tick charges a page of instances in one transaction and one charges
+// transfer, whose entries are the net per account and whose minutes are
+// recorded one row each (Tx.ApplyCharges): at 100,000 running instances
+// that is 20 commits and 20 transfers a minute rather than 100,000 of each. A page holds SQLite's write lock for tens of milliseconds, so
+// API calls wait at most that long behind billing.
+const billBatch = 5000
+
 // bill charges every started, unsettled instance for the minutes it has
-// completed, each in its own transaction, and stops the instances whose
-// renter cannot pay the next minute.
+// completed and stops the instances whose renter cannot pay the next minute.
+//
+// Instances whose due minutes are plain charges (the common case: a running
+// instance whose renter can pay) are charged in batches of billBatch per
+// transaction. The others (out of funds, or ended and due their escrow
+// release) and every instance of a batch that failed go through
+// billInstance, one transaction each, which changes their state too.
 func (s *Service) bill(ctx context.Context) error {
-	var insts []market.Instance
-	err := s.store.Tx(ctx, func(tx Tx) error {
-		var err error
-		insts, err = tx.Instances(ctx, InstanceFilter{Billable: true})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("list billable instances: %w", err)
-	}
+	var slow []market.InstanceID
 	var errs []error
-	for _, inst := range insts {
-		if err := s.billInstance(ctx, inst.ID); err != nil {
-			errs = append(errs, fmt.Errorf("bill %s: %w", inst.ID, err))
+	var after market.InstanceID
+	for {
+		var page, pageSlow []market.InstanceID
+		err := s.store.Tx(ctx, func(tx Tx) error {
+			rows, err := tx.BillableInstances(ctx, after, billBatch)
+			if err != nil {
+				return err
+			}
+			page = page[:0]
+			for _, r := range rows {
+				page = append(page, r.ID)
+			}
+			pageSlow, err = s.chargeBatch(ctx, tx, rows, s.now())
+			return err
+		})
+		switch {
+		case err == nil:
+			slow = append(slow, pageSlow...)
+		case errors.Is(err, errNotLeader) || ctx.Err() != nil || len(page) == 0:
+			return errors.Join(append(errs, fmt.Errorf("bill instances after %q: %w", after, err))...)
+		default:
+			// The batch as a whole was refused (a concurrent change to a
+			// balance or an instance): charge its instances one by one.
+			s.log.Warn("billing batch failed; billing its instances one by one", "instances", len(page), "err", err)
+			slow = append(slow, page...)
+		}
+		if len(page) < billBatch {
+			break
+		}
+		after = page[len(page)-1]
+	}
+	for _, id := range slow {
+		if err := s.billInstance(ctx, id); err != nil {
+			if errors.Is(err, errNotLeader) || ctx.Err() != nil {
+				return errors.Join(append(errs, err)...)
+			}
+			errs = append(errs, fmt.Errorf("bill %s: %w", id, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// chargeBatch charges, inside tx, the due minutes of every instance of rows
+// whose billing is plain charges, with one charges transfer (one ledger
+// entry per account, one record per minute) and one RecordBilling for all
+// of them, and returns the others.
+func (s *Service) chargeBatch(ctx context.Context, tx Tx, rows []BillingRow, now time.Time) (slow []market.InstanceID, err error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	// Each renter's available account, made once per renter.
+	availOf := make(map[market.AccountID]market.LedgerAccount, len(rows)/4)
+	var accts []market.LedgerAccount
+	for _, r := range rows {
+		if _, ok := availOf[r.Renter]; !ok {
+			a := market.Available(r.Renter)
+			availOf[r.Renter] = a
+			accts = append(accts, a)
+		}
+	}
+	avail, err := tx.BalancesOf(ctx, market.DefaultAsset, accts)
+	if err != nil {
+		return nil, err
+	}
+	cs := make([]market.MinuteCharge, 0, len(rows))
+	ups := make([]BillingUpdate, 0, len(rows))
+	for i := range rows {
+		r := &rows[i]
+		a := availOf[r.Renter]
+		inst := market.Instance{ID: r.ID, Renter: r.Renter, Kind: r.Kind, State: r.State, PricePerHour: r.PricePerHour, PricePerDay: r.PricePerDay,
+			Escrow: r.Escrow, Charged: r.Charged, BilledMins: r.BilledMins}
+		if !r.StartedAt.IsZero() {
+			inst.StartedAt = &r.StartedAt
+		}
+		if !r.StopAt.IsZero() {
+			inst.StopAt = &r.StopAt
+		}
+		n := len(cs)
+		var ok bool
+		var u BillingUpdate
+		cs, u, avail[a], ok = s.plainCharges(cs, inst, r.Host, a, avail[a], now)
+		switch {
+		case !ok:
+			slow = append(slow, r.ID)
+		case len(cs) > n:
+			ups = append(ups, u)
+		}
+	}
+	if len(cs) == 0 {
+		return slow, nil
+	}
+	t := ledger.Charges(cs, "charges:"+market.NewID(""), now)
+	if _, err := tx.ApplyCharges(ctx, t, cs); err != nil {
+		return nil, fmt.Errorf("charge %d minutes of %d instances: %w", len(cs), len(ups), err)
+	}
+	if err := tx.RecordBilling(ctx, ups); err != nil {
+		return nil, err
+	}
+	return slow, nil
+}
+
+// plainCharges appends to cs the charges of inst due at now, paid from
+// avail (the balance of availAcct, the renter's available account) and
+// then from the instance's escrow, as settle would make them, when they
+// are all there is to do: ok is false, and cs comes back unchanged, when
+// the instance must change state (its renter cannot pay a due minute or,
+// while it runs, the next one; or it has ended and its escrow is due back).
+// It returns the instance's billing state after the charges and what is
+// left of avail.
+func (s *Service) plainCharges(cs []market.MinuteCharge, inst market.Instance, host market.AccountID, availAcct market.LedgerAccount, avail market.Money, now time.Time) (_ []market.MinuteCharge, u BillingUpdate, left market.Money, ok bool) {
+	u = BillingUpdate{Instance: inst.ID, FromMins: inst.BilledMins, BilledMins: inst.BilledMins, Charged: inst.Charged, Escrow: inst.Escrow}
+	if inst.Settled {
+		return cs, u, avail, true
+	}
+	due, final := dueMinutes(inst, now)
+	if final && inst.State.Terminal() {
+		return cs, u, avail, false
+	}
+	n, left := len(cs), avail
+	fee := s.feeOf(inst)
+	for k := inst.BilledMins; k < due; k++ {
+		amt := minuteCharge(inst, k)
+		from := availAcct
+		if left < amt {
+			if u.Escrow < amt {
+				return cs[:n], u, avail, false
+			}
+			from = market.Escrow(inst.Renter)
+			u.Escrow -= amt
+		} else {
+			left -= amt
+		}
+		cs = append(cs, ledger.MinuteRecord(from, host, inst.ID, k, amt, fee, now))
+		u.BilledMins++
+		u.Charged += amt
+	}
+	inst.BilledMins = u.BilledMins
+	if inst.Active() && inst.State != market.InstanceStopping && left < minuteCharge(inst, inst.BilledMins) {
+		return cs[:n], u, avail, false
+	}
+	return cs, u, left, true
 }
 
 func (s *Service) billInstance(ctx context.Context, id market.InstanceID) error {

@@ -14,13 +14,14 @@ import (
 
 // Names of the ledger invariants, in the order the check reports them.
 const (
-	checkBalances   = "all balances sum to zero and no user account is negative"
+	checkBalances   = "all balances sum to zero per asset and no user account is negative"
 	checkMinutes    = "every started instance was charged minutes 0..n-1 exactly once"
 	checkCharged    = "each instance's recorded charge equals its charges in the ledger"
 	checkEscrow     = "each renter's escrow equals what their unsettled instances hold"
 	checkWithdrawal = "each withdrawal hold equals the host's pending withdrawals"
 	checkUnstaking  = "each unstaking account equals its unreleased stake removals"
 	checkDividends  = "each dividend statement adds up and matches its transfer"
+	checkRefund     = "each refund pays back exactly its charged minutes, each minute once"
 )
 
 // maxDetails is how many violations of one invariant a report lists.
@@ -58,19 +59,30 @@ func (s *Service) LedgerCheck(ctx context.Context, caller market.Account) (marke
 func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) {
 	r := market.LedgerReport{At: s.now()}
 	found := map[string][]string{}
-	order := []string{checkBalances, ledger.RuleSumZero, ledger.RuleSeq, ledger.RuleChargeSplit, checkMinutes, checkCharged, checkEscrow, checkWithdrawal, checkUnstaking, checkDividends}
+	order := []string{checkBalances, ledger.RuleSumZero, ledger.RuleSeq, ledger.RuleChargeSplit, ledger.RuleMinuteCharges, checkMinutes, checkCharged, checkEscrow, checkWithdrawal, checkUnstaking, checkDividends, checkRefund}
 	add := func(name, format string, args ...any) {
 		if len(found[name]) < maxDetails {
 			found[name] = append(found[name], fmt.Sprintf(format, args...))
 		}
 	}
 	err := s.store.Tx(ctx, func(tx Tx) error {
-		bal, err := tx.Balances(ctx, market.DefaultAsset)
+		// Each asset balances on its own.
+		assets, err := assetNames(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if err := ledger.Check(bal); err != nil {
-			add(checkBalances, "%s", market.Message(err))
+		var bal map[market.LedgerAccount]market.Money
+		for _, a := range assets {
+			b, err := tx.Balances(ctx, a)
+			if err != nil {
+				return err
+			}
+			if err := ledger.Check(b); err != nil {
+				add(checkBalances, "%s: %s", a, market.Message(err))
+			}
+			if a == market.DefaultAsset {
+				bal = b
+			}
 		}
 
 		ts, err := tx.Transfers(ctx, "", 0, 0)
@@ -83,16 +95,18 @@ func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) 
 				add(rule, "%s", p)
 			}
 		}
+		mcs, err := tx.MinuteCharges(ctx, ChargeFilter{})
+		if err != nil {
+			return err
+		}
+		for _, p := range ledger.CheckMinuteCharges(ts, mcs) {
+			add(ledger.RuleMinuteCharges, "%s", p)
+		}
 		charged := map[market.InstanceID]market.Money{}
-		for _, t := range ts {
-			if t.Kind != market.TransferCharge {
-				continue
-			}
-			for _, e := range t.Entries {
-				if e.Amount < 0 {
-					charged[t.Instance] -= e.Amount
-				}
-			}
+		minutes := map[market.InstanceID][]int64{}
+		for _, c := range mcs {
+			charged[c.Instance] += c.Amount
+			minutes[c.Instance] = append(minutes[c.Instance], c.Minute)
 		}
 
 		insts, err := tx.Instances(ctx, InstanceFilter{})
@@ -101,11 +115,7 @@ func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) 
 		}
 		escrow := map[market.AccountID]market.Money{}
 		for _, inst := range insts {
-			mins, err := tx.ChargedMinutes(ctx, inst.ID)
-			if err != nil {
-				return err
-			}
-			if err := ledger.CheckMinutes(inst.ID, mins, inst.BilledMins); err != nil {
+			if err := ledger.CheckMinutes(inst.ID, minutes[inst.ID], inst.BilledMins); err != nil {
 				add(checkMinutes, "%s", market.Message(err))
 			}
 			if charged[inst.ID] != inst.Charged {
@@ -158,6 +168,9 @@ func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) 
 			if cooling[owner] != bal[market.Unstaking(owner)] {
 				add(checkUnstaking, "unreleased removals of %s total %s but the account has %s", owner, cooling[owner], bal[market.Unstaking(owner)])
 			}
+		}
+		if err := checkRefunds(ctx, tx, ts, mcs, add); err != nil {
+			return err
 		}
 		return s.checkStatements(ctx, tx, ts, bal, add)
 	})

@@ -29,6 +29,10 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 	if err := require(caller, op, market.RoleRenter); err != nil {
 		return market.Instance{}, err
 	}
+	req, err := market.ApplyTemplate(req)
+	if err != nil {
+		return market.Instance{}, market.Errorf(op, market.Invalid, "%w", err)
+	}
 	if req.Auto != "" {
 		if req.Machine != "" {
 			return market.Instance{}, market.Errorf(op, market.Invalid, "name a machine or give an --auto query, not both")
@@ -52,6 +56,9 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		Generation:   1,
 		CreatedAt:    now,
 		GraceSeconds: int(grace / time.Second),
+		Template:     req.Template,
+		Ports:        req.Ports,
+		SSHKeys:      req.SSHKeys,
 	}
 	err = s.store.Tx(ctx, func(tx Tx) error {
 		m, err := tx.Machine(ctx, req.Machine)
@@ -64,14 +71,21 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		switch {
 		case !m.Online:
 			return market.Errorf(op, market.Unavailable, "machine %s is offline; choose another with `gpumarket offer search`", m.ID)
+		case m.Listed && m.Unverified:
+			return market.Errorf(op, market.Conflict, "machine %s has not passed verification; it cannot be rented until it does", m.ID)
 		case !m.Listed || !match.Rentable(m):
 			return market.Errorf(op, market.Conflict, "machine %s is not listed for rent", m.ID)
+		case m.Runner == "process" && req.Template != "":
+			return market.Errorf(op, market.Invalid, "machine %s runs plain processes; template %s runs a container image and needs a machine with runner docker", m.ID, req.Template)
 		case m.Runner == "process" && req.Image != "":
 			return market.Errorf(op, market.Invalid, "machine %s runs plain processes, not container images; drop --image or pick a machine with runner docker", m.ID)
 		case m.Runner == "docker" && req.Image == "":
 			return market.Errorf(op, market.Invalid, "machine %s runs containers; name an image with --image", m.ID)
 		case len(req.Command) == 0 && req.Image == "":
 			return market.Errorf(op, market.Invalid, "give a command to run (after --), or an image")
+		}
+		if err := containerSpec(&inst, req, m); err != nil {
+			return market.Errorf(op, market.Invalid, "%w", err)
 		}
 		if err := s.makeRoom(ctx, tx, m, req.GPUs, now); err != nil {
 			return err
@@ -86,6 +100,9 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		}
 		inst.PricePerHour = m.PricePerGPUHour * market.Money(req.GPUs)
 		inst.Escrow = inst.PricePerHour
+		if err := s.checkSpendCap(ctx, tx, op, caller.ID, inst.PricePerHour); err != nil { // limits.go
+			return err
+		}
 		avail, err := tx.Balance(ctx, market.Available(caller.ID), market.DefaultAsset)
 		if err != nil {
 			return err
@@ -96,6 +113,9 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 				req.GPUs, m.ID, inst.Escrow, market.DefaultAsset, avail)
 		}
 		if err := tx.InsertInstance(ctx, inst); err != nil {
+			return err
+		}
+		if err := recordReplica(ctx, tx, &inst); err != nil { // deployments.go
 			return err
 		}
 		if _, err := tx.ApplyTransfer(ctx, ledger.Hold(caller.ID, inst.ID, inst.Escrow, now)); err != nil {
@@ -147,6 +167,12 @@ func (s *Service) validateCreate(req market.CreateInstanceRequest) (time.Duratio
 	if size > maxArgBytes {
 		return 0, fmt.Errorf("command and environment add up to %d bytes; the limit is %d", size, maxArgBytes)
 	}
+	if _, err := market.CheckPorts(req.Ports); err != nil {
+		return 0, err
+	}
+	if _, err := market.CheckSSHKeys(req.SSHKeys); err != nil {
+		return 0, err
+	}
 	grace := time.Duration(req.GraceSeconds) * time.Second
 	if grace == 0 {
 		grace = s.cfg.DefaultGrace
@@ -155,6 +181,39 @@ func (s *Service) validateCreate(req market.CreateInstanceRequest) (time.Duratio
 		return 0, fmt.Errorf("grace period %s is above the maximum of %s", grace, s.cfg.MaxGrace)
 	}
 	return grace, nil
+}
+
+// containerSpec sets the container fields of inst from req, checked
+// against machine m: ports, SSH keys and limits need a docker machine,
+// ports a host port range wide enough, and limits that fit the machine
+// (zero limits are the instance's share of it).
+func containerSpec(inst *market.Instance, req market.CreateInstanceRequest, m market.Machine) error {
+	var err error
+	if m.Runner != "docker" {
+		if len(req.Ports) > 0 || len(req.SSHKeys) > 0 || req.Template != "" || req.Limits != (market.Limits{}) {
+			return fmt.Errorf("machine %s runs plain processes: ports, SSH keys, templates and resource limits need a machine with runner docker", m.ID)
+		}
+		return nil
+	}
+	if inst.Ports, err = market.CheckPorts(req.Ports); err != nil {
+		return err
+	}
+	if n := len(inst.Ports); n > 0 && m.PortRange.Size() == 0 {
+		return fmt.Errorf("machine %s publishes no ports (its agent runs without --port-range); rent without --port or pick another machine", m.ID)
+	} else if n > m.PortRange.Size() {
+		return fmt.Errorf("%d ports asked but machine %s publishes at most %d (host ports %s)", n, m.ID, m.PortRange.Size(), m.PortRange)
+	}
+	if inst.SSHKeys, err = market.CheckSSHKeys(req.SSHKeys); err != nil {
+		return err
+	}
+	if len(inst.Ports) == 0 {
+		inst.Ports = nil
+	}
+	if len(inst.SSHKeys) == 0 {
+		inst.SSHKeys = nil
+	}
+	inst.Limits, err = req.Limits.Resolve(market.ShareLimits(m.Hardware, req.GPUs), m.Hardware)
+	return err
 }
 
 func isReservedEnv(k string) bool {

@@ -21,6 +21,12 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	if err := validateHardware(hw); err != nil {
 		return market.Machine{}, market.Errorf(op, market.Invalid, "%w", err)
 	}
+	if err := s.checkSpecs(hw); err != nil {
+		return market.Machine{}, err
+	}
+	if err := s.guardUUIDs(ctx, caller, hw); err != nil {
+		return market.Machine{}, err
+	}
 	now := s.now()
 	var m market.Machine
 	err := s.store.Tx(ctx, func(tx Tx) error {
@@ -35,7 +41,11 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 				CreatedAt: now,
 			}
 			m.LastSeenAt = now
+			m.Unverified = s.cfg.RequireVerification // until a check passes (verify.go)
 			if err := tx.InsertMachine(ctx, m); err != nil {
+				return err
+			}
+			if err := s.afterRegister(ctx, tx, &m); err != nil {
 				return err
 			}
 			return tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.registered", Account: caller.ID, Machine: m.ID,
@@ -55,7 +65,11 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 		}
 		wasOnline := m.Online
 		m.Online, m.LastSeenAt = true, now
+		s.holdIfChanged(&m, old.Hardware)
 		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		if err := s.afterRegister(ctx, tx, &m); err != nil {
 			return err
 		}
 		if !wasOnline {

@@ -169,7 +169,13 @@ func (s *Service) ExplainOffers(ctx context.Context, f market.OfferFilter) (matc
 // createAuto places an instance on the best-ranked offer matching
 // req.Auto, trying the next one when another renter took it meanwhile.
 func (s *Service) createAuto(ctx context.Context, caller market.Account, req market.CreateInstanceRequest) (market.Instance, error) {
-	q, sort, err := offerQuery(market.OfferFilter{Query: req.Auto, Region: req.Region})
+	// Only machines that can run it: containers need the docker runner,
+	// a bare command the process runner.
+	runner := "process"
+	if req.Image != "" || req.Template != "" || len(req.Ports) > 0 || len(req.SSHKeys) > 0 || req.Limits != (market.Limits{}) {
+		runner = "docker"
+	}
+	q, sort, err := offerQuery(market.OfferFilter{Query: req.Auto + " runner=" + runner, Region: req.Region})
 	if err != nil {
 		return market.Instance{}, err
 	}

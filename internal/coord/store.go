@@ -68,11 +68,52 @@ type Tx interface {
 	// ChargedMinutes returns the minute indices already charged for an instance.
 	ChargedMinutes(ctx context.Context, id market.InstanceID) ([]int64, error)
 
-	// Flow sums the entries of f.Account in transfers of kind f.Kind made
-	// in [f.From, f.To) (a zero To: no upper bound).
+	// Batched billing (issue 7). Every charged minute of an instance has
+	// one record, whichever transfer paid it: ApplyTransfer of a charge
+	// writes its own, ApplyCharges those of a charges batch.
+	//
+	// ApplyTransfers applies ts as ApplyTransfer would one after another,
+	// with a few statements for all of them, and returns them with Seq set:
+	// all are applied or none (same error kinds as ApplyTransfer; balances
+	// are checked on the net change per account and asset of the whole
+	// batch). ApplyCharges applies t, a charges transfer, and records the
+	// minutes it pays (their Transfer set to its Seq), or nothing: Conflict
+	// if a minute was charged before. MinuteCharges lists minute records,
+	// ordered by instance and minute. BillableInstances reads the billing
+	// state of instances with StartedAt set, Settled false and ID > after,
+	// ordered by ID, at most limit. BalancesOf returns the balances of the
+	// named accounts (absent: 0). RecordBilling writes BilledMins, Charged
+	// and Escrow of each instance whose billed minutes are still FromMins,
+	// and returns Conflict, writing nothing, if any is not.
+	ApplyTransfers(ctx context.Context, ts []market.Transfer) ([]market.Transfer, error)
+	ApplyCharges(ctx context.Context, t market.Transfer, cs []market.MinuteCharge) (market.Transfer, error)
+	MinuteCharges(ctx context.Context, f ChargeFilter) ([]market.MinuteCharge, error)
+	BillableInstances(ctx context.Context, after market.InstanceID, limit int) ([]BillingRow, error)
+	BalancesOf(ctx context.Context, asset market.Asset, accounts []market.LedgerAccount) (map[market.LedgerAccount]market.Money, error)
+	RecordBilling(ctx context.Context, us []BillingUpdate) error
+
+	// Refunds. InsertRefund returns Conflict if r.ID exists. Refunds lists
+	// them ordered by At, then ID.
+	InsertRefund(ctx context.Context, r market.Refund) error
+	Refunds(ctx context.Context, f RefundFilter) ([]market.Refund, error)
+
+	// Project assets. InsertAsset returns Conflict if the name exists;
+	// Assets lists them by name (the platform token is not stored).
+	InsertAsset(ctx context.Context, a market.AssetInfo) error
+	Assets(ctx context.Context) ([]market.AssetInfo, error)
+
+	// Spend limits, one row per renter. SpendLimit returns NotFound when
+	// the renter set none; PutSpendLimit writes the whole row.
+	// SpendAlerts lists the rows with an alert threshold.
+	PutSpendLimit(ctx context.Context, l SpendLimit) error
+	SpendLimit(ctx context.Context, account market.AccountID) (SpendLimit, error)
+	SpendAlerts(ctx context.Context) ([]SpendLimit, error)
+
+	// Flow sums the entries of f.Account in transfers of kind f.Kind (or
+	// f.Kinds) made in [f.From, f.To) (a zero To: no upper bound).
 	Flow(ctx context.Context, f FlowFilter) (market.Money, error)
 	// TransfersByKind returns the transfers of the given kinds made before
-	// until, oldest first.
+	// until, oldest first; never charges (see MinuteCharges).
 	TransfersByKind(ctx context.Context, kinds []market.TransferKind, until time.Time) ([]market.Transfer, error)
 
 	// Idempotency records of money calls, per (account, key).
@@ -127,6 +168,55 @@ type Tx interface {
 	Lease(ctx context.Context, name string) (Lease, error)
 	PutLease(ctx context.Context, l Lease) error
 
+	// Verification checks. InsertCheck returns Conflict if c.ID exists
+	// and NotFound if its machine does not; UpdateCheck writes the whole
+	// check by ID. Checks lists the newest first (CreatedAt, then ID).
+	InsertCheck(ctx context.Context, c market.Check) error
+	UpdateCheck(ctx context.Context, c market.Check) error
+	Check(ctx context.Context, id market.CheckID) (market.Check, error)
+	Checks(ctx context.Context, f CheckFilter) ([]market.Check, error)
+	// GPU UUID claims: a UUID belongs to one machine. GPUClaims returns
+	// the machine holding each of uuids (unclaimed ones are absent).
+	// ClaimGPUs makes machine's claims exactly uuids; it returns Conflict,
+	// writing nothing, if another machine holds one of them.
+	GPUClaims(ctx context.Context, uuids []string) (map[string]market.MachineID, error)
+	ClaimGPUs(ctx context.Context, machine market.MachineID, uuids []string) error
+
+	// Deployments (see deployments.go). InsertDeployment returns Conflict
+	// if the ID or the owner's name is taken; UpdateDeployment writes the
+	// whole row by ID; DeleteDeployment removes the row and its history.
+	// Deployments lists them ordered by CreatedAt, then ID.
+	InsertDeployment(ctx context.Context, d market.Deployment) error
+	UpdateDeployment(ctx context.Context, d market.Deployment) error
+	DeleteDeployment(ctx context.Context, id market.DeploymentID) error
+	Deployment(ctx context.Context, id market.DeploymentID) (market.Deployment, error)
+	DeploymentByName(ctx context.Context, owner market.AccountID, name string) (market.Deployment, error)
+	Deployments(ctx context.Context, f DeploymentFilter) ([]market.Deployment, error)
+	// SetInstanceDeployment records that an instance is a replica of a
+	// deployment, at a revision of its spec. Replicas returns instances of
+	// deployments (with Deployment and DeploymentRevision set), ordered by
+	// CreatedAt then ID.
+	SetInstanceDeployment(ctx context.Context, id market.InstanceID, d market.DeploymentID, revision int64) error
+	Replicas(ctx context.Context, f ReplicaFilter) ([]market.Instance, error)
+	// ActiveReplicas returns what the reconciler needs of every active
+	// replica of every deployment, ordered by CreatedAt then ID.
+	ActiveReplicas(ctx context.Context) ([]ReplicaState, error)
+	// AppendDeploymentHistory numbers (Seq) and stores decisions;
+	// DeploymentHistory lists a deployment's newest first, at most limit.
+	AppendDeploymentHistory(ctx context.Context, hs []market.DeploymentHistory) error
+	DeploymentHistory(ctx context.Context, id market.DeploymentID, limit int) ([]market.DeploymentHistory, error)
+	// Pools. PutPool inserts or replaces a pool by name; DeletePool
+	// returns Conflict while machines are assigned to it. SetMachinePool
+	// assigns a machine to a pool ("" takes it out of pools); NotFound
+	// for an unknown machine or pool. MachinePools maps every assigned
+	// machine to its pool.
+	PutPool(ctx context.Context, p market.Pool) error
+	Pool(ctx context.Context, name string) (market.Pool, error)
+	Pools(ctx context.Context) ([]market.Pool, error)
+	DeletePool(ctx context.Context, name string) error
+	SetMachinePool(ctx context.Context, machine market.MachineID, pool string) error
+	MachinePools(ctx context.Context) (map[market.MachineID]string, error)
+
 	// Heartbeat claims (see live.go). ClaimMachines records that node holds
 	// fresh heartbeats of the machines named: each online one not yet
 	// claimed by node gets BeatNode = node and LastSeenAt = the later of
@@ -141,6 +231,54 @@ type Tx interface {
 	ReleaseMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) error
 	BeatNode(ctx context.Context, node string, at time.Time) error
 	VouchedSeen(ctx context.Context, ids []market.MachineID) (map[market.MachineID]time.Time, error)
+}
+
+// BillingRow is what the billing tick reads of a billable instance: its
+// billing fields and the host its charges pay. Zero times stand for none.
+// It is narrow on purpose: the tick reads every billable instance.
+type BillingRow struct {
+	ID           market.InstanceID
+	Renter       market.AccountID
+	Host         market.AccountID
+	Kind         market.InstanceKind
+	State        market.InstanceState
+	PricePerHour market.Money
+	PricePerDay  market.Money
+	Escrow       market.Money
+	Charged      market.Money
+	BilledMins   int64
+	StartedAt    time.Time
+	StopAt       time.Time
+}
+
+// BillingUpdate is the billing state of one instance after a batch of
+// charges; FromMins is the billed minutes it was read with.
+type BillingUpdate struct {
+	Instance   market.InstanceID
+	FromMins   int64
+	BilledMins int64
+	Charged    market.Money
+	Escrow     market.Money
+}
+
+// ChargeFilter selects minute records. Zero fields do not filter.
+type ChargeFilter struct {
+	Instance  market.InstanceID
+	Transfers []int64 // only minutes paid by these transfers (Seq)
+}
+
+// SpendLimit is a renter's stored spend limits and its last alert.
+type SpendLimit struct {
+	Account   market.AccountID
+	Limits    market.SpendLimits
+	AlertedAt time.Time // zero when never
+	UpdatedAt time.Time
+}
+
+// RefundFilter selects refunds. Zero fields do not filter.
+type RefundFilter struct {
+	Instance market.InstanceID
+	Renter   market.AccountID
 }
 
 // Lease is a named lease row: who holds it, until when, and its fencing
@@ -199,6 +337,40 @@ type RoundFilter struct {
 	Limit   int
 }
 
+// CheckFilter selects verification checks. Zero fields do not filter.
+type CheckFilter struct {
+	Machine market.MachineID
+	State   market.CheckState
+	Limit   int
+}
+
+// DeploymentFilter selects deployments. Zero fields do not filter.
+type DeploymentFilter struct {
+	Owner market.AccountID
+	Pool  string
+}
+
+// ReplicaFilter selects instances of deployments. Zero fields do not
+// filter.
+type ReplicaFilter struct {
+	Deployment market.DeploymentID
+	ActiveOnly bool
+	// EndedAfter selects instances that reached a terminal state after it.
+	EndedAfter time.Time
+	Limit      int
+}
+
+// ReplicaState is an active replica as the reconciler reads it.
+type ReplicaState struct {
+	Instance   market.InstanceID
+	Deployment market.DeploymentID
+	Revision   int64
+	Machine    market.MachineID
+	GPUs       []int
+	State      market.InstanceState
+	CreatedAt  time.Time
+}
+
 // EventFilter selects events. Zero fields do not filter.
 type EventFilter struct {
 	Account  market.AccountID
@@ -213,6 +385,7 @@ type EventFilter struct {
 type FlowFilter struct {
 	Account  market.LedgerAccount
 	Kind     market.TransferKind
+	Kinds    []market.TransferKind // more kinds, besides Kind
 	From, To time.Time
 }
 

@@ -31,9 +31,13 @@ const (
 // withdrawable, so pending earnings always stay in it: a refund for host
 // downtime can still take them.
 
-// pendingEarnings is what charges credited host within the settlement delay.
+// pendingEarnings is what charges credited host within the settlement
+// delay, less what refunds took back from it in that time (refunds take
+// only unsettled earnings).
 func (s *Service) pendingEarnings(ctx context.Context, tx Tx, host market.AccountID, now time.Time) (market.Money, error) {
-	return tx.Flow(ctx, FlowFilter{Account: market.Earnings(host), Kind: market.TransferCharge, From: now.Add(-s.cfg.SettlementDelay)})
+	p, err := tx.Flow(ctx, FlowFilter{Account: market.Earnings(host), Kind: market.TransferCharge,
+		Kinds: []market.TransferKind{market.TransferCharges, market.TransferRefund}, From: now.Add(-s.cfg.SettlementDelay)})
+	return max(p, 0), err
 }
 
 func (s *Service) withdrawable(ctx context.Context, tx Tx, host market.AccountID, now time.Time) (bal, pending, free market.Money, err error) {
@@ -320,7 +324,9 @@ func (s *Service) distribute(ctx context.Context) error {
 			if end.After(now) {
 				return nil
 			}
-			feesIn, err := tx.Flow(ctx, FlowFilter{Account: market.FeesAccount, Kind: market.TransferCharge, From: start, To: end})
+			// Fees in: charged in the period, less what refunds took back.
+			feesIn, err := tx.Flow(ctx, FlowFilter{Account: market.FeesAccount, Kind: market.TransferCharge,
+				Kinds: []market.TransferKind{market.TransferCharges, market.TransferRefund}, From: start, To: end})
 			if err != nil {
 				return err
 			}
@@ -351,8 +357,8 @@ func (s *Service) distribute(ctx context.Context) error {
 }
 
 // tickMoney is the money part of a background pass: charge running
-// instances, release ended unstake cooldowns, pay due dividends. A failure
-// of one does not hold back the others.
+// instances, release ended unstake cooldowns, pay due dividends, raise
+// spend alerts. A failure of one does not hold back the others.
 func (s *Service) tickMoney(ctx context.Context) error {
-	return errors.Join(s.bill(ctx), s.releaseUnstakes(ctx), s.distribute(ctx))
+	return errors.Join(s.bill(ctx), s.releaseUnstakes(ctx), s.distribute(ctx), s.checkSpendAlerts(ctx))
 }

@@ -314,6 +314,7 @@ func TestConcurrentReplaysHaveOneEffect(t *testing.T) {
 	must(e.svc.AddStake(e.ctx, e.renter, "pre", market.StakeRequest{Amount: market.Tokens(10)}))
 	w := must(e.svc.Withdraw(e.ctx, e.host, "pre", market.WithdrawRequest{Amount: 20_000}))
 	w2 := must(e.svc.Withdraw(e.ctx, e.host, "pre2", market.WithdrawRequest{Amount: 20_000}))
+	earned := e.earn(1, 10*time.Minute) // unsettled: refunds take from it
 	calls := []struct {
 		name string
 		call func() (string, error)
@@ -342,6 +343,18 @@ func TestConcurrentReplaysHaveOneEffect(t *testing.T) {
 			u, err := e.svc.RemoveStake(e.ctx, e.renter, "same-u", market.StakeRequest{Amount: market.Tokens(4)})
 			return u.ID, err
 		}},
+		{"refund", func() (string, error) {
+			r, err := e.svc.Refund(e.ctx, e.admin, "same-rf", market.RefundRequest{Instance: earned.ID, FromMinute: 0, ToMinute: 2, Reason: "down"})
+			return string(r.ID), err
+		}},
+		{"downtime refund", func() (string, error) {
+			r, err := e.svc.RefundDowntime(e.ctx, market.RefundRequest{Instance: earned.ID, FromMinute: 2, ToMinute: 4, Reason: "down"})
+			return string(r.ID), err
+		}},
+		{"pay host", func() (string, error) {
+			t, err := e.svc.PayHost(e.ctx, e.renter, "same-pay", market.PayRequest{Host: e.host.ID, Amount: market.Tokens(1)})
+			return fmt.Sprint(t.Seq), err
+		}},
 	}
 	before := e.wallet(e.renter)
 	for _, c := range calls {
@@ -367,8 +380,9 @@ func TestConcurrentReplaysHaveOneEffect(t *testing.T) {
 		})
 	}
 	after := e.wallet(e.renter)
-	if d := after.Available - before.Available; d != market.Tokens(7-3) {
-		t.Errorf("renter's available changed by %s; want +7 deposit -3 stake", d)
+	// Refunded: minutes 0-3 of one GPU at 0.60 per GPU-hour, 0.01 each.
+	if d := after.Available - before.Available; d != market.Tokens(7-3-1)+40_000 {
+		t.Errorf("renter's available changed by %s; want +7 deposit -3 stake -1 payment +0.04 refunds", d)
 	}
 	in := must(e.svc.Stake(e.ctx, e.renter))
 	if in.Staked != market.Tokens(10+3-4) || in.Unstaking != market.Tokens(4) {
@@ -405,14 +419,20 @@ func TestSimulation(t *testing.T) {
 var simSeeds = flag.Int("sim.seeds", 0, "seeds TestSimulation runs (0: 300, 40 with -short or -race)")
 
 func simulate(t *testing.T, seed uint64, steps int) {
+	var cfg coord.Config
 	e := newEnvConfig(t, func(c *coord.Config) {
 		shortMoney(c)
 		c.LostAfter = time.Hour
+		c.Node = "sim" // a restarted coordinator keeps the lease
+		cfg = *c
 	})
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	staker := e.account("staker@example.com", market.RoleRenter)
 	e.deposit(staker, market.Tokens(int64(1+rng.IntN(50))))
-	var live []market.Instance
+	// A project asset, which must balance on its own.
+	must(e.svc.CreateAsset(e.ctx, e.admin, market.CreateAssetRequest{Name: "DPN"}))
+	must(e.svc.Deposit(e.ctx, e.admin, "dpn-seed", market.DepositRequest{Account: e.renter.ID, Asset: "DPN", Amount: market.Tokens(int64(1 + rng.IntN(20)))}))
+	var live, rented []market.Instance
 	var log []string
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -431,11 +451,11 @@ func simulate(t *testing.T, seed uint64, steps int) {
 	defer func() { t.Logf("seed %d: successful steps %v", seed, done) }()
 	for range steps {
 		var err error
-		op := rng.IntN(15)
+		op := rng.IntN(18)
 		switch {
 		case op == 6 && (!alive || rng.IntN(3) > 0), op >= 11 && op < 13:
 			op = 3 // mostly, time passes
-		case op >= 13:
+		case op >= 13 && op < 15:
 			op = 7 + (op-13)*1 // withdrawals and their decisions
 		}
 		switch op {
@@ -447,6 +467,7 @@ func simulate(t *testing.T, seed uint64, steps int) {
 			var inst market.Instance
 			if inst, err = e.create(1 + rng.IntN(2)); err == nil {
 				live = append(live, inst)
+				rented = append(rented, inst)
 				if rng.IntN(4) > 0 && alive {
 					e.report(inst, market.ObservedRunning)
 				}
@@ -501,6 +522,29 @@ func simulate(t *testing.T, seed uint64, steps int) {
 			who := []market.Account{e.renter, staker}[rng.IntN(2)]
 			log = append(log, "unstake")
 			_, err = e.svc.RemoveStake(e.ctx, who, key(), market.StakeRequest{Amount: market.Money(rng.Int64N(int64(market.Tokens(10))) + 1)})
+		}
+		if op == 17 {
+			// The coordinator restarts: everything it kept in memory
+			// (caches, the last spot round, heartbeats) is gone.
+			log = append(log, "restart")
+			e.svc = coord.New(cfg)
+			err = e.svc.RebuildIndex(e.ctx)
+		}
+		if op == 16 {
+			log = append(log, "pay in DPN")
+			_, err = e.svc.PayHost(e.ctx, e.renter, key(), market.PayRequest{Host: e.host.ID, Asset: "DPN", Amount: market.Money(rng.Int64N(int64(market.Tokens(5))) + 1)})
+		}
+		if op == 15 && len(rented) > 0 {
+			inst := rented[rng.IntN(len(rented))]
+			from := rng.Int64N(30)
+			req := market.RefundRequest{Instance: inst.ID, FromMinute: from, ToMinute: from + 1 + rng.Int64N(10), Reason: "simulated downtime"}
+			if rng.IntN(2) == 0 {
+				log = append(log, "refund")
+				_, err = e.svc.Refund(e.ctx, e.admin, key(), req)
+			} else {
+				log = append(log, "downtime refund")
+				_, err = e.svc.RefundDowntime(e.ctx, req)
+			}
 		}
 		if !allowed(err) {
 			fail("unexpected error: %v", err)

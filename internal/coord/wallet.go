@@ -3,6 +3,7 @@ package coord
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -14,6 +15,10 @@ import (
 func (s *Service) Wallet(ctx context.Context, caller market.Account) (market.Wallet, error) {
 	w := market.Wallet{Account: caller.ID, Asset: market.DefaultAsset}
 	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if w.Assets, err = assetBalances(ctx, tx, caller.ID); err != nil {
+			return err
+		}
 		for _, b := range []struct {
 			acct market.LedgerAccount
 			dst  *market.Money
@@ -39,21 +44,63 @@ func (s *Service) History(ctx context.Context, caller market.Account, before int
 		limit = 100
 	}
 	var ts []market.Transfer
+	var mcs []market.MinuteCharge
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
-		ts, err = tx.Transfers(ctx, caller.ID, before, limit)
+		if ts, err = tx.Transfers(ctx, caller.ID, before, limit); err != nil {
+			return err
+		}
+		mcs, err = s.minutesOf(ctx, tx, ts)
 		return err
 	})
+	return historyOf(caller.ID, ts, mcs), err
+}
+
+// minutesOf returns the minute records of the charges batches among ts.
+func (s *Service) minutesOf(ctx context.Context, tx Tx, ts []market.Transfer) ([]market.MinuteCharge, error) {
+	var seqs []int64
+	for _, t := range ts {
+		if t.Kind == market.TransferCharges || t.Kind == market.TransferCharge {
+			seqs = append(seqs, t.Seq)
+		}
+	}
+	if len(seqs) == 0 {
+		return nil, nil
+	}
+	return tx.MinuteCharges(ctx, ChargeFilter{Transfers: seqs})
+}
+
+// historyOf is what owner sees of ts: its entries, with each charges
+// batch shown as the charge of each minute it paid (so that a user's
+// history lists every billed minute with its instance, whichever way the
+// minute was paid). mcs holds the minute records of the batches.
+func historyOf(owner market.AccountID, ts []market.Transfer, mcs []market.MinuteCharge) []market.HistoryEntry {
+	bySeq := map[int64][]market.MinuteCharge{}
+	for _, c := range mcs {
+		bySeq[c.Transfer] = append(bySeq[c.Transfer], c)
+	}
 	out := []market.HistoryEntry{}
 	for _, t := range ts {
+		if t.Kind == market.TransferCharges {
+			for _, c := range bySeq[t.Seq] {
+				memo := fmt.Sprintf("minute %d of %s", c.Minute, c.Instance)
+				if c.From.Owner() == owner {
+					out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: market.TransferCharge, Account: c.From, Amount: -c.Amount, Instance: c.Instance, Minute: c.Minute, Memo: memo})
+				}
+				if c.Host == owner {
+					out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: market.TransferCharge, Account: market.Earnings(owner), Amount: c.Amount - c.Fee, Instance: c.Instance, Minute: c.Minute, Memo: memo})
+				}
+			}
+			continue
+		}
 		for _, e := range t.Entries {
-			if e.Account.Owner() != caller.ID {
+			if e.Account.Owner() != owner {
 				continue
 			}
 			out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: t.Kind, Account: e.Account, Amount: e.Amount, Instance: t.Instance, Minute: t.Minute, Memo: t.Memo})
 		}
 	}
-	return out, err
+	return out
 }
 
 // Deposit credits tokens to an account; admins only. The idempotency key
@@ -81,24 +128,15 @@ func (s *Service) Deposit(ctx context.Context, caller market.Account, key string
 		if err != nil {
 			return market.Transfer{}, err
 		}
-		want := ledger.Deposit(a.ID, req.Amount, "deposit:"+key, req.Memo, s.now())
-		// Deposits made before idempotency records existed (or by another
-		// admin with the same key) are found by their transfer key.
-		prev, err := tx.TransferByKey(ctx, want.Key)
-		switch {
-		case err == nil:
-			if !slices.Equal(prev.Entries, want.Entries) {
-				return market.Transfer{}, market.Errorf(op, market.Conflict, "idempotency key %q was used for a different deposit; use a new key", key)
-			}
-			return prev, nil
-		case !market.IsKind(err, market.NotFound):
-			return market.Transfer{}, err
+		// The admin credit is the built-in deposit source (see
+		// deposits.go): deposits made before idempotency records existed,
+		// or by another admin with the same key, are found by their key.
+		t, err := s.creditDeposit(ctx, tx, ExternalDeposit{Source: "admin", Ref: key, Account: a.ID, Asset: req.Asset, Amount: req.Amount,
+			Memo: req.Memo})
+		if market.IsKind(err, market.Conflict) {
+			return t, market.Errorf(op, market.Conflict, "idempotency key %q was used for a different deposit; use a new key", key)
 		}
-		t, err := tx.ApplyTransfer(ctx, want)
-		if err != nil {
-			return t, err
-		}
-		return t, tx.AppendEvent(ctx, market.Event{At: t.At, Type: "wallet.deposit", Account: a.ID, Message: "deposit of " + req.Amount.String() + " by " + caller.Email})
+		return t, err
 	})
 }
 
@@ -138,47 +176,47 @@ func (s *Service) Earnings(ctx context.Context, caller market.Account) (market.E
 			return err
 		}
 		cutoff := now.Add(-s.cfg.SettlementDelay)
+		mcs, err := s.minutesOf(ctx, tx, ts)
+		if err != nil {
+			return err
+		}
 		machineOf := map[market.InstanceID]market.MachineID{}
 		idx := map[market.MachineID]int{}
 		days := map[string]int{}
-		for _, t := range ts {
-			if t.Kind != market.TransferCharge {
+		for _, c := range mcs {
+			if c.Host != caller.ID {
 				continue
 			}
-			for _, e := range t.Entries {
-				if e.Account != market.Earnings(caller.ID) {
-					continue
+			earned := c.Amount - c.Fee
+			mid, ok := machineOf[c.Instance]
+			if !ok {
+				inst, err := tx.Instance(ctx, c.Instance)
+				if err != nil {
+					return err
 				}
-				mid, ok := machineOf[t.Instance]
-				if !ok {
-					inst, err := tx.Instance(ctx, t.Instance)
-					if err != nil {
-						return err
-					}
-					mid = inst.Machine
-					machineOf[t.Instance] = mid
-				}
-				i, ok := idx[mid]
-				if !ok {
-					i = len(r.Machines)
-					idx[mid] = i
-					r.Machines = append(r.Machines, market.MachineEarnings{Machine: mid})
-				}
-				day := t.At.UTC().Format(time.DateOnly)
-				d, ok := days[day]
-				if !ok {
-					d = len(r.Days)
-					days[day] = d
-					r.Days = append(r.Days, market.DayEarnings{Day: day})
-				}
-				r.Machines[i].Minutes++
-				r.Machines[i].Amount += e.Amount
-				r.Days[d].Minutes++
-				r.Days[d].Amount += e.Amount
-				if !t.At.Before(cutoff) {
-					r.Machines[i].Pending += e.Amount
-					r.Days[d].Pending += e.Amount
-				}
+				mid = inst.Machine
+				machineOf[c.Instance] = mid
+			}
+			i, ok := idx[mid]
+			if !ok {
+				i = len(r.Machines)
+				idx[mid] = i
+				r.Machines = append(r.Machines, market.MachineEarnings{Machine: mid})
+			}
+			day := c.At.UTC().Format(time.DateOnly)
+			d, ok := days[day]
+			if !ok {
+				d = len(r.Days)
+				days[day] = d
+				r.Days = append(r.Days, market.DayEarnings{Day: day})
+			}
+			r.Machines[i].Minutes++
+			r.Machines[i].Amount += earned
+			r.Days[d].Minutes++
+			r.Days[d].Amount += earned
+			if !c.At.Before(cutoff) {
+				r.Machines[i].Pending += earned
+				r.Days[d].Pending += earned
 			}
 		}
 		slices.SortFunc(r.Machines, func(a, b market.MachineEarnings) int { return cmp.Compare(a.Machine, b.Machine) })

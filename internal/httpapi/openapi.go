@@ -89,6 +89,8 @@ func schemaOf(t reflect.Type, schemas map[string]any) map[string]any {
 		return map[string]any{"type": "string", "format": "date-time"}
 	case t == moneyType:
 		return map[string]any{"type": "string", "pattern": `^-?[0-9]+(\.[0-9]{1,6})?$`, "description": "tokens"}
+	case t == reflect.TypeFor[market.Duration]():
+		return map[string]any{"type": "string", "description": "a duration like 80ms or 5m"}
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

@@ -53,6 +53,8 @@ func offerFilter(c *call) (market.OfferFilter, error) {
 	return f, err
 }
 
+var metricsParams = []param{{"window", "string", "how far back, like 15m, 1h (default) or 24h; up to 1h at 10 s steps, up to 24h at 5 min steps"}}
+
 var routes = []route{
 	{Method: "POST", Path: "/api/v1/signup", Summary: "Create an account (roles renter and/or host)", Status: http.StatusCreated,
 		Req: market.SignupRequest{}, Resp: market.Account{},
@@ -115,6 +117,24 @@ var routes = []route{
 	{Method: "POST", Path: "/api/v1/machines/{id}/unlist", Summary: "Take your machine off the market", Auth: true, Resp: market.Machine{},
 		Handle: func(s *Server, c *call) (any, error) {
 			return s.svc.SetListed(c.ctx(), c.caller, market.MachineID(c.pathID("id")), false)
+		}},
+
+	{Method: "POST", Path: "/api/v1/machines/{id}/verify", Summary: "Ask for a verification check of your machine now (or get the pending one)", Auth: true, Resp: market.Check{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.RequestCheck(c.ctx(), c.caller, market.MachineID(c.pathID("id")))
+		}},
+	{Method: "POST", Path: "/api/v1/machines/{id}/bond", Summary: "Set your machine's bond per GPU (ranks it higher; slashed to renters on failed checks and downtime)", Auth: true,
+		Req: market.BondRequest{}, Resp: market.Bond{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.BondRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.SetBond(c.ctx(), c.caller, market.MachineID(c.pathID("id")), req)
+		}},
+	{Method: "GET", Path: "/api/v1/machines/{id}/verification", Summary: "A machine's verification checks with their evidence, and its reliability score with the formula's terms", Auth: true, Resp: market.MachineVerification{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.MachineVerification(c.ctx(), c.caller, market.MachineID(c.pathID("id")))
 		}},
 
 	{Method: "GET", Path: "/api/v1/offers", Summary: "Search rentable machines with the offer query language, best first", Auth: true, Resp: []market.Offer{},
@@ -181,6 +201,24 @@ var routes = []route{
 			}
 			return s.svc.Logs(c.ctx(), c.caller, market.InstanceID(c.pathID("id")), after, int(limit), wait)
 		}},
+	{Method: "GET", Path: "/api/v1/instances/{id}/metrics", Summary: "Recent GPU metrics of one of your instances (utilisation, memory, power, temperature)", Auth: true, Resp: market.MetricsReport{},
+		Query: metricsParams,
+		Handle: func(s *Server, c *call) (any, error) {
+			w, err := coord.ParseMetricsWindow(c.r.URL.Query().Get("window"))
+			if err != nil {
+				return nil, err
+			}
+			return s.svc.InstanceMetrics(c.ctx(), c.caller, market.InstanceID(c.pathID("id")), w)
+		}},
+	{Method: "GET", Path: "/api/v1/machines/{id}/metrics", Summary: "Recent GPU metrics of one of your machines", Auth: true, Resp: market.MetricsReport{},
+		Query: metricsParams,
+		Handle: func(s *Server, c *call) (any, error) {
+			w, err := coord.ParseMetricsWindow(c.r.URL.Query().Get("window"))
+			if err != nil {
+				return nil, err
+			}
+			return s.svc.MachineMetrics(c.ctx(), c.caller, market.MachineID(c.pathID("id")), w)
+		}},
 	{Method: "GET", Path: "/api/v1/events", Summary: "Events about your instances and machines, newest first", Auth: true, Resp: []market.Event{},
 		Query: []param{{"instance", "string", "one instance"}, {"machine", "string", "one machine"}, {"limit", "integer", "at most this many (100)"}},
 		Handle: func(s *Server, c *call) (any, error) {
@@ -206,6 +244,11 @@ var routes = []route{
 				return nil, err
 			}
 			return s.svc.History(c.ctx(), c.caller, before, int(limit))
+		}},
+	{Method: "GET", Path: "/api/v1/wallet/statement", Summary: "Your monthly statement: opening and closing balances per asset and account, every movement of the month (charges as minute ranges per instance)", Auth: true, Resp: market.WalletStatement{},
+		Query: []param{{"month", "string", "the month, YYYY-MM (UTC)"}},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.Statement(c.ctx(), c.caller, c.r.URL.Query().Get("month"))
 		}},
 	{Method: "POST", Path: "/api/v1/wallet/deposit", Summary: "Credit tokens to an account (admins; needs an Idempotency-Key header)", Auth: true,
 		Req: market.DepositRequest{}, Resp: market.Transfer{},
@@ -250,6 +293,52 @@ var routes = []route{
 		}},
 	{Method: "GET", Path: "/api/v1/admin/ledger/check", Summary: "Check every ledger invariant and report each (admins)", Auth: true, Resp: market.LedgerReport{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.LedgerCheck(c.ctx(), c.caller) }},
+	{Method: "POST", Path: "/api/v1/admin/refunds", Summary: "Refund a renter for minutes of an instance (host downtime): from the host's unsettled earnings first, then the platform's fees (admins; needs an Idempotency-Key header)", Auth: true, Status: http.StatusCreated,
+		Req: market.RefundRequest{}, Resp: market.Refund{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.RefundRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.Refund(c.ctx(), c.caller, idemKey(c), req)
+		}},
+	{Method: "POST", Path: "/api/v1/admin/assets", Summary: "Create a project asset (token) that balances separately from the platform token (admins)", Auth: true, Status: http.StatusCreated,
+		Req: market.CreateAssetRequest{}, Resp: market.AssetInfo{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.CreateAssetRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.CreateAsset(c.ctx(), c.caller, req)
+		}},
+	{Method: "GET", Path: "/api/v1/assets", Summary: "The platform token and the project assets", Auth: true, Resp: []market.AssetInfo{},
+		Handle: func(s *Server, c *call) (any, error) { return s.svc.Assets(c.ctx()) }},
+	{Method: "POST", Path: "/api/v1/wallet/pay", Summary: "Pay a host in any asset, from your available balance to its earnings (needs an Idempotency-Key header)", Auth: true,
+		Req: market.PayRequest{}, Resp: market.Transfer{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.PayRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.PayHost(c.ctx(), c.caller, idemKey(c), req)
+		}},
+	{Method: "GET", Path: "/api/v1/wallet/limits", Summary: "Your spend limits, your hourly rate and what you spent in the last hour", Auth: true, Resp: market.SpendStatus{},
+		Handle: func(s *Server, c *call) (any, error) { return s.svc.SpendStatus(c.ctx(), c.caller) }},
+	{Method: "PUT", Path: "/api/v1/wallet/limits", Summary: "Set your spend cap per hour and spend alert (0 turns one off)", Auth: true,
+		Req: market.SpendLimits{}, Resp: market.SpendStatus{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.SpendLimits
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.SetSpendLimits(c.ctx(), c.caller, req)
+		}},
+	{Method: "GET", Path: "/api/v1/refunds", Summary: "Refunds you received (admins: all=1 for everyone's)", Auth: true, Resp: []market.Refund{},
+		Query: []param{{"all", "boolean", "admins only: every renter's"}, {"instance", "string", "one instance"}},
+		Handle: func(s *Server, c *call) (any, error) {
+			q := c.r.URL.Query()
+			return s.svc.Refunds(c.ctx(), c.caller, q.Get("all") != "", market.InstanceID(q.Get("instance")))
+		}},
 	{Method: "GET", Path: "/api/v1/stake", Summary: "Your stake, its cooldowns and the total staked", Auth: true, Resp: market.StakeInfo{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Stake(c.ctx(), c.caller) }},
 	{Method: "POST", Path: "/api/v1/stake/add", Summary: "Stake tokens from your available balance (needs an Idempotency-Key header)", Auth: true,
@@ -336,6 +425,87 @@ var routes = []route{
 			return s.svc.ReplayRound(c.ctx(), market.RoundID(c.pathID("id")))
 		}},
 
+	// Deployments (issue 10): {id} is a deployment ID or the name of one
+	// of yours.
+	{Method: "GET", Path: "/api/v1/deployments", Summary: "List your deployments (admins: all=1 for every one)", Auth: true, Resp: []market.Deployment{},
+		Query: []param{{"all", "boolean", "admins only: every deployment"}},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.Deployments(c.ctx(), c.caller, c.r.URL.Query().Get("all") != "")
+		}},
+	{Method: "POST", Path: "/api/v1/deployments", Summary: "Create a deployment: replicas the coordinator keeps running, spread, scaled and updated", Auth: true, Status: http.StatusCreated,
+		Req: market.DeploymentSpec{}, Resp: market.Deployment{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var spec market.DeploymentSpec
+			if err := c.decode(&spec); err != nil {
+				return nil, err
+			}
+			return s.svc.CreateDeployment(c.ctx(), c.caller, spec)
+		}},
+	{Method: "PUT", Path: "/api/v1/deployments", Summary: "Apply a deployment spec: create it, or update your deployment of that name", Auth: true,
+		Req: market.DeploymentSpec{}, Resp: market.ApplyResult{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var spec market.DeploymentSpec
+			if err := c.decode(&spec); err != nil {
+				return nil, err
+			}
+			d, created, err := s.svc.ApplyDeployment(c.ctx(), c.caller, spec)
+			return market.ApplyResult{Deployment: d, Created: created}, err
+		}},
+	{Method: "GET", Path: "/api/v1/deployments/{id}", Summary: "Show a deployment with its replicas and its recent decisions and their reasons", Auth: true, Resp: market.DeploymentView{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.Deployment(c.ctx(), c.caller, c.pathID("id"))
+		}},
+	{Method: "PUT", Path: "/api/v1/deployments/{id}", Summary: "Replace a deployment's spec; a new image, command or env rolls out one replica at a time", Auth: true,
+		Req: market.DeploymentSpec{}, Resp: market.Deployment{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var spec market.DeploymentSpec
+			if err := c.decode(&spec); err != nil {
+				return nil, err
+			}
+			return s.svc.UpdateDeployment(c.ctx(), c.caller, c.pathID("id"), spec)
+		}},
+	{Method: "POST", Path: "/api/v1/deployments/{id}/scale", Summary: "Change a deployment's replica bounds or count", Auth: true,
+		Req: market.ScaleRequest{}, Resp: market.Deployment{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.ScaleRequest
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.ScaleDeployment(c.ctx(), c.caller, c.pathID("id"), req)
+		}},
+	{Method: "DELETE", Path: "/api/v1/deployments/{id}", Summary: "Delete a deployment: its replicas stop, then it is gone", Auth: true, Resp: market.Deployment{},
+		Handle: func(s *Server, c *call) (any, error) {
+			return s.svc.DeleteDeployment(c.ctx(), c.caller, c.pathID("id"))
+		}},
+	{Method: "GET", Path: "/api/v1/admin/pools", Summary: "Capacity pools with their quota and use (admins)", Auth: true, Resp: []market.PoolUsage{},
+		Handle: func(s *Server, c *call) (any, error) { return s.svc.Pools(c.ctx(), c.caller) }},
+	{Method: "PUT", Path: "/api/v1/admin/pools/{id}", Summary: "Create or change a capacity pool; shares add up to at most 100% (admins)", Auth: true,
+		Req: market.Pool{}, Resp: market.Pool{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var p market.Pool
+			if err := c.decode(&p); err != nil {
+				return nil, err
+			}
+			if p.Name != "" && p.Name != c.pathID("id") {
+				return nil, errorf("the body names pool %q but the path %q", p.Name, c.pathID("id"))
+			}
+			p.Name = c.pathID("id")
+			return s.svc.PutPool(c.ctx(), c.caller, p)
+		}},
+	{Method: "DELETE", Path: "/api/v1/admin/pools/{id}", Summary: "Delete a capacity pool no machine is assigned to (admins)", Auth: true, Status: http.StatusNoContent,
+		Handle: func(s *Server, c *call) (any, error) {
+			return nil, s.svc.DeletePool(c.ctx(), c.caller, c.pathID("id"))
+		}},
+	{Method: "POST", Path: "/api/v1/admin/pools/assign", Summary: "Assign machines to a pool, or take them out of pools with pool \"\" (admins)", Auth: true,
+		Req: market.PoolAssignment{}, Resp: market.PoolAssignment{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.PoolAssignment
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return req, s.svc.AssignPool(c.ctx(), c.caller, req.Pool, req.Machines)
+		}},
+
 	{Method: "POST", Path: "/agent/v1/register", Summary: "Agent: register (or re-register) the host's machine", Auth: true,
 		Req: market.Hardware{}, Resp: market.Machine{},
 		Handle: func(s *Server, c *call) (any, error) {
@@ -361,6 +531,24 @@ var routes = []route{
 				return nil, err
 			}
 			return s.svc.Desired(c.ctx(), c.caller, market.MachineID(c.pathID("id")), since, wait)
+		}},
+	{Method: "POST", Path: "/agent/v1/machines/{id}/checks/{check}/commit", Summary: "Agent: commit to a verification challenge (Merkle roots); answers with the tiles to prove", Auth: true,
+		Req: market.ChallengeCommit{}, Resp: market.ChallengeSamples{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.ChallengeCommit
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.CommitChallenge(c.ctx(), c.caller, market.MachineID(c.pathID("id")), market.CheckID(c.pathID("check")), req)
+		}},
+	{Method: "POST", Path: "/agent/v1/machines/{id}/checks/{check}/proofs", Summary: "Agent: prove the asked tiles of a verification challenge; answers with the finished check", Auth: true,
+		Req: market.ChallengeProofs{}, Resp: market.Check{},
+		Handle: func(s *Server, c *call) (any, error) {
+			var req market.ChallengeProofs
+			if err := c.decode(&req); err != nil {
+				return nil, err
+			}
+			return s.svc.ProveChallenge(c.ctx(), c.caller, market.MachineID(c.pathID("id")), market.CheckID(c.pathID("check")), req)
 		}},
 	{Method: "POST", Path: "/agent/v1/machines/{id}/report", Summary: "Agent: report observed state, logs and heartbeat", Auth: true,
 		Req: market.Report{}, Resp: market.ReportResult{},

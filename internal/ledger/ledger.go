@@ -58,6 +58,38 @@ func Charge(from market.LedgerAccount, host market.AccountID, inst market.Instan
 	return t
 }
 
+// MinuteRecord is the record of minute k of an instance, paid from the
+// account from, split as Charge would split it. Charges pays many of them
+// in one transfer.
+func MinuteRecord(from market.LedgerAccount, host market.AccountID, inst market.InstanceID, minute int64, amount market.Money, fee BasisPoints, at time.Time) market.MinuteCharge {
+	return market.MinuteCharge{Instance: inst, Minute: minute, From: from, Host: host, Amount: amount, Fee: Fee(amount, fee), At: at}
+}
+
+// Charges is the batch transfer that pays every minute of cs: each paying
+// account gives the sum of its minutes, each host earns the sum of
+// Amount - Fee of its minutes and the platform the sum of the fees. Its
+// entries are ordered by account. key must be unique; the minutes' own
+// uniqueness is kept by their (instance, minute) records.
+func Charges(cs []market.MinuteCharge, key string, at time.Time) market.Transfer {
+	net := ChargesNet(cs)
+	entries := make([]market.Entry, 0, len(net))
+	for _, a := range slices.Sorted(maps.Keys(net)) {
+		entries = append(entries, market.Entry{Account: a, Amount: net[a]})
+	}
+	return transfer(market.TransferCharges, key, at, fmt.Sprintf("%d minute charges", len(cs)), entries...)
+}
+
+// ChargesNet is the net change per account of paying cs.
+func ChargesNet(cs []market.MinuteCharge) map[market.LedgerAccount]market.Money {
+	net := map[market.LedgerAccount]market.Money{}
+	for _, c := range cs {
+		net[c.From] -= c.Amount
+		net[market.Earnings(c.Host)] += c.Amount - c.Fee
+		net[market.FeesAccount] += c.Fee
+	}
+	return net
+}
+
 // ChargeKey is the idempotency key of the charge for one minute.
 func ChargeKey(inst market.InstanceID, minute int64) string {
 	return fmt.Sprintf("charge:%s:%d", inst, minute)
@@ -164,4 +196,55 @@ func CheckMinutes(inst market.InstanceID, charged []int64, billed int64) error {
 		return market.Errorf("ledger check", market.Internal, "instance %s: %d minutes charged but %d recorded as billed", inst, len(s), billed)
 	}
 	return nil
+}
+
+// RuleMinuteCharges is the rule CheckMinuteCharges verifies.
+const RuleMinuteCharges = "each charged minute is recorded once and its transfer pays exactly its minutes"
+
+// CheckMinuteCharges verifies that the minute records and the charge
+// transfers agree: every charge or charges transfer moves exactly the net
+// of the minutes that name it (a charge pays its own one minute), each
+// minute names such a transfer, and no minute has a negative part or a fee
+// above its amount. It returns the problems found, at most 20.
+func CheckMinuteCharges(ts []market.Transfer, cs []market.MinuteCharge) []string {
+	const maxReported = 20
+	var out []string
+	report := func(format string, args ...any) {
+		if len(out) < maxReported {
+			out = append(out, fmt.Sprintf(format, args...))
+		}
+	}
+	bySeq := map[int64][]market.MinuteCharge{}
+	for _, c := range cs {
+		if c.Amount < 0 || c.Fee < 0 || c.Fee > c.Amount {
+			report("minute %d of %s: amount %s, fee %s", c.Minute, c.Instance, c.Amount, c.Fee)
+		}
+		bySeq[c.Transfer] = append(bySeq[c.Transfer], c)
+	}
+	for _, t := range ts {
+		if t.Kind != market.TransferCharge && t.Kind != market.TransferCharges {
+			continue
+		}
+		mine := bySeq[t.Seq]
+		delete(bySeq, t.Seq)
+		if t.Kind == market.TransferCharge && (len(mine) != 1 || mine[0].Instance != t.Instance || mine[0].Minute != t.Minute) {
+			report("charge %d (%s) has %d minute records, want its own one", t.Seq, t.Key, len(mine))
+			continue
+		}
+		want := ChargesNet(mine)
+		got := map[market.LedgerAccount]market.Money{}
+		for _, e := range t.Entries {
+			got[e.Account] += e.Amount
+		}
+		maps.DeleteFunc(want, func(_ market.LedgerAccount, v market.Money) bool { return v == 0 })
+		maps.DeleteFunc(got, func(_ market.LedgerAccount, v market.Money) bool { return v == 0 })
+		if !maps.Equal(got, want) {
+			report("transfer %d (%s) moves %v but its %d minutes add up to %v", t.Seq, t.Key, got, len(mine), want)
+		}
+	}
+	for _, seq := range slices.Sorted(maps.Keys(bySeq)) {
+		c := bySeq[seq][0]
+		report("%d minute records (minute %d of %s, ...) name transfer %d, which is not a charge", len(bySeq[seq]), c.Minute, c.Instance, seq)
+	}
+	return out
 }

@@ -197,7 +197,7 @@ func CheckTransfers(ts []market.Transfer) map[string][]string {
 		if sum != 0 {
 			report(RuleSumZero, "transfer %d (%s) entries sum to %s", t.Seq, t.Key, sum)
 		}
-		if t.Kind == market.TransferCharge {
+		if t.Kind == market.TransferCharge || t.Kind == market.TransferCharges {
 			if err := checkCharge(t); err != "" {
 				report(RuleChargeSplit, "charge %d (%s): %s", t.Seq, t.Key, err)
 			}
@@ -217,7 +217,7 @@ func CheckTransfers(ts []market.Transfer) map[string][]string {
 const (
 	RuleSeq         = "transfer sequence numbers have no gaps"
 	RuleSumZero     = "each transfer's entries sum to zero"
-	RuleChargeSplit = "renter charge = host earnings + fee for every charge"
+	RuleChargeSplit = "renter charge = host earnings + fee for every charge and charges batch"
 )
 
 func checkCharge(t market.Transfer) string {
@@ -235,17 +235,48 @@ func checkCharge(t market.Transfer) string {
 		case a.Owner() != "" && (a == market.Available(a.Owner()) || a == market.Escrow(a.Owner())):
 			payers++
 			paid -= e.Amount
+			if e.Amount > 0 {
+				return fmt.Sprintf("renter account %s is credited %s", a, e.Amount)
+			}
 		default:
 			return fmt.Sprintf("account %s has no place in a charge", a)
 		}
 	}
 	switch {
-	case payers != 1 || hosts != 1 || fees != 1:
+	case t.Kind == market.TransferCharge && (payers != 1 || hosts != 1 || fees != 1):
 		return fmt.Sprintf("%d renter, %d host and %d fee entries; want one each", payers, hosts, fees)
+	case payers < 1 || hosts < 1 || fees != 1:
+		return fmt.Sprintf("%d renter, %d host and %d fee entries; want at least one renter and one host, and one fee", payers, hosts, fees)
 	case paid < 0 || earned < 0 || fee < 0:
 		return fmt.Sprintf("negative part: renter pays %s, host earns %s, fee %s", paid, earned, fee)
 	case paid != earned+fee:
 		return fmt.Sprintf("renter pays %s but host earns %s and fee is %s", paid, earned, fee)
 	}
 	return ""
+}
+
+// RefundTransfer pays renter back fromHost + fromPlatform, taken from the
+// host's earnings and the platform's fees, keyed by the refund so that a
+// refund is paid once.
+func RefundTransfer(renter, host market.AccountID, id market.RefundID, fromHost, fromPlatform market.Money, memo string, at time.Time) market.Transfer {
+	entries := []market.Entry{{Account: market.Available(renter), Amount: fromHost + fromPlatform}}
+	if fromHost > 0 {
+		entries = append(entries, market.Entry{Account: market.Earnings(host), Amount: -fromHost})
+	}
+	if fromPlatform > 0 {
+		entries = append(entries, market.Entry{Account: market.FeesAccount, Amount: -fromPlatform})
+	}
+	return transfer(market.TransferRefund, "refund:"+string(id), at, memo, entries...)
+}
+
+// SplitRefund decides where a refund of amount comes from: the host's
+// unsettled earnings first, up to hostShare (what the host earned from the
+// refunded minutes) and pending (its earnings still in the settlement
+// delay, no more than its earnings balance); the platform's fees for the
+// rest. It never creates money: ok is false when the fees (feesBalance)
+// cannot cover the rest.
+func SplitRefund(amount, hostShare, pending, feesBalance market.Money) (fromHost, fromPlatform market.Money, ok bool) {
+	fromHost = max(min(amount, hostShare, pending), 0)
+	fromPlatform = amount - fromHost
+	return fromHost, fromPlatform, fromPlatform <= feesBalance
 }

@@ -62,6 +62,7 @@ type GPU struct {
 	MaxPowerW     int    `json:"max_power_w"`
 	PCIeGen       int    `json:"pcie_gen,omitempty"`
 	PCIeWidth     int    `json:"pcie_width,omitempty"`
+	MIG           bool   `json:"mig,omitempty"` // MIG mode on (NVML); the card is rented whole
 }
 
 // Hardware is what an agent reports about its machine when it registers.
@@ -79,6 +80,8 @@ type Hardware struct {
 	Runner        string `json:"runner"` // "process" or "docker"
 	Region        string `json:"region,omitempty"`
 	DataCenter    string `json:"datacenter,omitempty"`
+	// PortRange is the host ports the agent publishes container ports on.
+	PortRange PortRange `json:"port_range,omitzero"`
 }
 
 // MachineStatus is the status a user sees: derived from liveness and the
@@ -90,6 +93,9 @@ const (
 	MachineListed   MachineStatus = "listed"
 	MachineUnlisted MachineStatus = "unlisted"
 	MachineOffline  MachineStatus = "offline"
+	// MachineUnverified: listed by the host but held off the market until
+	// it passes verification (see Machine.Unverified).
+	MachineUnverified MachineStatus = "unverified"
 )
 
 // Machine is a host's GPU machine as the coordinator knows it.
@@ -107,13 +113,22 @@ type Machine struct {
 	// UsedGPUs lists the GPU indices held by active instances. Filled in by
 	// the coordinator when it reads the machine; not stored on the row.
 	UsedGPUs []int `json:"used_gpus"`
+	// Unverified holds the machine off the market until a verification
+	// check passes: set at registration when the coordinator requires
+	// verification, and by a failed check.
+	Unverified bool `json:"unverified"`
+	// Review, when not empty, says why the machine is flagged for an
+	// operator's review (a GPU UUID also claimed by another machine).
+	Review string `json:"review,omitempty"`
 }
 
-// DeriveStatus sets m.Status from Online and Listed.
+// DeriveStatus sets m.Status from Online, Listed and Unverified.
 func (m *Machine) DeriveStatus() {
 	switch {
 	case !m.Online:
 		m.Status = MachineOffline
+	case m.Listed && m.Unverified:
+		m.Status = MachineUnverified
 	case m.Listed:
 		m.Status = MachineListed
 	default:
@@ -201,6 +216,18 @@ type Instance struct {
 	Clocks        Clocks   `json:"clocks"`
 	GPUClocks     []Clocks `json:"gpu_clocks,omitempty"`     // per GPU, in the order of GPUs, instead of Clocks
 	NoticeSeconds int      `json:"notice_seconds,omitempty"` // notice the bid asked for
+	// Deployment is the deployment the instance is a replica of ("" for
+	// instances rented directly).
+	Deployment         DeploymentID `json:"deployment,omitempty"`
+	DeploymentRevision int64        `json:"deployment_revision,omitempty"` // the revision of its spec it runs
+	// Container instances: the template they came from, the container
+	// ports to publish, the renter's SSH public keys, the resource limits
+	// (resolved at creation), and where the agent published the ports.
+	Template string        `json:"template,omitempty"`
+	Ports    []string      `json:"ports,omitempty"`
+	SSHKeys  []string      `json:"ssh_keys,omitempty"`
+	Limits   Limits        `json:"limits,omitzero"`
+	PortMap  []PortBinding `json:"port_map,omitempty"`
 }
 
 // Active reports whether the instance holds its GPUs.

@@ -32,6 +32,10 @@ type Assignment struct {
 	Clocks        Clocks   `json:"clocks"`
 	GPUClocks     []Clocks `json:"gpu_clocks,omitempty"` // per GPU, in the order of GPUUUIDs, instead of Clocks
 	NoticeSeconds int      `json:"notice_seconds,omitempty"`
+	// Container instances: ports to publish, SSH keys to inject, limits.
+	Ports   []string `json:"ports,omitempty"`
+	SSHKeys []string `json:"ssh_keys,omitempty"`
+	Limits  Limits   `json:"limits,omitzero"`
 }
 
 // DesiredState is the full set of assignments of a machine. The agent
@@ -43,6 +47,9 @@ type DesiredState struct {
 	// LostAfterSeconds is the coordinator's lost-host deadline. The agent
 	// stops its workloads when it has had no contact for a shorter time.
 	LostAfterSeconds int `json:"lost_after_seconds"`
+	// Challenge, when set, is a verification check the agent must answer
+	// before its deadline (see ChallengeCommit).
+	Challenge *Challenge `json:"challenge,omitempty"`
 }
 
 // ObservedState is what the agent's runner sees of an instance.
@@ -64,6 +71,13 @@ type InstanceReport struct {
 	State      ObservedState `json:"state"`
 	ExitCode   *int          `json:"exit_code,omitempty"`
 	Message    string        `json:"message,omitempty"`
+	Ports      []PortBinding `json:"ports,omitempty"` // where published ports are reachable
+	// Queue is the queue length the workload last reported to the agent
+	// (GPUMARKET_QUEUE_URL), for deployments that scale on it.
+	Queue *int64 `json:"queue,omitempty"`
+	// Healthy is the result of the replica's latest health check (see
+	// HealthCheck), when it has one.
+	Healthy *bool `json:"healthy,omitempty"`
 }
 
 // Report is sent by the agent after each reconcile and as its heartbeat.
@@ -191,6 +205,14 @@ type CreateInstanceRequest struct {
 	Command      []string          `json:"command"`
 	Env          map[string]string `json:"env,omitempty"`
 	GraceSeconds int               `json:"grace_seconds,omitempty"`
+	// Container instances (machines with the docker runner): a template
+	// (see market.Templates) that sets image, ports and command unless
+	// given; container ports to publish ("8888/tcp"); the renter's SSH
+	// public keys; resource limits, zero fields taken from the GPU share.
+	Template string   `json:"template,omitempty"`
+	Ports    []string `json:"ports,omitempty"`
+	SSHKeys  []string `json:"ssh_keys,omitempty"`
+	Limits   Limits   `json:"limits,omitzero"`
 }
 
 // DepositRequest credits tokens to an account (admin only).
@@ -199,15 +221,18 @@ type DepositRequest struct {
 	Email   string    `json:"email,omitempty"` // alternative to Account
 	Amount  Money     `json:"amount"`
 	Memo    string    `json:"memo,omitempty"`
+	Asset   Asset     `json:"asset,omitempty"` // "" = the platform token; else a project asset
 }
 
-// Wallet is a user's balances.
+// Wallet is a user's balances: in the platform token, and per project
+// asset the user holds (Assets).
 type Wallet struct {
-	Account   AccountID `json:"account"`
-	Asset     Asset     `json:"asset"`
-	Available Money     `json:"available"`
-	Escrow    Money     `json:"escrow"`
-	Earnings  Money     `json:"earnings"`
+	Account   AccountID       `json:"account"`
+	Asset     Asset           `json:"asset"`
+	Available Money           `json:"available"`
+	Escrow    Money           `json:"escrow"`
+	Earnings  Money           `json:"earnings"`
+	Assets    []AssetBalances `json:"assets,omitempty"` // project assets with a balance
 }
 
 // Earnings summarises what a host earned, per machine and per day. Total

@@ -36,6 +36,7 @@ const (
 	FInetUp
 	FRunner
 	FPerfScore
+	FBond
 	numFields
 )
 
@@ -102,6 +103,7 @@ var fieldTable = [numFields]Field{
 	{FInetUp, "inet_up", nil, TypeNumber, "Mbit/s", "measured upload bandwidth; units Mbps Gbps", false, "Mbit/s", map[string]int64{"": 1, "mbps": 1, "mbit/s": 1, "gbps": 1000, "gbit/s": 1000}, "Mbps, Gbps"},
 	{FRunner, "runner", nil, TypeText, "", "how work runs: docker or process", true, "", nil, ""},
 	{FPerfScore, "perf_score", []string{"dlperf"}, TypeNumber, "points", "performance measured by verification", false, "milli-point", map[string]int64{"": 1000}, ""},
+	{FBond, "bond_per_gpu", []string{"stake_per_gpu"}, TypeMoney, "tokens/GPU", "tokens the host bonded per GPU, paid to renters on failed checks and downtime", false, "micro-token", map[string]int64{"": 1_000_000}, ""},
 }
 
 // Fields returns the field table, in order.
@@ -157,6 +159,8 @@ type Facts struct {
 	InetDownMbps      int64
 	InetUpMbps        int64
 	PerfScoreMilli    int64 // perf_score x 1000
+	// BondPerGPU is the host's bond per GPU (docs/verification.md).
+	BondPerGPU market.Money
 }
 
 // row is a machine's value of every field: numbers in the base unit, text
@@ -201,6 +205,7 @@ func rowOf(m market.Machine, f Facts) row {
 	r.num[FInetUp] = f.InetUpMbps
 	r.str[FRunner] = normText(m.Runner)
 	r.num[FPerfScore] = f.PerfScoreMilli
+	r.num[FBond] = int64(f.BondPerGPU)
 	return r
 }
 

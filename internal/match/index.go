@@ -99,6 +99,13 @@ func (ix *Index) SetFacts(id market.MachineID, f Facts) {
 	}
 }
 
+// Facts returns the facts recorded for machine id (zero when none).
+func (ix *Index) Facts(id market.MachineID) Facts {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.facts[id]
+}
+
 // Remove drops machine id and its facts.
 func (ix *Index) Remove(id market.MachineID) {
 	ix.mu.Lock()
@@ -108,6 +115,17 @@ func (ix *Index) Remove(id market.MachineID) {
 		delete(ix.entries, id)
 	}
 	delete(ix.facts, id)
+}
+
+// Each calls f with every machine in the index, available or not, in no
+// particular order, under the index's read lock: f must be quick, must not
+// call the index, and must not change the machine's slices.
+func (ix *Index) Each(f func(m *market.Machine)) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	for _, e := range ix.entries {
+		f(&e.m)
+	}
 }
 
 // Machine returns the index's copy of machine id.
@@ -297,6 +315,9 @@ func (s *scorer) score(g *group, i int) float64 {
 	}
 	if s.useLat {
 		sc += r.LatencyWeight * s.latency[g.cols[FRegion][i]]
+	}
+	if bond := float64(g.cols[FBond][i]); bond > 0 {
+		sc += r.BondWeight * bond / (bond + float64(max(r.BondRef, 1)))
 	}
 	return sc
 }

@@ -15,7 +15,7 @@ import (
 
 // Rentable reports whether a renter may place work on m now.
 func Rentable(m market.Machine) bool {
-	return m.Online && m.Listed && len(m.GPUs) > 0 && m.PricePerGPUHour > 0
+	return m.Online && m.Listed && !m.Unverified && len(m.GPUs) > 0 && m.PricePerGPUHour > 0
 }
 
 // Fit picks n free GPUs of m: the lowest free indices, so that placements

@@ -15,6 +15,7 @@ import (
 //	      + ReliabilityWeight * reliability                  (0..1)
 //	      + PerfWeight        * perf/(perf + PerfRef)
 //	      + LatencyWeight     * 1/(1 + latency/LatencyRef)   (latency from the renter's region)
+//	      + BondWeight        * bond/(bond + BondRef)        (the host's bond per GPU)
 //
 // Each term lies in [0,1], so the weights say how much each matters. The
 // latency term is left out when the renter's region is not known. Ties go
@@ -26,6 +27,11 @@ type Ranking struct {
 	PerfRef                                                   float64       // perf_score whose term is 0.5
 	LatencyRef                                                time.Duration // latency whose term is 0.5
 	Latency                                                   LatencyTable
+
+	// BondWeight * bond/(bond + BondRef) is added for hosts that bonded
+	// tokens on their GPUs (0 without a bond), so a bond ranks higher.
+	BondWeight float64
+	BondRef    market.Money // bond per GPU whose term is 0.5
 }
 
 // DefaultRanking weighs price 0.5, reliability 0.25, performance 0.15 and
@@ -35,6 +41,8 @@ func DefaultRanking() Ranking {
 		PriceWeight: 0.5, ReliabilityWeight: 0.25, PerfWeight: 0.15, LatencyWeight: 0.10,
 		PriceRef: market.Micro, PerfRef: 100, LatencyRef: 50 * time.Millisecond,
 		Latency: LatencyTable{Default: 150 * time.Millisecond},
+		// A bond of 10 tokens per GPU is worth 0.05, a tenth of the price term's range.
+		BondWeight: 0.1, BondRef: 10 * market.Micro,
 	}
 }
 

@@ -61,7 +61,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 // Transactions never fail for concurrency here (each takes the one write
 // lock when it begins), so fn runs once.
 func (d *DB) Tx(ctx context.Context, fn func(tx coord.Tx) error) error {
-	return sqlstore.RunTx(ctx, d.db, nil, classify, fn)
+	return sqlstore.RunTxRows(ctx, d.db, nil, classify, 1, fn)
 }
 
 // Close closes the database.

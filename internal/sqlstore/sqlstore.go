@@ -39,6 +39,20 @@ type Classifier func(error) Violation
 // then continues. It does not retry: an adapter whose database can fail a
 // transaction for concurrency (Postgres) wraps RunTx in its retry loop.
 func RunTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, classify Classifier, fn func(tx coord.Tx) error) error {
+	return RunTxRows(ctx, db, opts, classify, DefaultRowsPerStatement, fn)
+}
+
+// DefaultRowsPerStatement is how many rows a batch write (ApplyTransfers,
+// RecordBilling) puts in one statement unless the adapter says otherwise:
+// many, for a database that pays a round trip per statement (Postgres).
+const DefaultRowsPerStatement = 200
+
+// RunTxRows is RunTx for an adapter whose batch writes are fastest with
+// rowsPerStmt rows per statement. modernc.org/sqlite binds parameters in
+// time that grows with their number in the statement and pays no round
+// trip, so SQLite writes batches fastest one row per (prepared, reused)
+// statement: rowsPerStmt 1.
+func RunTxRows(ctx context.Context, db *sql.DB, opts *sql.TxOptions, classify Classifier, rowsPerStmt int, fn func(tx coord.Tx) error) error {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
@@ -49,7 +63,7 @@ func RunTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, classify Classi
 			_ = tx.Rollback() // the error that led here matters more
 		}
 	}()
-	if err := fn(&sqlTx{tx: tx, classify: classify}); err != nil {
+	if err := fn(&sqlTx{tx: tx, classify: classify, rowsPerStmt: max(rowsPerStmt, 1)}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

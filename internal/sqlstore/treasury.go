@@ -17,12 +17,12 @@ import (
 // (migration 0004), and the ledger queries they need.
 
 const (
-	// $1 account, $2 kind, $3 from, $4 to (0 = none).
-	qFlow = `SELECT COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
-WHERE e.account = $1 AND t.kind = $2 AND t.at >= $3 AND ($4 <= 0 OR t.at < $4)`
+	// $1 account, $2 from, $3 to (0 = none), then the kinds.
+	qFlowPrefix = `SELECT COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
+WHERE e.account = $1 AND t.at >= $2 AND ($3 <= 0 OR t.at < $3) AND t.kind IN ` // + ($4, ...)
 	qTransfersByKindPrefix = `SELECT ` + transferJoinColumns + `
 FROM transfers t JOIN transfer_entries e ON e.transfer_seq = t.seq
-WHERE t.at < $1 AND t.kind IN ` // + ($2, ...) + qTransfersByKindOrder
+WHERE t.at < $1 AND t.kind <> 'charge' AND t.kind <> 'charges' AND t.kind IN ` // + ($2, ...) + qTransfersByKindOrder
 	qTransfersByKindOrder = ` ORDER BY t.seq, e.idx`
 
 	idemColumns        = `account_id, idem_key, op, request_hash, error_kind, error_message, response, created_at`
@@ -54,8 +54,14 @@ func (t *sqlTx) Flow(ctx context.Context, f coord.FlowFilter) (market.Money, err
 	if !f.To.IsZero() {
 		to = micros(f.To)
 	}
+	args := []any{f.Account, micros(f.From), to}
+	var ph []string
+	for _, k := range append([]market.TransferKind{f.Kind}, f.Kinds...) {
+		args = append(args, string(k))
+		ph = append(ph, "$"+strconv.Itoa(len(args)))
+	}
 	var v int64
-	if err := t.tx.QueryRowContext(ctx, qFlow, f.Account, string(f.Kind), micros(f.From), to).Scan(&v); err != nil {
+	if err := t.tx.QueryRowContext(ctx, qFlowPrefix+"("+strings.Join(ph, ", ")+")", args...).Scan(&v); err != nil {
 		return 0, fmt.Errorf("flow of %s: %w", f.Account, err)
 	}
 	return market.Money(v), nil

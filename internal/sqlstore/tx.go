@@ -22,6 +22,8 @@ import (
 type sqlTx struct {
 	tx       *sql.Tx
 	classify Classifier
+	// rowsPerStmt is how many rows one statement of a batch write holds.
+	rowsPerStmt int
 }
 
 var _ coord.Tx = (*sqlTx)(nil)
@@ -265,18 +267,21 @@ func machineArgs(m market.Machine) ([]any, error) {
 	return []any{m.ID, m.Owner, m.Fingerprint, m.Hostname, gpus, m.CPUCores, m.RAMMiB, m.DiskGiB,
 		m.DriverVersion, m.CUDAVersion, m.Runner, m.Region, m.DataCenter, m.Listed, m.Online,
 		string(m.Status), int64(m.PricePerGPUHour), micros(m.LastSeenAt), micros(m.CreatedAt),
-		int64(m.Spot.ReservePerGPUDay), int64(m.Spot.EnergyPerKWh), m.Spot.MaxPowerW, clocks}, nil
+		int64(m.Spot.ReservePerGPUDay), int64(m.Spot.EnergyPerKWh), m.Spot.MaxPowerW, clocks, m.PortRange.String(), m.Unverified, m.Review}, nil
 }
 
 func scanMachine(s scanner) (market.Machine, error) {
 	var m market.Machine
-	var gpus, clocks string
+	var gpus, clocks, ports string
 	var price, seen, created, reserve, energy int64
 	err := s.Scan(&m.ID, &m.Owner, &m.Fingerprint, &m.Hostname, &gpus, &m.CPUCores, &m.RAMMiB, &m.DiskGiB,
 		&m.DriverVersion, &m.CUDAVersion, &m.Runner, &m.Region, &m.DataCenter, &m.Listed, &m.Online,
-		&m.Status, &price, &seen, &created, &reserve, &energy, &m.Spot.MaxPowerW, &clocks)
+		&m.Status, &price, &seen, &created, &reserve, &energy, &m.Spot.MaxPowerW, &clocks, &ports, &m.Unverified, &m.Review)
 	if err != nil {
 		return m, err
+	}
+	if m.PortRange, err = market.ParsePortRange(ports); err != nil {
+		return m, fmt.Errorf("decode port range of machine %s: %w", m.ID, err)
 	}
 	if err := json.Unmarshal([]byte(gpus), &m.GPUs); err != nil {
 		return m, fmt.Errorf("decode gpus of machine %s: %w", m.ID, err)
@@ -467,16 +472,49 @@ func instanceArgs(i market.Instance) ([]any, error) {
 	if i.ExitCode != nil {
 		exit = sql.NullInt64{Int64: int64(*i.ExitCode), Valid: true}
 	}
-	return []any{i.ID, i.Renter, i.Machine, string(i.Kind), gpus, i.Image, command, env,
+	container, err := containerArgs(i)
+	if err != nil {
+		return nil, err
+	}
+	return append([]any{i.ID, i.Renter, i.Machine, string(i.Kind), gpus, i.Image, command, env,
 		string(i.State), i.Active(), i.Generation, int64(i.PricePerHour), int64(i.Escrow), i.Reason,
 		exit, micros(i.CreatedAt), nullMicros(i.StartedAt), nullMicros(i.StopAt), nullMicros(i.EndedAt),
 		i.BilledMins, int64(i.Charged), i.Settled, i.GraceSeconds, nullMicros(i.NoticeAt),
-		nullMicros(i.LastReportAt), i.Bid, int64(i.PricePerDay), i.PowerLimitW, clocks, i.NoticeSeconds}, nil
+		nullMicros(i.LastReportAt), i.Bid, int64(i.PricePerDay), i.PowerLimitW, clocks, i.NoticeSeconds}, container...), nil
+}
+
+// containerArgs are the container columns of an instance (template, ports,
+// ssh_keys, limits, port_map), in that order.
+func containerArgs(i market.Instance) ([]any, error) {
+	out := []any{i.Template}
+	for _, v := range []any{orEmptyList(i.Ports), orEmptyList(i.SSHKeys), i.Limits, orEmptyList(i.PortMap)} {
+		s, err := toJSON(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+func orEmptyList[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func scanInstance(s scanner) (market.Instance, error) {
 	var i market.Instance
 	var gpus, command, env, clocks string
+	var ports, sshKeys, limits, portMap string
 	var active bool
 	var price, escrow, charged, created, perDay int64
 	var exit, started, stopAt, ended, notice, report sql.NullInt64
@@ -484,7 +522,8 @@ func scanInstance(s scanner) (market.Instance, error) {
 		&i.State, &active, &i.Generation, &price, &escrow, &i.Reason,
 		&exit, &created, &started, &stopAt, &ended,
 		&i.BilledMins, &charged, &i.Settled, &i.GraceSeconds, &notice, &report,
-		&i.Bid, &perDay, &i.PowerLimitW, &clocks, &i.NoticeSeconds)
+		&i.Bid, &perDay, &i.PowerLimitW, &clocks, &i.NoticeSeconds,
+		&i.Template, &ports, &sshKeys, &limits, &portMap)
 	if err != nil {
 		return i, err
 	}
@@ -493,12 +532,15 @@ func scanInstance(s scanner) (market.Instance, error) {
 	for _, f := range []struct {
 		s string
 		v any
-	}{{gpus, &i.GPUs}, {command, &i.Command}, {env, &i.Env}, {clocks, &sc}} {
+	}{{gpus, &i.GPUs}, {command, &i.Command}, {env, &i.Env}, {clocks, &sc},
+		{ports, &i.Ports}, {sshKeys, &i.SSHKeys}, {limits, &i.Limits}, {portMap, &i.PortMap}} {
 		if err := json.Unmarshal([]byte(f.s), f.v); err != nil {
 			return i, fmt.Errorf("decode instance %s: %w", i.ID, err)
 		}
 	}
 	i.Clocks, i.GPUClocks = sc.Clocks, sc.GPU
+	// Stored as [] when empty; read back as nil like an instance never given any.
+	i.Ports, i.SSHKeys, i.PortMap = nilIfEmpty(i.Ports), nilIfEmpty(i.SSHKeys), nilIfEmpty(i.PortMap)
 
 	if exit.Valid {
 		c := int(exit.Int64)
@@ -796,6 +838,11 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		for k, e := range tr.Entries {
 			if _, err := t.tx.ExecContext(ctx, qInsertEntry, tr.Seq, k, e.Account, e.Account.Owner(), int64(e.Amount)); err != nil {
 				return fmt.Errorf("%s %s: entry %d: %w", op, tr.ID, k, err)
+			}
+		}
+		if tr.Kind == market.TransferCharge {
+			if err := t.insertMinuteCharges(ctx, op, []market.MinuteCharge{minuteOf(tr)}); err != nil {
+				return err
 			}
 		}
 		for _, n := range net {

@@ -27,6 +27,9 @@ func testInstances(t *testing.T, s coord.Store) {
 	full.Settled = true
 	full.NoticeAt = ptr(at(8))
 	full.LastReportAt = ptr(at(9))
+	full.Template, full.Ports, full.SSHKeys = "ssh", []string{"22/tcp", "8888/tcp"}, []string{"ssh-ed25519 AAAAC3Nz k@h"}
+	full.Limits = market.Limits{CPUMillis: 1500, MemoryMiB: 4096, Pids: 100, ShmMiB: 1024, DiskGiB: 20}
+	full.PortMap = []market.PortBinding{{Port: "22/tcp", Host: "gpu1.example.net", HostPort: 40012}}
 
 	bare := market.Instance{ID: market.InstanceID(market.NewID(market.InstancePrefix)), Renter: w.renter,
 		Machine: w.machine, State: market.InstancePending, CreatedAt: t0}

@@ -86,6 +86,7 @@ func testMachines(t *testing.T, s coord.Store) {
 		up.Listed, up.Online, up.Status = false, false, market.MachineOffline
 		up.PricePerGPUHour = 1_250_000
 		up.Region, up.DataCenter = "us", ""
+		up.PortRange = market.PortRange{First: 40000, Last: 40999}
 		up.LastSeenAt = at(42)
 		do(t, s, func(ctx context.Context, tx coord.Tx) error { return tx.UpdateMachine(ctx, up) })
 		do(t, s, func(ctx context.Context, tx coord.Tx) error {

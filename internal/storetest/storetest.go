@@ -49,6 +49,10 @@ func Run(t *testing.T, open func(t *testing.T) coord.Store) {
 		{"Charges", testCharges},
 		{"TransfersPagination", testTransfersPagination},
 		{"ConcurrentSpending", testConcurrentSpending},
+		{"ApplyTransfers", testApplyTransfers},
+		{"ApplyCharges", testApplyCharges},
+		{"BillingRows", testBillingRows},
+		{"RefundsAssetsLimits", testRefundsAssetsLimits},
 		{"Logs", testLogs},
 		{"Events", testEvents},
 		{"Rollback", testRollback},
@@ -58,6 +62,10 @@ func Run(t *testing.T, open func(t *testing.T) coord.Store) {
 		{"SpotStoppingReleasesGPUs", testSpotStoppingReleasesGPUs},
 		{"Leases", testLeases},
 		{"HeartbeatClaims", testHeartbeatClaims},
+		{"Checks", testChecks},
+		{"GPUClaims", testGPUClaims},
+		{"Deployments", testDeployments},
+		{"Pools", testPools},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}

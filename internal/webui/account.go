@@ -2,9 +2,11 @@ package webui
 
 import (
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 )
@@ -12,11 +14,16 @@ import (
 type walletData struct {
 	Wallet  market.Wallet
 	History []market.HistoryEntry
+	Month   string // the statement form's default: this month
 }
 
 func (s *server) wallet(w http.ResponseWriter, r *http.Request, p *page, sess session) {
 	p.Title, p.Nav = "Wallet", "wallet"
 	p.Flash = flashes[r.URL.Query().Get("flash")]
+	s.renderWallet(w, r, p, sess, http.StatusOK)
+}
+
+func (s *server) renderWallet(w http.ResponseWriter, r *http.Request, p *page, sess session, status int) {
 	wal, err := s.svc.Wallet(r.Context(), sess.account)
 	if err != nil {
 		s.fail(w, r, p, err)
@@ -27,8 +34,8 @@ func (s *server) wallet(w http.ResponseWriter, r *http.Request, p *page, sess se
 		s.fail(w, r, p, err)
 		return
 	}
-	p.Data = &walletData{Wallet: wal, History: hist}
-	s.render(w, r, http.StatusOK, "wallet", p)
+	p.Data = &walletData{Wallet: wal, History: hist, Month: time.Now().UTC().Format("2006-01")}
+	s.render(w, r, status, "wallet", p)
 }
 
 func (s *server) faucet(w http.ResponseWriter, r *http.Request, p *page, sess session) {
@@ -119,6 +126,11 @@ func (s *server) setListing(w http.ResponseWriter, r *http.Request, p *page, ses
 	http.Redirect(w, r, "/machines?"+url.Values{"flash": {flash}}.Encode(), http.StatusSeeOther)
 }
 
+type earningsData struct {
+	market.EarningsReport
+	Chart template.HTML
+}
+
 func (s *server) earnings(w http.ResponseWriter, r *http.Request, p *page, sess session) {
 	p.Title, p.Nav = "Earnings", "earnings"
 	rep, err := s.svc.Earnings(r.Context(), sess.account)
@@ -126,6 +138,6 @@ func (s *server) earnings(w http.ResponseWriter, r *http.Request, p *page, sess 
 		s.fail(w, r, p, err)
 		return
 	}
-	p.Data = rep
+	p.Data = &earningsData{EarningsReport: rep, Chart: earningsChart(rep.Days)}
 	s.render(w, r, http.StatusOK, "earnings", p)
 }

@@ -26,6 +26,7 @@ type fakeService struct {
 	faucet    bool
 	broken    error // returned by every call when set: a store failure
 	n         int
+	extra     *moreFake
 }
 
 var _ Service = (*fakeService)(nil)
@@ -267,8 +268,11 @@ func (f *fakeService) Machines(ctx context.Context, caller market.Account, all b
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []market.Machine
+	if all && !caller.Has(market.RoleAdmin) {
+		return nil, market.Errorf("list all machines", market.Forbidden, "this needs the admin role")
+	}
 	for _, m := range f.machines {
-		if m.Owner == caller.ID {
+		if all || m.Owner == caller.ID {
 			out = append(out, m)
 		}
 	}
@@ -316,4 +320,36 @@ func (f *fakeService) SetListed(ctx context.Context, caller market.Account, id m
 
 func (f *fakeService) Earnings(ctx context.Context, caller market.Account) (market.EarningsReport, error) {
 	return market.EarningsReport{Account: caller.ID, Asset: market.DefaultAsset, Total: market.Tokens(3)}, f.broken
+}
+
+func (f *fakeService) InstanceMetrics(ctx context.Context, caller market.Account, id market.InstanceID, window time.Duration) (market.MetricsReport, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	inst, err := f.own(caller, id)
+	if err != nil {
+		return market.MetricsReport{}, err
+	}
+	to := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	r := market.MetricsReport{Machine: inst.Machine, Instance: id, From: to.Add(-window), To: to, StepSeconds: 10}
+	for _, g := range inst.GPUs {
+		s := market.GPUSeries{Index: g}
+		for i := range 6 {
+			s.Points = append(s.Points, market.MetricPoint{At: to.Add(time.Duration(i-6) * 10 * time.Second), UtilPct: float64(10 * i), MemUsedMiB: 2048, PowerW: 300, TempC: 60})
+		}
+		r.GPUs = append(r.GPUs, s)
+		if inst.Active() {
+			r.Latest = append(r.Latest, market.GPUSample{Index: g, At: to, UtilPct: 50, MemUsedMiB: 2048, PowerW: 300, TempC: 60, PowerLimitW: 450})
+		}
+	}
+	return r, nil
+}
+
+func (f *fakeService) MachineMetrics(ctx context.Context, caller market.Account, id market.MachineID, window time.Duration) (market.MetricsReport, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.ownMachine(caller, id); err != nil {
+		return market.MetricsReport{}, err
+	}
+	to := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	return market.MetricsReport{Machine: id, From: to.Add(-window), To: to, StepSeconds: 10}, nil
 }

@@ -271,15 +271,23 @@ type instanceData struct {
 	Events   []market.Event
 	Logs     string
 	After    int64
+	Charts   *chartsData
 }
 
 var flashes = map[string]string{
-	"created":  "Instance created. It starts as soon as the host's agent picks it up.",
-	"stopped":  "Stop requested. Billing has ended; the agent stops the workload on its next poll.",
-	"faucet":   "Faucet tokens credited.",
-	"price":    "Price saved.",
-	"listed":   "Machine listed for rent.",
-	"unlisted": "Machine taken off the market. Running instances keep running.",
+	"created":   "Instance created. It starts as soon as the host's agent picks it up.",
+	"stopped":   "Stop requested. Billing has ended; the agent stops the workload on its next poll.",
+	"faucet":    "Faucet tokens credited.",
+	"price":     "Price saved.",
+	"listed":    "Machine listed for rent.",
+	"unlisted":  "Machine taken off the market. Running instances keep running.",
+	"revoked":   "Key revoked: it stops working at once.",
+	"withdrawn": "Payout requested: the amount is held until an operator pays it out.",
+	"staked":    "Staked. It earns a share of the fees from now on.",
+	"unstaked":  "Unstaked. The tokens return to your balance after the cooldown.",
+	"settings":  "Settings saved.",
+	"completed": "Withdrawal paid out.",
+	"rejected":  "Withdrawal rejected; the money is back in the host's earnings.",
 }
 
 func (s *server) instance(w http.ResponseWriter, r *http.Request, p *page, sess session) {
@@ -292,6 +300,11 @@ func (s *server) instance(w http.ResponseWriter, r *http.Request, p *page, sess 
 		return
 	}
 	p.Title = "Instance " + string(inst.ID)
+	window, wd, err := windowParam(r)
+	if err != nil {
+		s.fail(w, r, p, err)
+		return
+	}
 	events, err := s.svc.Events(r.Context(), sess.account, coord.EventFilter{Instance: id, Limit: 100})
 	if err != nil {
 		s.fail(w, r, p, err)
@@ -302,7 +315,12 @@ func (s *server) instance(w http.ResponseWriter, r *http.Request, p *page, sess 
 		s.fail(w, r, p, err)
 		return
 	}
-	d := &instanceData{Instance: inst, Events: events}
+	cd, err := s.instanceCharts(r, sess, inst, window, wd)
+	if err != nil {
+		s.fail(w, r, p, err)
+		return
+	}
+	d := &instanceData{Instance: inst, Events: events, Charts: cd}
 	var b strings.Builder
 	for _, c := range chunks {
 		b.WriteString(c.Data)

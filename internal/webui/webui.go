@@ -45,7 +45,17 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05")
 	},
-	"gb":     func(mib int64) int64 { return (mib + 512) / 1024 },
+	"gb":  func(mib int64) int64 { return (mib + 512) / 1024 },
+	"gib": func(mib int64) float64 { return float64(mib) / 1024 },
+	"dur": shortDuration,
+	// purpose is the last part of a ledger account's name: available,
+	// escrow, earnings, staked, ...
+	"purpose": func(a market.LedgerAccount) string {
+		s := string(a)
+		return s[strings.LastIndexByte(s, ':')+1:]
+	},
+	"pct":    func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + " %" },
+	"hours":  func(secs int64) string { return strconv.FormatFloat(float64(secs)/3600, 'f', 1, 64) + " h" },
 	"join":   strings.Join,
 	"active": func(s market.InstanceState) bool { return !s.Terminal() },
 	"times":  func(m market.Money, n int) market.Money { return m * market.Money(n) },
@@ -65,6 +75,10 @@ type Info struct {
 	Stats   func() Stats
 	// Faucet shows the dev faucet button on the wallet page.
 	Faucet bool
+	// CacheTTL is how old the admin overview's and the market page's
+	// network-wide figures may be; 0 means DefaultCacheTTL, below 0 no
+	// caching.
+	CacheTTL time.Duration
 }
 
 // Stats are live counts shown on the home page.
@@ -80,6 +94,9 @@ type server struct {
 	info Info
 	svc  Service
 	log  *slog.Logger
+
+	fleet    cached[[]market.Machine] // every machine, for the admin overview
+	snapshot cached[market.Snapshot]  // the spot market, for the market page
 }
 
 // Handler serves the pages. With a nil svc only the home page and the
@@ -89,6 +106,11 @@ func Handler(info Info, svc Service, log *slog.Logger) http.Handler {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &server{info: info, svc: svc, log: log}
+	ttl := info.CacheTTL
+	if ttl == 0 {
+		ttl = DefaultCacheTTL
+	}
+	s.fleet.ttl, s.snapshot.ttl = ttl, ttl
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFiles, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", cacheFor(time.Hour, http.FileServerFS(static))))
@@ -107,13 +129,34 @@ func Handler(info Info, svc Service, log *slog.Logger) http.Handler {
 		mux.HandleFunc("GET /instances/{id}", s.authed(s.instance))
 		mux.HandleFunc("POST /instances/{id}/stop", s.authed(s.stopInstance))
 		mux.HandleFunc("GET /instances/{id}/logs", s.authed(s.logStream))
+		mux.HandleFunc("GET /instances/{id}/charts", s.authed(s.instanceChartsFragment))
 		mux.HandleFunc("GET /wallet", s.authed(s.wallet))
 		mux.HandleFunc("POST /wallet/faucet", s.authed(s.faucet))
+		mux.HandleFunc("GET /wallet/statement", s.authed(s.statement))
 
 		mux.HandleFunc("GET /machines", s.authed(s.machines))
+		mux.HandleFunc("GET /machines/{id}", s.authed(s.machinePage))
+		mux.HandleFunc("POST /machines/{id}/settings", s.authed(s.machineSettings))
+		mux.HandleFunc("GET /machines/{id}/charts", s.authed(s.machineChartsFragment))
 		mux.HandleFunc("POST /machines/{id}/price", s.authed(s.setPrice))
 		mux.HandleFunc("POST /machines/{id}/listing", s.authed(s.setListing))
 		mux.HandleFunc("GET /earnings", s.authed(s.earnings))
+
+		mux.HandleFunc("GET /account", s.authed(s.keys))
+		mux.HandleFunc("POST /account/keys", s.authed(s.createKey))
+		mux.HandleFunc("POST /account/keys/{id}/revoke", s.authed(s.revokeKey))
+		mux.HandleFunc("GET /bids", s.authed(s.bids))
+		mux.HandleFunc("GET /market", s.authed(s.marketPage))
+		mux.HandleFunc("GET /withdrawals", s.authed(s.withdrawals))
+		mux.HandleFunc("POST /withdrawals", s.authed(s.withdraw))
+		mux.HandleFunc("GET /stake", s.authed(s.stake))
+		mux.HandleFunc("POST /stake/add", s.authed(s.changeStake(true)))
+		mux.HandleFunc("POST /stake/remove", s.authed(s.changeStake(false)))
+		mux.HandleFunc("GET /admin", s.authed(s.adminOverview))
+		mux.HandleFunc("GET /admin/ledger", s.authed(s.adminLedger))
+		mux.HandleFunc("GET /admin/withdrawals", s.authed(s.adminWithdrawals))
+		mux.HandleFunc("POST /admin/withdrawals/{id}/complete", s.authed(s.decideWithdrawal(true)))
+		mux.HandleFunc("POST /admin/withdrawals/{id}/reject", s.authed(s.decideWithdrawal(false)))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusNotFound, "error", &page{Title: "Not found", Message: "There is no page at " + r.URL.Path + "."})
@@ -259,4 +302,22 @@ func (s *server) home(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Data = st
 	s.render(w, r, http.StatusOK, "home", p)
+}
+
+// shortDuration writes an interval the way people say it: "1 min",
+// "10 min", "1 h 30 min", "45 s".
+func shortDuration(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0 s"
+	case d < time.Minute:
+		return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + " s"
+	case d%time.Hour == 0:
+		return strconv.Itoa(int(d/time.Hour)) + " h"
+	case d < time.Hour && d%time.Minute == 0:
+		return strconv.Itoa(int(d/time.Minute)) + " min"
+	case d%time.Minute == 0:
+		return strconv.Itoa(int(d/time.Hour)) + " h " + strconv.Itoa(int(d%time.Hour/time.Minute)) + " min"
+	}
+	return d.String()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 )
@@ -21,6 +22,8 @@ type Control struct {
 	gpus     map[string]market.GPU
 	settings map[string]Settings
 	log      []string // "apply UUID 300W", "reset UUID", in order
+	busy     map[string]bool
+	now      func() time.Time // nil: time.Now
 }
 
 // NewControl returns a controller of gpus, all at their default settings.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 )
@@ -14,6 +15,8 @@ type Control struct {
 	Exec ExecFunc
 	// DefaultPowerW maps a GPU UUID to the power limit Reset restores.
 	DefaultPowerW map[string]int
+	// Now stamps metric readings; nil is time.Now.
+	Now func() time.Time
 }
 
 // Apply sets the power limit and locks the clocks of each GPU.

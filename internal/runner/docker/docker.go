@@ -5,20 +5,40 @@
 // and the daemon itself refuses a second container for an instance.
 //
 // Containers are hardened by default: not privileged, every capability
-// dropped, no-new-privileges, private network/PID/IPC namespaces, no mounts,
-// a pids limit, an init process that forwards signals, and the memory and
-// CPU limits of Options. GPUs are passed by UUID as a device request for the
-// nvidia driver, never "all".
+// dropped (an instance with SSH keys gets back the few sshd needs, see
+// SSHCaps), no-new-privileges, the default seccomp profile, private PID and
+// IPC namespaces, a network of its own per instance (a user-defined
+// bridge, created and removed with the container), no host mounts and
+// never the Docker socket, a pids limit, an init process that forwards
+// signals, and the CPU, memory, shared-memory and (where the storage driver
+// can) disk limits of the assignment. Published ports get host ports from
+// Options.PortRange. GPUs are passed by UUID, never "all": as CDI devices
+// (nvidia.com/gpu=UUID) when the host has an NVIDIA CDI spec and the daemon
+// reads CDI specs, else as a device request for the nvidia driver. GPU
+// workloads are refused while the NVIDIA Container Toolkit has a known
+// container-escape flaw (see CheckToolkit).
+//
+// The renter's SSH public keys are copied into the container before it
+// starts, at market.SSHKeysPath (/etc/gpumarket/authorized_keys, mode 0444,
+// owned by root), and that path is made read-only (a read-only bind of the
+// file onto itself, which the container cannot undo without CAP_SYS_ADMIN).
+// An image's sshd reads it with "AuthorizedKeysFile
+// /etc/gpumarket/authorized_keys"; the ssh and pytorch templates do.
 //
 // It imports only internal/market of gpumarket.
 package docker
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -29,6 +49,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -76,24 +97,71 @@ type Options struct {
 	// NoGPUDevices runs containers without GPU devices even when the
 	// assignment has GPUs: for simulated GPUs and tests.
 	NoGPUDevices bool
-	// CapAdd are capabilities given back after dropping all; none by
-	// default. (An SSH server needs CHOWN, SETUID, SETGID and SYS_CHROOT.)
+	// CapAdd are capabilities given back to every container after
+	// dropping all; none by default. Instances with SSH keys get SSHCaps.
 	CapAdd []string
 	// PullTimeout bounds an image pull; default 10 minutes.
 	PullTimeout time.Duration
-	Logger      *slog.Logger // nil discards
+	// PortRange is the host ports that container ports are published on;
+	// without one, an instance that asks for ports fails to start.
+	PortRange market.PortRange
+	// PublicHost is the address renters reach published ports at; it is
+	// reported with each port binding ("" leaves it to the coordinator).
+	PublicHost string
+	// CDIDirs are where an NVIDIA CDI spec (nvidia.yaml or nvidia.json) is
+	// looked for; default DefaultCDIDirs.
+	CDIDirs []string
+	// ToolkitVersion reads the installed NVIDIA Container Toolkit version
+	// (the output of nvidia-ctk --version); nil runs the real commands. It
+	// is asked only when GPUs are passed through.
+	ToolkitVersion func(ctx context.Context) (string, error)
+	Logger         *slog.Logger // nil discards
+
+	// sharedBridge puts containers on Docker's default bridge instead of
+	// a network each: only for the benchmark that measures what the
+	// networks cost.
+	sharedBridge bool
+}
+
+// DefaultCDIDirs are the usual places of CDI specs.
+var DefaultCDIDirs = []string{"/etc/cdi", "/var/run/cdi"}
+
+// SSHCaps are the capabilities a container with SSH keys gets back, which
+// an OpenSSH server needs: CHOWN (its pty), SETUID and SETGID (becoming the
+// user), SYS_CHROOT (privilege separation), KILL (ending sessions of other
+// users) and AUDIT_WRITE (login records).
+var SSHCaps = []string{"CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}
+
+// defaultReadonlyPaths are Docker's own read-only paths, kept when the
+// runner adds the SSH keys file (setting any replaces Docker's list).
+var defaultReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+
+// HostInfo is what Spec needs to know of the host and of this container's
+// place on it.
+type HostInfo struct {
+	Nvidia     bool   // the daemon has the nvidia runtime (the toolkit is installed)
+	CDI        bool   // the host has an NVIDIA CDI spec and the daemon reads CDI specs
+	DiskQuota  bool   // the storage driver enforces a per-container size
+	GPUBlocked string // why GPU workloads are refused; "" when they are not
+	Network    string // the network the container joins; "" is Docker's default bridge
+	// HostPorts maps each container port to publish ("8888/tcp") to its
+	// host port.
+	HostPorts map[string]int
 }
 
 // Runner runs assignments as containers. It is safe for concurrent use.
 // Create it with New and release it with Close.
 type Runner struct {
-	cli    *client.Client
-	opt    Options
-	nvidia bool // the daemon has the nvidia runtime
-	log    *slog.Logger
-	now    func() time.Time
+	cli     *client.Client
+	opt     Options
+	host    HostInfo // what the daemon and host offer; Network and HostPorts unset
+	storage string   // the daemon's storage driver
+	log     *slog.Logger
+	now     func() time.Time
 
 	mu       sync.Mutex
+	ports    map[int]market.InstanceID // host ports held by the namespace's containers
+	nextPort int                       // where the search for a free host port starts
 	insts    map[market.InstanceID]*inst
 	logs     []market.LogChunk
 	logBytes int
@@ -115,6 +183,11 @@ type inst struct {
 	final     bool // ended and inspected: the state no longer changes
 	stopAsked bool
 	killed    bool // SIGKILLed after its grace
+	// A start that pulls runs in the background: cancelStart ends it and
+	// startDone is closed when it has.
+	cancelStart context.CancelFunc
+	startDone   chan struct{}
+	ports       []market.PortBinding // where its ports are published, once it runs
 
 	cancelLogs context.CancelFunc
 	logsDone   chan struct{} // closed when the log follower has ended
@@ -157,10 +230,31 @@ func New(ctx context.Context, opt Options) (*Runner, error) {
 		cli.Close()
 		return nil, fmt.Errorf("docker runner: read daemon info: %w", err)
 	}
+	if len(opt.CDIDirs) == 0 {
+		opt.CDIDirs = DefaultCDIDirs
+	}
 	_, nvidia := info.Info.Runtimes["nvidia"]
 	r := &Runner{
-		cli: cli, opt: opt, nvidia: nvidia, log: opt.Logger, now: time.Now,
-		insts: map[market.InstanceID]*inst{},
+		cli: cli, opt: opt, log: opt.Logger, now: time.Now,
+		storage: info.Info.Driver,
+		insts:   map[market.InstanceID]*inst{},
+		ports:   map[int]market.InstanceID{},
+	}
+	r.host = HostInfo{
+		Nvidia: nvidia,
+		// A daemon that reads CDI specs lists their directories (API 1.46+).
+		CDI:       len(info.Info.CDISpecDirs) > 0 && HasNvidiaCDISpec(append(slices.Clone(info.Info.CDISpecDirs), opt.CDIDirs...)),
+		DiskQuota: diskQuota(info.Info.Driver, info.Info.DriverStatus),
+	}
+	if !opt.NoGPUDevices && (r.host.Nvidia || r.host.CDI) {
+		read := opt.ToolkitVersion
+		if read == nil {
+			read = ToolkitVersion
+		}
+		if err := CheckToolkit(ctx, read); err != nil {
+			r.host.GPUBlocked = err.Error()
+			r.log.Error("GPU workloads refused", "err", err)
+		}
 	}
 	if err := r.adopt(ctx); err != nil {
 		r.Close()
@@ -178,6 +272,9 @@ func (r *Runner) Close() error {
 		if in.cancelLogs != nil {
 			in.cancelLogs()
 		}
+		if in.cancelStart != nil {
+			in.cancelStart()
+		}
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
@@ -186,7 +283,49 @@ func (r *Runner) Close() error {
 
 // NvidiaRuntime reports whether the daemon has the nvidia runtime, which
 // GPU device requests need.
-func (r *Runner) NvidiaRuntime() bool { return r.nvidia }
+func (r *Runner) NvidiaRuntime() bool { return r.Host().Nvidia }
+
+// Host returns what the runner found of the host: nvidia runtime, CDI,
+// disk quotas, and why GPU workloads are refused, if they are.
+func (r *Runner) Host() HostInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.host
+}
+
+// StorageDriver is the daemon's storage driver (overlay2, ...).
+func (r *Runner) StorageDriver() string { return r.storage }
+
+// diskQuota reports whether a storage driver enforces the "size" storage
+// option: overlay2 only on xfs (mounted with pquota, which the daemon
+// cannot tell; create then fails and the runner goes on without it),
+// btrfs, zfs and devicemapper always.
+func diskQuota(driver string, status [][2]string) bool {
+	switch driver {
+	case "btrfs", "zfs", "devicemapper":
+		return true
+	case "overlay2":
+		for _, kv := range status {
+			if kv[0] == "Backing Filesystem" && kv[1] == "xfs" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// HasNvidiaCDISpec reports whether one of dirs holds an NVIDIA CDI spec
+// (nvidia.yaml or nvidia.json, as nvidia-ctk cdi generate writes).
+func HasNvidiaCDISpec(dirs []string) bool {
+	for _, d := range dirs {
+		for _, name := range []string{"nvidia.yaml", "nvidia.json"} {
+			if st, err := os.Stat(filepath.Join(d, name)); err == nil && st.Mode().IsRegular() {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // APIVersion is the Engine API version negotiated with the daemon.
 func (r *Runner) APIVersion() string { return r.cli.ClientVersion() }
@@ -226,9 +365,12 @@ func (r *Runner) adopt(ctx context.Context) error {
 			r.log.Info("removed a container that never started", "instance", id)
 			continue
 		}
-		in := &inst{id: id, gen: gen, container: c.ID, state: market.ObservedRunning}
+		in := &inst{id: id, gen: gen, container: c.ID, state: market.ObservedRunning, ports: r.bindings(c.Ports)}
 		r.mu.Lock()
 		r.insts[id] = in
+		for _, b := range in.ports {
+			r.ports[b.HostPort] = id
+		}
 		if isUp(c.State) {
 			// Output from before the restart was sent (or lost) by the
 			// previous agent; follow what comes from now on.
@@ -239,7 +381,54 @@ func (r *Runner) adopt(ctx context.Context) error {
 		r.mu.Unlock()
 		r.log.Info("adopted container", "instance", id, "generation", gen, "state", c.State)
 	}
+	return r.removeOrphanNetworks(ctx)
+}
+
+// removeOrphanNetworks removes the namespace's networks whose instance has
+// no container: left by an agent that died between creating the network
+// and the container, or after removing the container.
+func (r *Runner) removeOrphanNetworks(ctx context.Context) error {
+	res, err := r.cli.NetworkList(ctx, client.NetworkListOptions{
+		Filters: make(client.Filters).Add("label", LabelNamespace+"="+r.opt.Namespace),
+	})
+	if err != nil {
+		return fmt.Errorf("docker runner: list networks: %w", err)
+	}
+	r.mu.Lock()
+	known := make(map[market.InstanceID]bool, len(r.insts))
+	for id := range r.insts {
+		known[id] = true
+	}
+	r.mu.Unlock()
+	for _, n := range res.Items {
+		if known[market.InstanceID(n.Labels[LabelInstance])] {
+			continue
+		}
+		if _, err := r.cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			r.log.Warn("remove orphaned network", "network", n.Name, "err", err)
+			continue
+		}
+		r.log.Info("removed orphaned network", "network", n.Name)
+	}
 	return nil
+}
+
+// bindings turns the daemon's port list into what the renter sees, one
+// binding per container port (the daemon lists IPv4 and IPv6 apart).
+func (r *Runner) bindings(ps []container.PortSummary) []market.PortBinding {
+	var out []market.PortBinding
+	for _, p := range ps {
+		if p.PublicPort == 0 {
+			continue
+		}
+		port := fmt.Sprintf("%d/%s", p.PrivatePort, p.Type)
+		if slices.ContainsFunc(out, func(b market.PortBinding) bool { return b.Port == port }) {
+			continue
+		}
+		out = append(out, market.PortBinding{Port: port, Host: r.opt.PublicHost, HostPort: int(p.PublicPort)})
+	}
+	slices.SortFunc(out, func(a, b market.PortBinding) int { return strings.Compare(a.Port, b.Port) })
+	return out
 }
 
 func isUp(s container.ContainerState) bool {
@@ -272,11 +461,77 @@ func (r *Runner) Start(ctx context.Context, a market.Assignment) error {
 	r.insts[a.Instance] = in
 	r.mu.Unlock()
 
-	cid, err := r.create(ctx, in, a)
-	if err == nil {
-		_, err = r.cli.ContainerStart(ctx, cid, client.ContainerStartOptions{})
+	if a.Image != "" && r.mustPull(ctx, a.Image) {
+		// A pull can take minutes; the agent's loop must go on reporting
+		// meanwhile (or the coordinator takes the machine for lost). The
+		// instance stays starting, and List says how it ended.
+		if _, err := Spec(a, r.opt, r.Host()); err != nil { // refuse before pulling
+			r.mu.Lock()
+			in.state, in.message, in.final = market.ObservedFailed, market.Message(err), true
+			r.mu.Unlock()
+			return market.Errorf(op, market.KindOf(err), "%s: %w", a.Instance, err)
+		}
+		sctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			cancel()
+			return market.Errorf(op, market.Unavailable, "the runner is closed")
+		}
+		in.cancelStart, in.startDone = cancel, done
+		r.wg.Add(1)
+		r.mu.Unlock()
+		go func() {
+			defer r.wg.Done()
+			defer close(done)
+			defer cancel()
+			if err := r.finishStart(sctx, in, a); err != nil {
+				r.log.Warn("start instance failed", "instance", a.Instance, "err", err)
+			}
+		}()
+		return nil
+	}
+	return r.finishStart(ctx, in, a)
+}
+
+// mustPull reports whether the host lacks image ref. An error other than
+// "not found" counts as lacking it: the pull then says what is wrong.
+func (r *Runner) mustPull(ctx context.Context, ref string) bool {
+	_, err := r.cli.ImageInspect(ctx, ref)
+	return err != nil
+}
+
+// finishStart pulls, creates and starts in's container and records the
+// outcome. A start cancelled by Stop ends as stopped.
+func (r *Runner) finishStart(ctx context.Context, in *inst, a market.Assignment) error {
+	const op = "start instance"
+	var cid string
+	var err error
+	for attempt := 1; ; attempt++ {
+		cid, err = r.create(ctx, in, a)
 		if err != nil {
-			err = market.Errorf("", market.Invalid, "cannot start the container: %s", daemonMessage(err))
+			break
+		}
+		_, err = r.cli.ContainerStart(ctx, cid, client.ContainerStartOptions{})
+		if err == nil {
+			break
+		}
+		if portTaken(err) && attempt < 5 {
+			// Something outside the agent took a host port between the
+			// check and the start: try other ports.
+			r.log.Warn("host port taken; retrying with others", "instance", a.Instance, "err", err)
+			_, _ = r.cli.ContainerRemove(ctx, cid, client.ContainerRemoveOptions{Force: true})
+			r.releasePorts(a.Instance)
+			continue
+		}
+		err = market.Errorf("", market.Invalid, "cannot start the container: %s", daemonMessage(err))
+		break
+	}
+	var ports []market.PortBinding
+	if err == nil && len(a.Ports) > 0 {
+		if res, ierr := r.cli.ContainerInspect(ctx, cid, client.ContainerInspectOptions{}); ierr == nil && res.Container.NetworkSettings != nil {
+			ports = r.inspectBindings(res.Container.NetworkSettings.Ports)
 		}
 	}
 	r.mu.Lock()
@@ -284,11 +539,109 @@ func (r *Runner) Start(ctx context.Context, a market.Assignment) error {
 	in.container = cid
 	if err != nil {
 		in.state, in.message, in.final = market.ObservedFailed, market.Message(err), true
+		if in.stopAsked {
+			in.state, in.message = market.ObservedStopped, "stopped before it started"
+		}
 		return market.Errorf(op, market.KindOf(err), "%s: %w", a.Instance, err)
 	}
 	in.state = market.ObservedRunning
+	in.ports = ports
 	r.follow(in, time.Time{})
 	return nil
+}
+
+// portTaken reports whether a start failed because a host port is in use.
+func portTaken(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "port is already allocated") || strings.Contains(msg, "address already in use")
+}
+
+// inspectBindings is bindings for an inspected container's port map.
+func (r *Runner) inspectBindings(pm network.PortMap) []market.PortBinding {
+	var ps []container.PortSummary
+	for p, bs := range pm {
+		for _, b := range bs {
+			n, err := strconv.Atoi(b.HostPort)
+			if err != nil || n <= 0 || n > 65535 {
+				continue
+			}
+			ps = append(ps, container.PortSummary{PrivatePort: p.Num(), PublicPort: uint16(n), Type: string(p.Proto())})
+		}
+	}
+	return r.bindings(ps)
+}
+
+// allocPorts picks a free host port of the range for each container port,
+// holding them for id. Ports held by the namespace's containers are
+// skipped, and so are those something else on the host listens on (when
+// the daemon runs on this host, which is what the check can see).
+func (r *Runner) allocPorts(id market.InstanceID, ports []string) (map[string]int, error) {
+	if len(ports) == 0 {
+		return nil, nil
+	}
+	pr := r.opt.PortRange
+	if pr.Size() == 0 {
+		return nil, market.Errorf("", market.Unavailable, "the instance publishes %s but this host's agent runs without --port-range", strings.Join(ports, ", "))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	if r.nextPort < pr.First || r.nextPort > pr.Last {
+		r.nextPort = pr.First
+	}
+	for _, p := range ports {
+		found := 0
+		for tries := 0; tries < pr.Size() && found == 0; tries++ {
+			n := r.nextPort
+			r.nextPort++
+			if r.nextPort > pr.Last {
+				r.nextPort = pr.First
+			}
+			if _, held := r.ports[n]; held || !portFree(n, strings.HasSuffix(p, "/udp")) {
+				continue
+			}
+			found = n
+		}
+		if found == 0 {
+			for _, n := range out {
+				delete(r.ports, n)
+			}
+			return nil, market.Errorf("", market.Unavailable, "no free host port left in %s for %s; the host must widen --port-range", pr, p)
+		}
+		r.ports[found] = id
+		out[p] = found
+	}
+	return out, nil
+}
+
+// portFree reports whether nothing on this host listens on port n.
+func portFree(n int, udp bool) bool {
+	addr := ":" + strconv.Itoa(n)
+	if udp {
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// releasePorts gives back the host ports held for id.
+func (r *Runner) releasePorts(id market.InstanceID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for n, owner := range r.ports {
+		if owner == id {
+			delete(r.ports, n)
+		}
+	}
 }
 
 // create makes sure the image is here and creates the container.
@@ -296,16 +649,45 @@ func (r *Runner) create(ctx context.Context, in *inst, a market.Assignment) (str
 	if a.Image == "" {
 		return "", market.Errorf("", market.Invalid, "this machine runs container images and the instance has none; give an image")
 	}
-	spec, err := Spec(a, r.opt, r.nvidia)
-	if err != nil {
+	host := r.Host()
+	if _, err := Spec(a, r.opt, host); err != nil { // refuse before pulling
 		return "", err
 	}
 	if err := r.ensureImage(ctx, a.Instance, a.Image); err != nil {
 		return "", err
 	}
+	if a.Limits.DiskGiB > 0 && !host.DiskQuota {
+		r.system(a.Instance, "disk limit of %d GiB not enforced: the storage driver %s of this host does not support per-container size limits", a.Limits.DiskGiB, r.storage)
+	}
+	if !r.opt.sharedBridge {
+		netw, err := r.ensureNetwork(ctx, a.Instance)
+		if err != nil {
+			return "", err
+		}
+		host.Network = netw
+	}
+	var err error
+	if host.HostPorts, err = r.allocPorts(a.Instance, a.Ports); err != nil {
+		return "", err
+	}
+	spec, err := Spec(a, r.opt, host)
+	if err != nil {
+		return "", err
+	}
 	res, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: r.name(a.Instance), Config: spec.Config, HostConfig: spec.HostConfig,
 	})
+	if err != nil && spec.HostConfig.StorageOpt != nil && strings.Contains(err.Error(), "storage-opt") {
+		// overlay2 on xfs without pquota: go on without a disk limit.
+		r.mu.Lock()
+		r.host.DiskQuota = false
+		r.mu.Unlock()
+		r.system(a.Instance, "disk limit of %d GiB not enforced: %s", a.Limits.DiskGiB, daemonMessage(err))
+		spec.HostConfig.StorageOpt = nil
+		res, err = r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+			Name: r.name(a.Instance), Config: spec.Config, HostConfig: spec.HostConfig,
+		})
+	}
 	if cerrdefs.IsConflict(err) {
 		// The name is taken: a container for this instance exists that
 		// we did not know of. Never make a second one.
@@ -317,7 +699,92 @@ func (r *Runner) create(ctx context.Context, in *inst, a market.Assignment) (str
 	for _, w := range res.Warnings {
 		r.log.Warn("docker warns about a container", "instance", a.Instance, "warning", w)
 	}
+	if len(a.SSHKeys) > 0 {
+		if _, err := r.cli.CopyToContainer(ctx, res.ID, client.CopyToContainerOptions{DestinationPath: "/", Content: sshKeysTar(a.SSHKeys)}); err != nil {
+			_, _ = r.cli.ContainerRemove(ctx, res.ID, client.ContainerRemoveOptions{Force: true})
+			return "", market.Errorf("", market.Invalid, "cannot put the SSH keys into the container: %s", daemonMessage(err))
+		}
+	}
 	return res.ID, nil
+}
+
+// sshKeysTar is a tar of market.SSHKeysPath holding keys, one per line,
+// owned by root and read-only, in a directory only root may change.
+func sshKeysTar(keys []string) *bytes.Reader {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	body := []byte(strings.Join(keys, "\n") + "\n")
+	dir := strings.TrimPrefix(filepath.Dir(market.SSHKeysPath), "/")
+	mt := time.Unix(0, 0)
+	_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: mt})
+	_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(market.SSHKeysPath, "/"), Mode: 0o444, Size: int64(len(body)), ModTime: mt})
+	_, _ = tw.Write(body)
+	_ = tw.Close()
+	return bytes.NewReader(buf.Bytes())
+}
+
+// ensureNetwork creates the instance's own bridge network, or finds the
+// one an earlier attempt created, and returns its name (its ID if an old
+// daemon, which allows two networks of one name, has made a second).
+func (r *Runner) ensureNetwork(ctx context.Context, id market.InstanceID) (string, error) {
+	have, err := r.networksOf(ctx, id)
+	if err != nil {
+		return "", market.Errorf("", market.Unavailable, "cannot list the instance's networks: %s", daemonMessage(err))
+	}
+	switch {
+	case len(have) == 1:
+		return r.name(id), nil
+	case len(have) > 1:
+		return have[0], nil // the name is ambiguous; the ID is not
+	}
+	res, err := r.cli.NetworkCreate(ctx, r.name(id), client.NetworkCreateOptions{
+		Driver: "bridge",
+		Labels: map[string]string{LabelNamespace: r.opt.Namespace, LabelInstance: string(id)},
+		// One container per network: nothing to talk to but the outside.
+		Options: map[string]string{"com.docker.network.bridge.enable_icc": "false"},
+	})
+	if err != nil {
+		hint := ""
+		if strings.Contains(err.Error(), "address pool") {
+			// Docker's default pools hold about 30 bridge networks.
+			hint = "; the host must give Docker more networks (smaller subnets in default-address-pools of /etc/docker/daemon.json)"
+		}
+		return "", market.Errorf("", market.Unavailable, "cannot create the instance's network: %s%s", daemonMessage(err), hint)
+	}
+	for _, w := range res.Warning {
+		r.log.Warn("docker warns about a network", "instance", id, "warning", w)
+	}
+	return r.name(id), nil
+}
+
+// networksOf returns the IDs of the instance's networks (one, unless an
+// old daemon let a retry make a second of the same name).
+func (r *Runner) networksOf(ctx context.Context, id market.InstanceID) ([]string, error) {
+	res, err := r.cli.NetworkList(ctx, client.NetworkListOptions{
+		Filters: make(client.Filters).Add("label", LabelNamespace+"="+r.opt.Namespace).Add("label", LabelInstance+"="+string(id)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(res.Items))
+	for _, n := range res.Items {
+		ids = append(ids, n.ID)
+	}
+	return ids, nil
+}
+
+// removeNetwork removes the instance's networks; none is fine.
+func (r *Runner) removeNetwork(ctx context.Context, id market.InstanceID) error {
+	ids, err := r.networksOf(ctx, id)
+	if err != nil {
+		return fmt.Errorf("list networks of %s: %w", id, err)
+	}
+	for _, n := range ids {
+		if _, err := r.cli.NetworkRemove(ctx, n, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("remove network of %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // ensureImage pulls ref unless the host has it, reporting progress in the
@@ -341,7 +808,7 @@ func (r *Runner) ensureImage(ctx context.Context, id market.InstanceID, ref stri
 	if errors.Is(perr, context.DeadlineExceeded) {
 		perr = fmt.Errorf("no progress within %s", r.opt.PullTimeout)
 	}
-	msg := fmt.Sprintf("image not found: %s (it is not on this host and pulling it failed: %s)", ref, daemonMessage(perr))
+	msg := pullFailure(ref, perr)
 	r.system(id, "%s", msg)
 	return market.Errorf("", market.Invalid, "%s", msg)
 }
@@ -373,6 +840,20 @@ func (r *Runner) pull(ctx context.Context, id market.InstanceID, ref string) err
 	return ctx.Err()
 }
 
+// pullFailure says why an image could not be had: "image not found" when
+// the registry says it has no such image (or denies it, as registries do
+// for private images), else "pull failed".
+func pullFailure(ref string, err error) string {
+	m := daemonMessage(err)
+	low := strings.ToLower(m)
+	for _, s := range []string{"not found", "manifest unknown", "does not exist", "pull access denied", "repository name must", "invalid reference"} {
+		if strings.Contains(low, s) {
+			return fmt.Sprintf("image not found: %s (it is not on this host and the registry does not have it: %s)", ref, m)
+		}
+	}
+	return fmt.Sprintf("pull failed: %s (%s)", ref, m)
+}
+
 // daemonMessage is err's text without the client's "Error response from
 // daemon: " prefix.
 func daemonMessage(err error) string {
@@ -387,22 +868,22 @@ type ContainerSpec struct {
 
 // Spec returns the container configuration of an assignment: its image,
 // command and environment, the labels that tie it to the instance, the
-// hardening and limits, and its GPUs as a device request by UUID when the
-// host has the nvidia runtime. An assignment with GPUs on a host without it
-// is refused unless opt.NoGPUDevices.
-func Spec(a market.Assignment, opt Options, nvidia bool) (ContainerSpec, error) {
+// hardening and limits, its network and published ports, and its GPUs by
+// UUID (see GPUDevices). An assignment with GPUs on a host that cannot pass
+// them through, or whose toolkit is unsafe, is refused unless
+// opt.NoGPUDevices.
+func Spec(a market.Assignment, opt Options, host HostInfo) (ContainerSpec, error) {
 	ns := opt.Namespace
 	if ns == "" {
 		ns = DefaultNamespace
 	}
-	pids := opt.PidsLimit
-	if pids <= 0 {
-		pids = DefaultPidsLimit
-	}
 	gpus := len(a.GPUUUIDs) > 0 && !opt.NoGPUDevices
-	if gpus && !nvidia {
+	switch {
+	case gpus && !host.Nvidia && !host.CDI:
 		return ContainerSpec{}, market.Errorf("", market.Unavailable,
-			"the instance has %d GPUs but this host's Docker has no nvidia runtime; install the NVIDIA Container Toolkit and restart the agent", len(a.GPUUUIDs))
+			"the instance has %d GPUs but this host's Docker has no nvidia runtime and no NVIDIA CDI spec; install the NVIDIA Container Toolkit and restart the agent", len(a.GPUUUIDs))
+	case gpus && host.GPUBlocked != "":
+		return ContainerSpec{}, market.Errorf("", market.Unavailable, "%s", host.GPUBlocked)
 	}
 	env := map[string]string{}
 	maps.Copy(env, a.Env)
@@ -420,6 +901,9 @@ func Spec(a market.Assignment, opt Options, nvidia bool) (ContainerSpec, error) 
 	env["GPUMARKET_GPU_UUIDS"] = strings.Join(a.GPUUUIDs, ",")
 	env["GPUMARKET_GPU_INDICES"] = strings.Join(idx, ",")
 	env["GPUMARKET_INSTANCE"] = string(a.Instance)
+	if len(a.SSHKeys) > 0 {
+		env["GPUMARKET_SSH_KEYS"] = market.SSHKeysPath
+	}
 	envList := make([]string, 0, len(env))
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		envList = append(envList, k+"="+env[k])
@@ -435,8 +919,9 @@ func Spec(a market.Assignment, opt Options, nvidia bool) (ContainerSpec, error) 
 			LabelGeneration: strconv.FormatInt(a.Generation, 10),
 		},
 	}
+	l := limits(a.Limits, opt)
 	useInit := true
-	host := &container.HostConfig{
+	hc := &container.HostConfig{
 		NetworkMode:   "bridge",
 		IpcMode:       container.IPCModePrivate,
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
@@ -445,27 +930,89 @@ func Spec(a market.Assignment, opt Options, nvidia bool) (ContainerSpec, error) 
 		CapDrop:       []string{"ALL"},
 		CapAdd:        slices.Clone(opt.CapAdd),
 		SecurityOpt:   []string{"no-new-privileges:true"},
-		ShmSize:       opt.ShmBytes,
+		ShmSize:       l.ShmMiB << 20,
 		// An init as PID 1 forwards SIGTERM to the workload (the kernel
 		// drops signals a PID 1 has no handler for) and reaps zombies.
 		Init: &useInit,
 		Resources: container.Resources{
-			Memory:    opt.MemoryBytes,
-			NanoCPUs:  opt.NanoCPUs,
-			PidsLimit: &pids,
+			Memory:    l.MemoryMiB << 20,
+			NanoCPUs:  l.CPUMillis * 1e6,
+			PidsLimit: &l.Pids,
 		},
 	}
-	if opt.MemoryBytes > 0 {
-		host.Resources.MemorySwap = opt.MemoryBytes // no swap on top
+	if host.Network != "" {
+		hc.NetworkMode = container.NetworkMode(host.Network)
+	}
+	if l.MemoryMiB > 0 {
+		hc.Resources.MemorySwap = l.MemoryMiB << 20 // no swap on top
+	}
+	if l.DiskGiB > 0 && host.DiskQuota {
+		hc.StorageOpt = map[string]string{"size": strconv.FormatInt(l.DiskGiB, 10) + "G"}
+	}
+	if len(a.SSHKeys) > 0 {
+		for _, c := range SSHCaps {
+			if !slices.Contains(hc.CapAdd, c) {
+				hc.CapAdd = append(hc.CapAdd, c)
+			}
+		}
+		hc.ReadonlyPaths = append(slices.Clone(defaultReadonlyPaths), market.SSHKeysPath)
+	}
+	if len(a.Ports) > 0 {
+		cfg.ExposedPorts = network.PortSet{}
+		hc.PortBindings = network.PortMap{}
+		for _, ps := range a.Ports {
+			p, err := network.ParsePort(ps)
+			if err != nil {
+				return ContainerSpec{}, market.Errorf("", market.Invalid, "port %q: %v", ps, err)
+			}
+			cfg.ExposedPorts[p] = struct{}{}
+			if hp := host.HostPorts[ps]; hp > 0 {
+				hc.PortBindings[p] = []network.PortBinding{{HostPort: strconv.Itoa(hp)}}
+			}
+		}
 	}
 	if gpus {
-		host.Resources.DeviceRequests = []container.DeviceRequest{{
-			Driver:       "nvidia",
-			DeviceIDs:    slices.Clone(a.GPUUUIDs),
-			Capabilities: [][]string{{"gpu"}},
-		}}
+		hc.Resources.DeviceRequests = GPUDevices(a.GPUUUIDs, host.CDI)
 	}
-	return ContainerSpec{Config: cfg, HostConfig: host}, nil
+	return ContainerSpec{Config: cfg, HostConfig: hc}, nil
+}
+
+// limits are the assignment's limits, each zero one taken from opt.
+func limits(l market.Limits, opt Options) market.Limits {
+	if l.CPUMillis == 0 {
+		l.CPUMillis = opt.NanoCPUs / 1e6
+	}
+	if l.MemoryMiB == 0 {
+		l.MemoryMiB = opt.MemoryBytes >> 20
+	}
+	if l.Pids <= 0 {
+		l.Pids = opt.PidsLimit
+	}
+	if l.Pids <= 0 {
+		l.Pids = DefaultPidsLimit
+	}
+	if l.ShmMiB == 0 {
+		l.ShmMiB = opt.ShmBytes >> 20
+	}
+	return l
+}
+
+// GPUDevices is how a container gets exactly the GPUs uuids: CDI device
+// names (nvidia.com/gpu=UUID) when the host has an NVIDIA CDI spec, else a
+// device request for the nvidia driver naming the UUIDs. Never "all", and
+// never a count, which would let the driver choose.
+func GPUDevices(uuids []string, cdi bool) []container.DeviceRequest {
+	if len(uuids) == 0 {
+		return nil
+	}
+	if cdi {
+		ids := make([]string, len(uuids))
+		for i, u := range uuids {
+			ids[i] = "nvidia.com/gpu=" + u
+		}
+		return []container.DeviceRequest{{Driver: "cdi", DeviceIDs: ids}}
+	}
+	return []container.DeviceRequest{{Driver: "nvidia", DeviceIDs: slices.Clone(uuids), Capabilities: [][]string{{"gpu"}}}}
 }
 
 // follow streams in's container output into the log buffer, from since
@@ -602,6 +1149,9 @@ func (r *Runner) List(ctx context.Context) ([]market.InstanceReport, error) {
 	out := make([]market.InstanceReport, 0, len(r.insts))
 	for _, in := range r.insts {
 		rep := market.InstanceReport{Instance: in.id, Generation: in.gen, State: in.state, Message: in.message}
+		if running(in.state) {
+			rep.Ports = slices.Clone(in.ports)
+		}
 		if in.exitCode != nil {
 			c := *in.exitCode
 			rep.ExitCode = &c
@@ -702,12 +1252,23 @@ func (r *Runner) stopTarget(ctx context.Context, id market.InstanceID) (string, 
 			return "", false
 		}
 		in.stopAsked = true
-		cid := in.container
+		cid, cancel, done := in.container, in.cancelStart, in.startDone
 		r.mu.Unlock()
 		if cid != "" {
 			return cid, true
 		}
-		select { // Start is pulling or creating
+		if cancel != nil {
+			// Pulling in the background: give up on the start and wait
+			// for it to say so (or to have made a container after all).
+			cancel()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				return "", false
+			}
+			continue
+		}
+		select { // Start is creating
 		case <-ctx.Done():
 			return "", false
 		case <-time.After(50 * time.Millisecond):
@@ -772,6 +1333,10 @@ func (r *Runner) Forget(ctx context.Context, id market.InstanceID) error {
 			return fmt.Errorf("forget instance %s: remove container: %w", id, err)
 		}
 	}
+	if err := r.removeNetwork(ctx, id); err != nil {
+		return fmt.Errorf("forget instance %s: %w", id, err)
+	}
+	r.releasePorts(id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if in.cancelLogs != nil {

@@ -21,6 +21,8 @@
       var s = JSON.parse(ev.data);
       if (state) { state.textContent = s.state; state.className = "state " + s.state; }
       if (reason) reason.textContent = s.reason || "";
+      var box = document.getElementById("charts");
+      if (box && !s.active) box.dataset.active = "false";
       if (!s.active || s.state === "stopping") {
         var stop = document.getElementById("stop-form");
         if (stop) stop.remove();
@@ -36,6 +38,25 @@
     });
   }
 
+  // charts reloads the metrics fragment every few seconds while the
+  // instance runs, and once more after it ends.
+  function charts(box) {
+    var busy = false;
+    function load() {
+      if (busy) return;
+      busy = true;
+      fetch(box.dataset.src, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) { if (html !== null) box.innerHTML = html; })
+        .catch(function () {})
+        .then(function () { busy = false; });
+    }
+    var timer = setInterval(function () {
+      load();
+      if (box.dataset.active !== "true") clearInterval(timer);
+    }, 3000);
+  }
+
   // priceFor multiplies a decimal token price by n without floats.
   function priceFor(price, n) {
     var parts = price.split(".");
@@ -49,6 +70,8 @@
   document.addEventListener("DOMContentLoaded", function () {
     var pre = document.getElementById("logs");
     if (pre && pre.dataset.active === "true" && window.EventSource) follow(pre);
+    var box = document.getElementById("charts");
+    if (box && box.dataset.active === "true" && window.fetch) charts(box);
     var form = document.getElementById("rent-form");
     var gpus = document.getElementById("gpus");
     var out = document.getElementById("price-hour");

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -26,8 +27,39 @@ func main() {
 		sleep   = flag.Duration("sleep", 0, "sleep this long")
 		code    = flag.Int("exit", 0, "exit code")
 		hostile = flag.Bool("hostile", false, "try to mount, reach the Docker socket, chown and fork-bomb; print what happened")
+		listen  = flag.String("listen", "", "serve TCP on this address: greet each client with \"hello from testprog\"")
+		cat     = flag.String("cat", "", "print this file, then try to write, chmod and remove it, printing each outcome")
+		dial    = flag.String("dial", "", "try to connect to this TCP address (2s timeout) and print the outcome")
 	)
 	flag.Parse()
+	if *dial != "" {
+		c, err := net.DialTimeout("tcp", *dial, 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		fmt.Printf("dial %s: %v\n", *dial, errText(err))
+	}
+	if *cat != "" {
+		catFile(*cat)
+	}
+	if *listen != "" {
+		l, err := net.Listen("tcp", *listen)
+		if err != nil {
+			fmt.Println("listen:", err)
+			os.Exit(1)
+		}
+		fmt.Println("listening on", *listen)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintln(c, "hello from testprog")
+				c.Close()
+			}
+		}()
+	}
 	if *hostile {
 		attack()
 	}
@@ -97,6 +129,26 @@ func attack() {
 		}
 	}
 	fmt.Printf("forks: %d (%v)\n", n, errText(err))
+}
+
+// catFile prints a file and what happened to attempts to change it.
+func catFile(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Printf("read: %v\n", errText(err))
+	} else {
+		fmt.Printf("content: %q\n", b)
+	}
+	if st, err := os.Stat(path); err == nil {
+		fmt.Printf("mode: %v\n", st.Mode().Perm())
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err == nil {
+		f.Close()
+	}
+	fmt.Printf("write: %v\n", errText(err))
+	fmt.Printf("chmod: %v\n", errText(os.Chmod(path, 0o666)))
+	fmt.Printf("remove: %v\n", errText(os.Remove(path)))
 }
 
 func errText(err error) string {

@@ -1,0 +1,956 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/deploy"
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
+)
+
+// Deployments: sets of replicas the leader keeps running. The API stores a
+// deployment's spec; every tick the leader reads the deployments, their
+// replicas (instances carrying the deployment's ID), the machines, pools
+// and metrics, asks the pure reconciler (internal/deploy) what to do, and
+// applies its plan through the ordinary instance paths: a placement is a
+// CreateInstance as the deployment's owner (escrow and billing as for any
+// rental), a stop is a stop with the reconciler's reason. Every decision is
+// recorded in the deployment's history with its reason.
+
+// Limits of a deployment spec.
+const (
+	MaxReplicasPerDeployment = 100
+	maxDeploymentPriority    = 1000
+	maxDeploymentRegions     = 16
+	deploymentHistoryShown   = 50
+	// failureWindow is how far back failed replicas count towards the
+	// crash-loop backoff.
+	failureWindow = 10 * time.Minute
+)
+
+var deploymentName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// deploymentKey marks the context of an instance create made for a
+// deployment: CreateInstance records the instance as its replica, at the
+// revision given, in the same transaction (recordReplica).
+type deploymentKey struct{}
+
+type replicaOf struct {
+	id     market.DeploymentID
+	rev    int64
+	health *market.HealthCheck
+}
+
+func forDeployment(ctx context.Context, id market.DeploymentID, rev int64, health *market.HealthCheck) context.Context {
+	return context.WithValue(ctx, deploymentKey{}, replicaOf{id, rev, health})
+}
+
+// recordReplica marks inst, just inserted in tx, as a replica of the
+// deployment its create was made for, if any. A replica with a health
+// check carries it to its agent in $GPUMARKET_HEALTH_CHECK, which renters
+// cannot set themselves.
+func recordReplica(ctx context.Context, tx Tx, inst *market.Instance) error {
+	r, ok := ctx.Value(deploymentKey{}).(replicaOf)
+	if !ok || r.id == "" {
+		return nil
+	}
+	inst.Deployment, inst.DeploymentRevision = r.id, r.rev
+	if r.health != nil {
+		inst.Env = maps.Clone(inst.Env)
+		if inst.Env == nil {
+			inst.Env = map[string]string{}
+		}
+		inst.Env[market.HealthEnv] = r.health.String()
+		if err := tx.UpdateInstance(ctx, *inst); err != nil {
+			return err
+		}
+	}
+	return tx.SetInstanceDeployment(ctx, inst.ID, r.id, r.rev)
+}
+
+// queueStore keeps the latest queue length each replica's workload
+// reported through its agent, in memory (a restarted coordinator waits
+// for the next reports). The zero value is ready to use.
+type queueStore struct {
+	mu sync.Mutex
+	m  map[market.InstanceID]queueSample
+}
+
+type queueSample struct {
+	n  int64
+	at time.Time
+}
+
+func (q *queueStore) record(id market.InstanceID, n int64, at time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.m == nil {
+		q.m = map[market.InstanceID]queueSample{}
+	}
+	q.m[id] = queueSample{n, at}
+}
+
+// get returns the latest queue length of id if reported since since.
+func (q *queueStore) get(id market.InstanceID, since time.Time) (int64, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	v, ok := q.m[id]
+	return v.n, ok && !v.at.Before(since)
+}
+
+// keep drops the samples of instances not in active.
+func (q *queueStore) keep(active map[market.InstanceID]bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	maps.DeleteFunc(q.m, func(id market.InstanceID, _ queueSample) bool { return !active[id] })
+}
+
+// replicaUtil returns the mean GPU utilisation of a replica's GPUs from
+// the latest samples its agent reported, if any.
+func (s *Service) replicaUtil(m market.MachineID, gpus []int) (float64, bool) {
+	samples := s.metrics.latest(m, gpus)
+	if len(samples) == 0 {
+		return 0, false
+	}
+	var sum float64
+	for _, g := range samples {
+		sum += g.UtilPct
+	}
+	return sum / float64(len(samples)), true
+}
+
+// checkSpec validates and normalises a deployment spec.
+func (s *Service) checkSpec(spec *market.DeploymentSpec) error {
+	spec.Name = strings.TrimSpace(spec.Name)
+	spec.Query = strings.TrimSpace(spec.Query)
+	spec.Pool = strings.TrimSpace(spec.Pool)
+	switch {
+	case !deploymentName.MatchString(spec.Name):
+		return fmt.Errorf("deployment name %q must be 1 to 63 lower-case letters, digits and -, starting and ending with a letter or digit", spec.Name)
+	case spec.GPUsPerReplica < 1 || spec.GPUsPerReplica > maxGPUsPerReq:
+		return fmt.Errorf("GPUs per replica must be between 1 and %d, got %d", maxGPUsPerReq, spec.GPUsPerReplica)
+	case spec.MinReplicas < 0:
+		return fmt.Errorf("minimum replicas must not be negative, got %d", spec.MinReplicas)
+	case spec.MaxReplicas < spec.MinReplicas:
+		return fmt.Errorf("maximum replicas %d is below the minimum %d; write --replicas MIN..MAX", spec.MaxReplicas, spec.MinReplicas)
+	case spec.MaxReplicas > MaxReplicasPerDeployment:
+		return fmt.Errorf("maximum replicas %d is above the limit of %d per deployment", spec.MaxReplicas, MaxReplicasPerDeployment)
+	case spec.MaxReplicas == 0:
+		return fmt.Errorf("maximum replicas must be at least 1")
+	case spec.MaxLatency < 0:
+		return fmt.Errorf("max latency must not be negative")
+	case spec.MaxLatency > 0 && len(spec.Regions) == 0:
+		return fmt.Errorf("a max latency needs regions to measure it from; add --regions")
+	case len(spec.Regions) > maxDeploymentRegions:
+		return fmt.Errorf("%d regions; the limit is %d", len(spec.Regions), maxDeploymentRegions)
+	case spec.Priority < 0 || spec.Priority > maxDeploymentPriority:
+		return fmt.Errorf("priority must be between 0 and %d, got %d", maxDeploymentPriority, spec.Priority)
+	case spec.MaxPricePerDay < 0:
+		return fmt.Errorf("max price per day must not be negative")
+	case spec.Image == "" && len(spec.Command) == 0:
+		return fmt.Errorf("give an image (--image) or a command to run (after --)")
+	}
+	for i, r := range spec.Regions {
+		r = strings.ToLower(strings.TrimSpace(r))
+		if r == "" || len(r) > 64 || strings.ContainsAny(r, " \t[],\"'") {
+			return fmt.Errorf("region %q is not a region name like eu or us-east", spec.Regions[i])
+		}
+		spec.Regions[i] = r
+	}
+	if spec.Health != nil {
+		if err := spec.Health.Check(); err != nil {
+			return err
+		}
+	}
+	if spec.Scale != nil {
+		if err := spec.Scale.Check(); err != nil {
+			return err
+		}
+		if spec.MaxReplicas == spec.MinReplicas {
+			return fmt.Errorf("a scale rule needs room to scale: the replicas are fixed at %d; write --replicas MIN..MAX", spec.MinReplicas)
+		}
+	}
+	if _, err := match.Parse(spec.Query); err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	// The replicas' command and environment obey the rules of any rental.
+	_, err := s.validateCreate(market.CreateInstanceRequest{Machine: "m-check", GPUs: spec.GPUsPerReplica, Image: spec.Image,
+		Command: spec.Command, Env: spec.Env, GraceSeconds: spec.GraceSeconds})
+	return err
+}
+
+// sameWorkload reports whether two specs run the same thing on each
+// replica; when not, a new revision rolls out.
+func sameWorkload(a, b market.DeploymentSpec) bool {
+	return a.Image == b.Image && slices.Equal(a.Command, b.Command) && maps.Equal(a.Env, b.Env) &&
+		a.GPUsPerReplica == b.GPUsPerReplica && a.GraceSeconds == b.GraceSeconds && healthKey(a.Health) == healthKey(b.Health)
+}
+
+// workloadChanges names what differs between two specs' workloads.
+func workloadChanges(a, b market.DeploymentSpec) []string {
+	var out []string
+	if a.Image != b.Image {
+		out = append(out, fmt.Sprintf("image %q", b.Image))
+	}
+	if !slices.Equal(a.Command, b.Command) {
+		out = append(out, "command")
+	}
+	if !maps.Equal(a.Env, b.Env) {
+		out = append(out, "env")
+	}
+	if a.GPUsPerReplica != b.GPUsPerReplica {
+		out = append(out, fmt.Sprintf("%d GPUs per replica", b.GPUsPerReplica))
+	}
+	if a.GraceSeconds != b.GraceSeconds {
+		out = append(out, "grace")
+	}
+	if healthKey(a.Health) != healthKey(b.Health) {
+		out = append(out, "health check")
+	}
+	return out
+}
+
+func healthKey(h *market.HealthCheck) string {
+	if h == nil {
+		return ""
+	}
+	return h.String()
+}
+
+// healthStore keeps the latest health check result of each replica, as its
+// agent reported it, in memory. The zero value is ready to use.
+type healthStore struct {
+	mu sync.Mutex
+	m  map[market.InstanceID]bool
+}
+
+func (h *healthStore) record(id market.InstanceID, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[market.InstanceID]bool{}
+	}
+	h.m[id] = ok
+}
+
+func (h *healthStore) healthy(id market.InstanceID) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m[id]
+}
+
+func (h *healthStore) keep(active map[market.InstanceID]bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	maps.DeleteFunc(h.m, func(id market.InstanceID, _ bool) bool { return !active[id] })
+}
+
+// ownDeployment loads a deployment of the caller by ID or name (any, by
+// ID, for an admin). Others' deployments are reported as not found.
+func ownDeployment(ctx context.Context, tx Tx, caller market.Account, ref, op string) (market.Deployment, error) {
+	var d market.Deployment
+	var err error
+	if strings.HasPrefix(ref, market.DeploymentPrefix) {
+		d, err = tx.Deployment(ctx, market.DeploymentID(ref))
+		if err == nil && d.Owner != caller.ID && !caller.Has(market.RoleAdmin) {
+			err = market.Errorf(op, market.NotFound, "deployment %s not found among your deployments (gpumarket deployment list)", ref)
+		}
+		if err == nil || !market.IsKind(err, market.NotFound) {
+			return d, err
+		}
+	}
+	d, err = tx.DeploymentByName(ctx, caller.ID, ref)
+	if market.IsKind(err, market.NotFound) {
+		return d, market.Errorf(op, market.NotFound, "deployment %q not found among your deployments (gpumarket deployment list)", ref)
+	}
+	return d, err
+}
+
+func (s *Service) checkPool(ctx context.Context, tx Tx, spec market.DeploymentSpec, op string) error {
+	if spec.Pool == "" {
+		return nil
+	}
+	_, err := tx.Pool(ctx, spec.Pool)
+	if market.IsKind(err, market.NotFound) {
+		return market.Errorf(op, market.Invalid, "pool %q does not exist; ask an operator, or leave --pool out to use the open market", spec.Pool)
+	}
+	return err
+}
+
+// CreateDeployment stores a new deployment; the leader places its replicas
+// on its next pass.
+func (s *Service) CreateDeployment(ctx context.Context, caller market.Account, spec market.DeploymentSpec) (market.Deployment, error) {
+	const op = "create deployment"
+	if err := require(caller, op, market.RoleRenter); err != nil {
+		return market.Deployment{}, err
+	}
+	if err := s.checkSpec(&spec); err != nil {
+		return market.Deployment{}, market.Errorf(op, market.Invalid, "%w", err)
+	}
+	now := s.now()
+	d := market.Deployment{ID: market.DeploymentID(market.NewID(market.DeploymentPrefix)), Owner: caller.ID, Spec: spec,
+		Revision: 1, Desired: spec.MinReplicas, CreatedAt: now, UpdatedAt: now}
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		if err := s.checkPool(ctx, tx, spec, op); err != nil {
+			return err
+		}
+		if err := tx.InsertDeployment(ctx, d); err != nil {
+			return err
+		}
+		return tx.AppendDeploymentHistory(ctx, []market.DeploymentHistory{{Deployment: d.ID, At: now, Kind: "create",
+			Message: fmt.Sprintf("created with %d..%d replicas of %d GPUs, revision 1", spec.MinReplicas, spec.MaxReplicas, spec.GPUsPerReplica)}})
+	})
+	if err != nil {
+		return market.Deployment{}, err
+	}
+	return d, nil
+}
+
+// Deployments lists the caller's deployments (every one for an admin who
+// asks for all).
+func (s *Service) Deployments(ctx context.Context, caller market.Account, all bool) ([]market.Deployment, error) {
+	f := DeploymentFilter{Owner: caller.ID}
+	if all {
+		if err := require(caller, "list all deployments", market.RoleAdmin); err != nil {
+			return nil, err
+		}
+		f.Owner = ""
+	}
+	var ds []market.Deployment
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		ds, err = tx.Deployments(ctx, f)
+		return err
+	})
+	return orEmpty(ds), err
+}
+
+// Deployment returns a deployment with its active replicas and its recent
+// decisions.
+func (s *Service) Deployment(ctx context.Context, caller market.Account, ref string) (market.DeploymentView, error) {
+	var v market.DeploymentView
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		d, err := ownDeployment(ctx, tx, caller, ref, "show deployment")
+		if err != nil {
+			return err
+		}
+		v.Deployment = d
+		if v.Replicas, err = tx.Replicas(ctx, ReplicaFilter{Deployment: d.ID, ActiveOnly: true}); err != nil {
+			return err
+		}
+		v.History, err = tx.DeploymentHistory(ctx, d.ID, deploymentHistoryShown)
+		return err
+	})
+	v.Replicas, v.History = orEmpty(v.Replicas), orEmpty(v.History)
+	return v, err
+}
+
+// UpdateDeployment replaces a deployment's spec. A change of what the
+// replicas run (image, command, env, GPUs, grace) starts a rolling update
+// to a new revision; other changes apply on the next pass.
+func (s *Service) UpdateDeployment(ctx context.Context, caller market.Account, ref string, spec market.DeploymentSpec) (market.Deployment, error) {
+	const op = "update deployment"
+	if err := s.checkSpec(&spec); err != nil {
+		return market.Deployment{}, market.Errorf(op, market.Invalid, "%w", err)
+	}
+	var d market.Deployment
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if d, err = ownDeployment(ctx, tx, caller, ref, op); err != nil {
+			return err
+		}
+		if d.Deleted {
+			return market.Errorf(op, market.Conflict, "deployment %s is being deleted", d.Spec.Name)
+		}
+		if spec.Name != d.Spec.Name {
+			return market.Errorf(op, market.Invalid, "a deployment cannot be renamed (%s to %s); create a new one", d.Spec.Name, spec.Name)
+		}
+		if err := s.checkPool(ctx, tx, spec, op); err != nil {
+			return err
+		}
+		now := s.now()
+		var msgs []string
+		if !sameWorkload(d.Spec, spec) {
+			d.Revision++
+			msgs = append(msgs, fmt.Sprintf("rolling update to revision %d (new %s)", d.Revision, strings.Join(workloadChanges(d.Spec, spec), ", ")))
+		}
+		if spec.MinReplicas != d.Spec.MinReplicas || spec.MaxReplicas != d.Spec.MaxReplicas {
+			msgs = append(msgs, fmt.Sprintf("replicas %d..%d", spec.MinReplicas, spec.MaxReplicas))
+		}
+		if len(msgs) == 0 {
+			msgs = append(msgs, "spec changed")
+		}
+		d.Spec, d.UpdatedAt = spec, now
+		d.Desired = min(max(d.Desired, spec.MinReplicas), spec.MaxReplicas)
+		if err := tx.UpdateDeployment(ctx, d); err != nil {
+			return err
+		}
+		return tx.AppendDeploymentHistory(ctx, []market.DeploymentHistory{{Deployment: d.ID, At: now, Kind: "update", Message: strings.Join(msgs, "; ")}})
+	})
+	return d, err
+}
+
+// ApplyDeployment creates the caller's deployment named in spec, or
+// updates it when it exists.
+func (s *Service) ApplyDeployment(ctx context.Context, caller market.Account, spec market.DeploymentSpec) (market.Deployment, bool, error) {
+	var exists bool
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		_, err := tx.DeploymentByName(ctx, caller.ID, strings.TrimSpace(spec.Name))
+		exists = err == nil
+		if market.IsKind(err, market.NotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return market.Deployment{}, false, err
+	}
+	if exists {
+		d, err := s.UpdateDeployment(ctx, caller, strings.TrimSpace(spec.Name), spec)
+		return d, false, err
+	}
+	d, err := s.CreateDeployment(ctx, caller, spec)
+	return d, true, err
+}
+
+// ScaleDeployment changes a deployment's replica bounds or its current
+// replica count.
+func (s *Service) ScaleDeployment(ctx context.Context, caller market.Account, ref string, req market.ScaleRequest) (market.Deployment, error) {
+	const op = "scale deployment"
+	var d market.Deployment
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if d, err = ownDeployment(ctx, tx, caller, ref, op); err != nil {
+			return err
+		}
+		if d.Deleted {
+			return market.Errorf(op, market.Conflict, "deployment %s is being deleted", d.Spec.Name)
+		}
+		spec := d.Spec
+		if req.MinReplicas != nil {
+			spec.MinReplicas = *req.MinReplicas
+		}
+		if req.MaxReplicas != nil {
+			spec.MaxReplicas = *req.MaxReplicas
+		}
+		if req.Replicas != nil && req.MinReplicas == nil && req.MaxReplicas == nil && spec.Scale == nil {
+			// Without a scale rule, a replica count fixes both bounds.
+			spec.MinReplicas, spec.MaxReplicas = *req.Replicas, *req.Replicas
+		}
+		if err := s.checkSpec(&spec); err != nil {
+			return market.Errorf(op, market.Invalid, "%w", err)
+		}
+		want := min(max(d.Desired, spec.MinReplicas), spec.MaxReplicas)
+		if req.Replicas != nil {
+			if *req.Replicas < spec.MinReplicas || *req.Replicas > spec.MaxReplicas {
+				return market.Errorf(op, market.Invalid, "%d replicas is outside the bounds %d..%d; change them with --min and --max", *req.Replicas, spec.MinReplicas, spec.MaxReplicas)
+			}
+			want = *req.Replicas
+		}
+		now := s.now()
+		msg := fmt.Sprintf("scaled by %s: replicas %d..%d, desired %d -> %d", caller.Email, spec.MinReplicas, spec.MaxReplicas, d.Desired, want)
+		if want != d.Desired {
+			d.LastScaleAt, d.LastScaleUp = ptr(now), want > d.Desired
+		}
+		d.Spec, d.Desired, d.UpdatedAt = spec, want, now
+		if err := tx.UpdateDeployment(ctx, d); err != nil {
+			return err
+		}
+		return tx.AppendDeploymentHistory(ctx, []market.DeploymentHistory{{Deployment: d.ID, At: now, Kind: "scale", Message: msg}})
+	})
+	return d, err
+}
+
+// DeleteDeployment stops a deployment's replicas; the deployment is gone
+// once they have stopped.
+func (s *Service) DeleteDeployment(ctx context.Context, caller market.Account, ref string) (market.Deployment, error) {
+	const op = "delete deployment"
+	var d market.Deployment
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if d, err = ownDeployment(ctx, tx, caller, ref, op); err != nil || d.Deleted {
+			return err
+		}
+		now := s.now()
+		d.Deleted, d.UpdatedAt = true, now
+		if err := tx.UpdateDeployment(ctx, d); err != nil {
+			return err
+		}
+		return tx.AppendDeploymentHistory(ctx, []market.DeploymentHistory{{Deployment: d.ID, At: now, Kind: "delete", Message: "deleted; stopping every replica"}})
+	})
+	return d, err
+}
+
+// Pools.
+
+var poolName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// PutPool creates or changes a pool (admin only). The shares of all pools
+// may add up to at most 100%.
+func (s *Service) PutPool(ctx context.Context, caller market.Account, p market.Pool) (market.Pool, error) {
+	const op = "set pool"
+	if err := require(caller, op, market.RoleAdmin); err != nil {
+		return market.Pool{}, err
+	}
+	p.Name = strings.TrimSpace(p.Name)
+	switch {
+	case !poolName.MatchString(p.Name):
+		return market.Pool{}, market.Errorf(op, market.Invalid, "pool name %q must be 1 to 32 lower-case letters, digits and -", p.Name)
+	case p.ShareBP < 0 || p.ShareBP > 10000:
+		return market.Pool{}, market.Errorf(op, market.Invalid, "share must be between 0%% and 100%%, got %s", fmtShare(p.ShareBP))
+	case len(p.Description) > 200:
+		return market.Pool{}, market.Errorf(op, market.Invalid, "description is longer than 200 characters")
+	}
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		ps, err := tx.Pools(ctx)
+		if err != nil {
+			return err
+		}
+		total := p.ShareBP
+		p.CreatedAt = s.now()
+		for _, o := range ps {
+			if o.Name == p.Name {
+				p.CreatedAt = o.CreatedAt
+				continue
+			}
+			total += o.ShareBP
+		}
+		if total > 10000 {
+			return market.Errorf(op, market.Invalid, "the pools' shares would add up to %s; lower this or another pool's share to stay within 100%%", fmtShare(total))
+		}
+		return tx.PutPool(ctx, p)
+	})
+	return p, err
+}
+
+func fmtShare(bp int64) string {
+	if bp%100 == 0 {
+		return fmt.Sprintf("%d%%", bp/100)
+	}
+	return fmt.Sprintf("%d.%02d%%", bp/100, bp%100)
+}
+
+// DeletePool removes a pool without machines (admin only).
+func (s *Service) DeletePool(ctx context.Context, caller market.Account, name string) error {
+	if err := require(caller, "delete pool", market.RoleAdmin); err != nil {
+		return err
+	}
+	return s.store.Tx(ctx, func(tx Tx) error { return tx.DeletePool(ctx, name) })
+}
+
+// AssignPool assigns machines to a pool, or takes them out of pools with
+// pool "" (admin only).
+func (s *Service) AssignPool(ctx context.Context, caller market.Account, pool string, machines []market.MachineID) error {
+	const op = "assign machines to pool"
+	if err := require(caller, op, market.RoleAdmin); err != nil {
+		return err
+	}
+	if len(machines) == 0 {
+		return market.Errorf(op, market.Invalid, "name at least one machine")
+	}
+	return s.store.Tx(ctx, func(tx Tx) error {
+		for _, m := range machines {
+			if err := tx.SetMachinePool(ctx, m, pool); err != nil {
+				return err
+			}
+		}
+		return tx.AppendEvent(ctx, market.Event{At: s.now(), Type: "pool.assigned", Account: caller.ID,
+			Message: fmt.Sprintf("machines %v assigned to pool %q", machines, pool)})
+	})
+}
+
+// Pools lists the pools with their quota and use (admin only).
+func (s *Service) Pools(ctx context.Context, caller market.Account) ([]market.PoolUsage, error) {
+	if err := require(caller, "list pools", market.RoleAdmin); err != nil {
+		return nil, err
+	}
+	var ps []market.Pool
+	var assigned map[market.MachineID]string
+	var ms []market.Machine
+	var ds []market.Deployment
+	var reps []market.Instance
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if ps, err = tx.Pools(ctx); err != nil {
+			return err
+		}
+		if assigned, err = tx.MachinePools(ctx); err != nil {
+			return err
+		}
+		if ms, err = tx.Machines(ctx, MachineFilter{}); err != nil {
+			return err
+		}
+		if ds, err = tx.Deployments(ctx, DeploymentFilter{}); err != nil {
+			return err
+		}
+		reps, err = tx.Replicas(ctx, ReplicaFilter{ActiveOnly: true})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	total := 0
+	machines := map[string]int{}
+	for _, m := range ms {
+		if p := assigned[m.ID]; p != "" {
+			machines[p]++
+			if m.Online {
+				total += len(m.GPUs)
+			}
+		}
+	}
+	poolOf := map[market.DeploymentID]string{}
+	deps := map[string]int{}
+	for _, d := range ds {
+		poolOf[d.ID] = d.Spec.Pool
+		deps[d.Spec.Pool]++
+	}
+	used := map[string]int{}
+	for _, r := range reps {
+		if r.State != market.InstanceStopping {
+			used[poolOf[r.Deployment]] += len(r.GPUs)
+		}
+	}
+	out := make([]market.PoolUsage, len(ps))
+	for i, p := range ps {
+		u := market.PoolUsage{Pool: p, Machines: machines[p.Name], QuotaGPUs: int(int64(total) * p.ShareBP / 10000),
+			UsedGPUs: used[p.Name], Deployments: deps[p.Name]}
+		u.BorrowedGPU = max(u.UsedGPUs-u.QuotaGPUs, 0)
+		out[i] = u
+	}
+	return out, nil
+}
+
+// The leader's pass.
+
+// tickDeployments runs one reconcile pass and applies its plan. Errors
+// applying one decision are recorded in the deployment's history and do
+// not stop the others.
+func (s *Service) tickDeployments(ctx context.Context) error {
+	now := s.now()
+	start := time.Now()
+	var ds []market.Deployment
+	var reps []ReplicaState
+	var failed []market.Instance
+	var ms []market.Machine
+	var pools []market.Pool
+	var assigned map[market.MachineID]string
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if ds, err = tx.Deployments(ctx, DeploymentFilter{}); err != nil || len(ds) == 0 {
+			return err
+		}
+		if reps, err = tx.ActiveReplicas(ctx); err != nil {
+			return err
+		}
+		if failed, err = tx.Replicas(ctx, ReplicaFilter{EndedAfter: now.Add(-failureWindow)}); err != nil {
+			return err
+		}
+		if ms, err = tx.Machines(ctx, MachineFilter{}); err != nil {
+			return err
+		}
+		if pools, err = tx.Pools(ctx); err != nil {
+			return err
+		}
+		assigned, err = tx.MachinePools(ctx)
+		return err
+	})
+	if err != nil || len(ds) == 0 {
+		return err
+	}
+	if err := s.fillAll(ctx, ms); err != nil {
+		return err
+	}
+	in := deploy.Input{Now: now, Deployments: ds, Pools: pools, HoldUntil: holdUntil(failed)}
+	if s.cfg.Ranking != nil {
+		in.Latency = s.cfg.Ranking.Latency
+	} else {
+		in.Latency = match.DefaultRanking().Latency
+	}
+	for _, m := range ms {
+		in.Machines = append(in.Machines, deploy.Machine{Machine: m, Facts: s.index.Facts(m.ID), Pool: assigned[m.ID]})
+	}
+	checked := map[market.DeploymentID]bool{}
+	for _, d := range ds {
+		checked[d.ID] = d.Spec.Health != nil
+	}
+	active := map[market.InstanceID]bool{}
+	for _, r := range reps {
+		active[r.Instance] = true
+		// Ready: running, and passing the health check when there is one.
+		ready := r.State == market.InstanceRunning && (!checked[r.Deployment] || s.health.healthy(r.Instance))
+		dr := deploy.Replica{Instance: r.Instance, Deployment: r.Deployment, Machine: r.Machine, GPUs: r.GPUs, State: r.State,
+			Revision: r.Revision, Ready: ready, CreatedAt: r.CreatedAt}
+		if u, ok := s.replicaUtil(r.Machine, r.GPUs); ok {
+			dr.Util = &u
+		}
+		if q, ok := s.queues.get(r.Instance, now.Add(-failureWindow)); ok {
+			dr.Queue = &q
+		}
+		in.Replicas = append(in.Replicas, dr)
+	}
+	s.queues.keep(active)
+	s.health.keep(active)
+	read := time.Now()
+	plan := deploy.Reconcile(in, deploy.Config{})
+	decided := time.Now()
+	err = s.applyPlan(ctx, ds, reps, plan, now)
+	s.log.Debug("deployments pass", "deployments", len(ds), "replicas", len(reps), "machines", len(ms),
+		"placed", len(plan.Places), "stopped", len(plan.Stops), "scaled", len(plan.Scales),
+		"read_ms", read.Sub(start).Milliseconds(), "reconcile_ms", decided.Sub(read).Milliseconds(), "apply_ms", time.Since(decided).Milliseconds())
+	return err
+}
+
+// holdUntil computes the crash-loop backoff: a deployment whose replicas
+// failed on their own (not because their host was lost, not stopped by
+// the coordinator) n times in the failure window waits 10 s x 2^(n-1),
+// at most 5 minutes, after the last failure.
+func holdUntil(failed []market.Instance) map[market.DeploymentID]time.Time {
+	n := map[market.DeploymentID]int{}
+	last := map[market.DeploymentID]time.Time{}
+	for _, i := range failed {
+		own := (i.State == market.InstanceFailed && i.Reason != "host lost contact") ||
+			(i.State == market.InstanceStopped && strings.HasPrefix(i.Reason, "exited"))
+		if !own || i.EndedAt == nil {
+			continue
+		}
+		n[i.Deployment]++
+		if i.EndedAt.After(last[i.Deployment]) {
+			last[i.Deployment] = *i.EndedAt
+		}
+	}
+	out := map[market.DeploymentID]time.Time{}
+	for d, k := range n {
+		wait := 10 * time.Second << min(k-1, 5)
+		out[d] = last[d].Add(min(wait, 5*time.Minute))
+	}
+	return out
+}
+
+// applyPlan carries out a reconcile plan and records it.
+func (s *Service) applyPlan(ctx context.Context, ds []market.Deployment, reps []ReplicaState, plan deploy.Plan, now time.Time) error {
+	byID := map[market.DeploymentID]*market.Deployment{}
+	for i := range ds {
+		byID[ds[i].ID] = &ds[i]
+	}
+	var hist []market.DeploymentHistory
+	note := func(d market.DeploymentID, kind string, inst market.InstanceID, m market.MachineID, msg string) {
+		hist = append(hist, market.DeploymentHistory{Deployment: d, At: now, Kind: kind, Instance: inst, Machine: m, Message: msg})
+	}
+	changed := map[market.DeploymentID]bool{}
+	for _, sc := range plan.Scales {
+		d := byID[sc.Deployment]
+		d.Desired, d.LastScaleAt, d.LastScaleUp = sc.To, ptr(now), sc.Up
+		changed[d.ID] = true
+		note(d.ID, "scale", "", "", sc.Reason)
+	}
+	for _, st := range plan.Stops {
+		kind := "stop"
+		if st.Preempt {
+			kind = "preempt"
+		}
+		if err := s.stopReplica(ctx, st.Instance, "deployment: "+st.Reason); err != nil {
+			if errors.Is(err, errNotLeader) {
+				return err
+			}
+			note(st.Deployment, "error", st.Instance, st.Machine, fmt.Sprintf("could not stop the replica (%s): %v", st.Reason, err))
+			continue
+		}
+		note(st.Deployment, kind, st.Instance, st.Machine, st.Reason)
+	}
+	for _, r := range s.placeAll(ctx, byID, plan.Places) {
+		switch {
+		case errors.Is(r.err, errNotLeader):
+			return r.err
+		case r.err != nil:
+			st := plan.Status[r.pl.Deployment]
+			st.Pending++
+			st.Replicas--
+			st.Why = fmt.Sprintf("could not start a replica on %s: %v", r.pl.Machine, r.err)
+			plan.Status[r.pl.Deployment] = st
+		default:
+			note(r.pl.Deployment, "place", r.inst.ID, r.inst.Machine, fmt.Sprintf("%s; GPUs %v at revision %d", r.pl.Reason, r.inst.GPUs, r.pl.Revision))
+		}
+	}
+	activeOf := map[market.DeploymentID]int{}
+	for _, r := range reps {
+		activeOf[r.Deployment]++
+	}
+	// Only deployments whose status or count changed are written.
+	var write, gone []*market.Deployment
+	for i := range ds {
+		d := &ds[i]
+		st := plan.Status[d.ID]
+		if d.Deleted {
+			if activeOf[d.ID] == 0 {
+				gone = append(gone, d)
+			}
+			continue
+		}
+		old := d.Status
+		old.At = st.At
+		if old == st && !changed[d.ID] {
+			continue
+		}
+		if st.Why != "" && st.Why != d.Status.Why && st.Pending > 0 {
+			note(d.ID, "pending", "", "", st.Why)
+		}
+		write = append(write, d)
+	}
+	return s.store.Tx(ctx, func(tx Tx) error {
+		for _, d := range gone {
+			if err := tx.DeleteDeployment(ctx, d.ID); err != nil && !market.IsKind(err, market.NotFound) {
+				return err
+			}
+		}
+		for _, d := range write {
+			st := plan.Status[d.ID]
+			cur, err := tx.Deployment(ctx, d.ID)
+			if market.IsKind(err, market.NotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			// The API may have changed the spec meanwhile: write only what
+			// the pass owns.
+			cur.Status = st
+			if changed[d.ID] {
+				cur.Desired = min(max(d.Desired, cur.Spec.MinReplicas), cur.Spec.MaxReplicas)
+				cur.LastScaleAt, cur.LastScaleUp = d.LastScaleAt, d.LastScaleUp
+			}
+			if err := tx.UpdateDeployment(ctx, cur); err != nil {
+				return err
+			}
+		}
+		return tx.AppendDeploymentHistory(ctx, hist)
+	})
+}
+
+// placeWorkers is how many deployments place replicas at once: creates
+// of different deployments overlap their reads and index updates.
+const placeWorkers = 4
+
+type placeResult struct {
+	pl   deploy.Place
+	inst market.Instance
+	err  error
+}
+
+// placeAll creates the plan's replicas, the deployments side by side and
+// each deployment's in order, stopping a deployment at its first failure
+// (one is enough to say why it waits). Results come in plan order, less
+// the placements skipped after a failure.
+func (s *Service) placeAll(ctx context.Context, byID map[market.DeploymentID]*market.Deployment, places []deploy.Place) []placeResult {
+	var order []market.DeploymentID
+	groups := map[market.DeploymentID][]int{}
+	for i, pl := range places {
+		if _, ok := groups[pl.Deployment]; !ok {
+			order = append(order, pl.Deployment)
+		}
+		groups[pl.Deployment] = append(groups[pl.Deployment], i)
+	}
+	results := make([]*placeResult, len(places))
+	var mu sync.Mutex
+	owners := map[market.AccountID]market.Account{}
+	owner := func(id market.AccountID) (market.Account, error) {
+		mu.Lock()
+		a, ok := owners[id]
+		mu.Unlock()
+		if ok {
+			return a, nil
+		}
+		err := s.store.Tx(ctx, func(tx Tx) error {
+			var err error
+			a, err = tx.Account(ctx, id)
+			return err
+		})
+		if err == nil {
+			mu.Lock()
+			owners[id] = a
+			mu.Unlock()
+		}
+		return a, err
+	}
+	work := make(chan market.DeploymentID)
+	var wg sync.WaitGroup
+	for range min(placeWorkers, len(order)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				d := byID[id]
+				for _, i := range groups[id] {
+					r := &placeResult{pl: places[i]}
+					results[i] = r
+					var a market.Account
+					if a, r.err = owner(d.Owner); r.err == nil {
+						r.inst, r.err = s.placeReplica(ctx, d, places[i], a)
+					}
+					if r.err != nil {
+						break
+					}
+				}
+			}
+		}()
+	}
+	for _, id := range order {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	out := make([]placeResult, 0, len(places))
+	for _, r := range results {
+		if r != nil {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
+// placeReplica creates one replica as an on-demand instance of the
+// deployment's owner.
+func (s *Service) placeReplica(ctx context.Context, d *market.Deployment, pl deploy.Place, owner market.Account) (market.Instance, error) {
+	req := market.CreateInstanceRequest{Machine: pl.Machine, GPUs: d.Spec.GPUsPerReplica, Image: d.Spec.Image,
+		Command: d.Spec.Command, Env: d.Spec.Env, GraceSeconds: d.Spec.GraceSeconds}
+	if h := d.Spec.Health; h != nil && d.Spec.Image != "" {
+		req.Ports = []string{fmt.Sprintf("%d/tcp", h.Port)} // the agent checks it through the published port
+	}
+	return s.CreateInstance(forDeployment(ctx, d.ID, pl.Revision, d.Spec.Health), owner, req)
+}
+
+// stopReplica stops an instance with the reconciler's reason, as a stop by
+// its renter would (billing ends now; the agent stops it on its next poll).
+func (s *Service) stopReplica(ctx context.Context, id market.InstanceID, reason string) error {
+	var inst market.Instance
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		if inst, err = tx.Instance(ctx, id); err != nil {
+			return err
+		}
+		if inst.State.Terminal() || inst.State == market.InstanceStopping {
+			return nil
+		}
+		now := s.now()
+		s.beginStop(&inst, now, reason)
+		if err := s.settle(ctx, tx, &inst, now); err != nil {
+			return err
+		}
+		if err := tx.UpdateInstance(ctx, inst); err != nil {
+			return err
+		}
+		return tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.stopping", Account: inst.Renter, Machine: inst.Machine, Instance: inst.ID, Message: reason})
+	})
+	if err == nil {
+		s.hub.notify(machineTopic(inst.Machine))
+	}
+	return err
+}
