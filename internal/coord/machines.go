@@ -131,15 +131,28 @@ func (s *Service) fillAll(ctx context.Context, ms []market.Machine) error {
 	var vouched map[market.MachineID]time.Time
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
-		if used, err = tx.ActiveGPUs(ctx, ids); err != nil {
-			return err
-		}
-		vouched, err = tx.VouchedSeen(ctx, ids)
+		used, vouched, err = fillReads(ctx, tx, ids)
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	s.applyFill(ms, used, vouched)
+	return nil
+}
+
+// fillReads reads what fillAll adds to machines: their GPUs in use and
+// their heartbeats vouched for by other coordinators.
+func fillReads(ctx context.Context, tx Tx, ids []market.MachineID) (map[market.MachineID][]int, map[market.MachineID]time.Time, error) {
+	used, err := tx.ActiveGPUs(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	vouched, err := tx.VouchedSeen(ctx, ids)
+	return used, vouched, err
+}
+
+func (s *Service) applyFill(ms []market.Machine, used map[market.MachineID][]int, vouched map[market.MachineID]time.Time) {
 	for i := range ms {
 		// Another coordinator holds its heartbeats: it beat within
 		// claimSilence of that coordinator's last vouch.
@@ -155,7 +168,6 @@ func (s *Service) fillAll(ctx context.Context, ms []market.Machine) error {
 		}
 		ms[i].DeriveStatus()
 	}
-	return nil
 }
 
 // Machines lists the caller's machines, or every machine for an admin who

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 	"github.com/gpumarket/gpumarket/internal/match"
@@ -54,19 +55,35 @@ func (s *Service) RebuildIndex(ctx context.Context) error {
 // instances hold are on offer to on-demand renters. With machine set, only
 // that machine's instances are read.
 func (s *Service) onDemandView(ctx context.Context, ms []market.Machine, machine *market.MachineID) error {
+	var insts []market.Instance
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		insts, err = activeInstances(ctx, tx, machine)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	applyOnDemand(ms, insts)
+	return nil
+}
+
+// activeInstances reads the active instances of one machine, or of all.
+func activeInstances(ctx context.Context, tx Tx, machine *market.MachineID) ([]market.Instance, error) {
 	f := InstanceFilter{ActiveOnly: true}
 	if machine != nil {
 		f.Machine = *machine
 	}
-	var insts []market.Instance
-	err := s.store.Tx(ctx, func(tx Tx) error {
-		var err error
-		insts, err = tx.Instances(ctx, f)
-		return err
-	})
+	insts, err := tx.Instances(ctx, f)
 	if err != nil {
-		return fmt.Errorf("read the instances of the offer index: %w", err)
+		return nil, fmt.Errorf("read the instances of the offer index: %w", err)
 	}
+	return insts, nil
+}
+
+// applyOnDemand sets each machine's used GPUs to those of its on-demand
+// instances: a rental preempts spot work, so spot GPUs count as free.
+func applyOnDemand(ms []market.Machine, insts []market.Instance) {
 	held := map[market.MachineID][]int{}
 	for _, i := range insts {
 		if i.Kind != market.Spot {
@@ -79,33 +96,36 @@ func (s *Service) onDemandView(ctx context.Context, ms []market.Machine, machine
 			ms[k].UsedGPUs = []int{}
 		}
 	}
-	return nil
 }
 
-// reindex refreshes the index entries of machines from the store. A
-// failure is logged: the entry stays stale until the next change, and
-// placement re-checks in the store anyway.
+// reindex refreshes the index entries of machines from the store, each
+// with one read transaction. A failure is logged: the entry stays stale
+// until the next change, and placement re-checks in the store anyway.
 func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 	for _, id := range ids {
 		var m market.Machine
+		var used map[market.MachineID][]int
+		var vouched map[market.MachineID]time.Time
+		var insts []market.Instance
 		err := s.store.Tx(ctx, func(tx Tx) error {
 			var err error
-			m, err = tx.Machine(ctx, id)
+			if m, err = tx.Machine(ctx, id); err != nil {
+				return err
+			}
+			if used, vouched, err = fillReads(ctx, tx, []market.MachineID{id}); err != nil {
+				return err
+			}
+			insts, err = activeInstances(ctx, tx, &id)
 			return err
 		})
-		if err == nil {
-			m, err = s.fill(ctx, m)
-		}
-		if err == nil {
-			one := []market.Machine{m}
-			err = s.onDemandView(ctx, one, &id)
-			m = one[0]
-		}
 		if err != nil {
 			s.log.Warn("refresh offer index", "machine", id, "err", err)
 			continue
 		}
-		s.index.Upsert(m)
+		one := []market.Machine{m}
+		s.applyFill(one, used, vouched)
+		applyOnDemand(one, insts)
+		s.index.Upsert(one[0])
 	}
 }
 

@@ -62,7 +62,13 @@ type verifier struct {
 	due      map[market.MachineID]time.Time // next periodic check, clock time
 	queue    []market.MachineID             // machines whose facts to recompute
 	listedAt time.Time                      // real time of the last full pass
+	scanAt   time.Time                      // clock time of the last periodic-check scan
 }
+
+// scanEvery is how often, in clock time, the leader looks for machines due
+// a periodic check: a sixtieth of the mean period, at most a minute, so a
+// tick does not read every listed machine.
+func (v *verifier) scanEvery() time.Duration { return min(time.Minute, v.cfg.CheckEvery/60) }
 
 func newVerifier(cfg *Config) *verifier {
 	v := &verifier{cfg: cfg, table: cfg.Models, due: map[market.MachineID]time.Time{}}
@@ -774,6 +780,16 @@ func (s *Service) expireChecks(ctx context.Context) error {
 // plus CheckEvery scaled by a factor in [0.5, 1.5) drawn from the check's
 // ID, so hosts cannot predict it and every coordinator computes the same.
 func (s *Service) scheduleChecks(ctx context.Context) error {
+	now := s.now()
+	s.verify.mu.Lock()
+	skip := !s.verify.scanAt.IsZero() && now.Sub(s.verify.scanAt) < s.verify.scanEvery()
+	if !skip {
+		s.verify.scanAt = now
+	}
+	s.verify.mu.Unlock()
+	if skip {
+		return nil
+	}
 	t := true
 	var ms []market.Machine
 	err := s.store.Tx(ctx, func(tx Tx) error {
@@ -787,7 +803,6 @@ func (s *Service) scheduleChecks(ctx context.Context) error {
 	if err := s.fillAll(ctx, ms); err != nil {
 		return err
 	}
-	now := s.now()
 	for _, m := range ms {
 		free := m.FreeGPUs()
 		if m.Unverified || len(free) == 0 || !m.Online {

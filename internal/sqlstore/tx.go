@@ -404,8 +404,10 @@ func (t *sqlTx) Machines(ctx context.Context, f coord.MachineFilter) ([]market.M
 	}
 	if !f.SeenBefore.IsZero() {
 		w.add("last_seen_at < ?", micros(f.SeenBefore))
-		// A claimed machine is seen as late as its node last vouched.
-		w.add("NOT EXISTS (SELECT 1 FROM node_beats n WHERE n.node = machines.beat_node AND n.at >= ?)", micros(f.SeenBefore))
+		// A claimed machine is seen as late as its node last vouched. Not
+		// correlated, so the few fresh nodes are read once per query rather
+		// than once per machine (the scan of 100,000 machines each tick).
+		w.add("beat_node NOT IN (SELECT node FROM node_beats WHERE at >= ?)", micros(f.SeenBefore))
 	}
 	rows, err := t.tx.QueryContext(ctx, qMachines+w.sql()+qMachinesOrder, w.args...)
 	if err != nil {
