@@ -81,12 +81,16 @@ func (e *env) account(email string, roles ...market.Role) market.Account {
 	return must(e.svc.Signup(e.ctx, market.SignupRequest{Email: email, Password: "password1", Roles: roles}))
 }
 
-func (e *env) machine(host market.Account, fp string, gpus int) market.Machine {
+func hardware(fp string, gpus int) market.Hardware {
 	hw := market.Hardware{Fingerprint: fp, Hostname: "box", Runner: "process", CPUCores: 16, RAMMiB: 65536}
 	for i := range gpus {
 		hw.GPUs = append(hw.GPUs, market.GPU{Index: i, UUID: fp + "-gpu-" + string(rune('a'+i)), Model: "RTX 4090", VRAMMiB: 24564, MinPowerW: 150, MaxPowerW: 450})
 	}
-	m := must(e.svc.RegisterMachine(e.ctx, host, hw))
+	return hw
+}
+
+func (e *env) machine(host market.Account, fp string, gpus int) market.Machine {
+	m := must(e.svc.RegisterMachine(e.ctx, host, hardware(fp, gpus)))
 	price := market.Money(600_000)
 	must(e.svc.UpdateMachine(e.ctx, host, m.ID, market.MachineUpdate{PricePerGPUHour: &price}))
 	return must(e.svc.SetListed(e.ctx, host, m.ID, true))
@@ -646,4 +650,60 @@ func TestKeyCacheRevocationAcrossReplicas(t *testing.T) {
 	}
 	_, err = e.svc.Authenticate(e.ctx, k2.Secret)
 	wantKind(t, err, market.Unauthorized, "revoked")
+}
+
+// An agent that registers again with the hardware it had (a restart, a
+// reconnect storm) changes nothing and writes nothing; a changed report or
+// a machine back from offline takes the full path.
+func TestRegisterAgain(t *testing.T) {
+	e := newEnv(t)
+	registered := func() int {
+		var evs []market.Event
+		must(0, e.store.Tx(e.ctx, func(tx coord.Tx) error {
+			var err error
+			evs, err = tx.Events(e.ctx, coord.EventFilter{Machine: e.mach.ID})
+			return err
+		}))
+		n := 0
+		for _, ev := range evs {
+			if ev.Type == "machine.registered" || ev.Type == "machine.online" {
+				n++
+			}
+		}
+		return n
+	}
+	before := registered()
+	again := must(e.svc.RegisterMachine(e.ctx, e.host, hardware("fp-1", 4)))
+	if again.ID != e.mach.ID || !again.Listed || !again.Online || len(again.GPUs) != 4 {
+		t.Fatalf("registered again: got %+v, want the listed online machine %s", again, e.mach.ID)
+	}
+	if got := registered(); got != before {
+		t.Errorf("an unchanged registration appended %d events, want none", got-before)
+	}
+	// The registration counts as a heartbeat: still online after the
+	// lost deadline has passed since the last report.
+	e.clock.Advance(50 * time.Second)
+	must(e.svc.RegisterMachine(e.ctx, e.host, hardware("fp-1", 4)))
+	e.clock.Advance(50 * time.Second)
+	e.tick()
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
+		t.Fatalf("machine went offline although its agent registered again 50 s ago")
+	}
+
+	hw := hardware("fp-1", 4)
+	hw.Hostname = "renamed"
+	changed := must(e.svc.RegisterMachine(e.ctx, e.host, hw))
+	if changed.Hostname != "renamed" || registered() != before+1 {
+		t.Errorf("a changed registration: hostname %q, %d new events; want renamed and one event", changed.Hostname, registered()-before)
+	}
+
+	e.clock.Advance(10 * time.Minute)
+	e.tick()
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); m.Online {
+		t.Fatalf("machine still online after 10 silent minutes")
+	}
+	back := must(e.svc.RegisterMachine(e.ctx, e.host, hw))
+	if !back.Online || registered() != before+2 {
+		t.Errorf("back from offline: online %v, %d new events; want online and a machine.online event", back.Online, registered()-before)
+	}
 }

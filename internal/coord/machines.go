@@ -3,6 +3,7 @@ package coord
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +24,9 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	}
 	if err := s.checkSpecs(hw); err != nil {
 		return market.Machine{}, err
+	}
+	if m, ok, err := s.registeredAgain(ctx, caller, hw); err != nil || ok {
+		return m, err
 	}
 	if err := s.guardUUIDs(ctx, caller, hw); err != nil {
 		return market.Machine{}, err
@@ -84,6 +88,51 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	}
 	s.reindex(ctx, m.ID)
 	return s.fill(ctx, m)
+}
+
+// registeredAgain answers the registration of an online machine whose
+// agent reports exactly the hardware it has, as after an agent restart or a
+// reconnect storm, with one read and no write: nothing changed, and the
+// heartbeat goes to memory. With verification required a restart starts a
+// check, so it takes the full path.
+func (s *Service) registeredAgain(ctx context.Context, caller market.Account, hw market.Hardware) (market.Machine, bool, error) {
+	if s.cfg.RequireVerification {
+		return market.Machine{}, false, nil
+	}
+	var m market.Machine
+	var used map[market.MachineID][]int
+	var vouched map[market.MachineID]time.Time
+	same := false
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		m, err = tx.MachineByFingerprint(ctx, caller.ID, hw.Fingerprint)
+		if market.IsKind(err, market.NotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		// An agent that names no region or data center keeps the host's.
+		want := hw
+		if want.Region == "" {
+			want.Region = m.Region
+		}
+		if want.DataCenter == "" {
+			want.DataCenter = m.DataCenter
+		}
+		if !m.Online || !reflect.DeepEqual(want, m.Hardware) {
+			return nil
+		}
+		same = true
+		used, vouched, err = fillReads(ctx, tx, []market.MachineID{m.ID})
+		return err
+	})
+	if err != nil || !same {
+		return market.Machine{}, false, err
+	}
+	s.live.online(m.ID, m.Owner, s.now())
+	one := []market.Machine{m}
+	s.applyFill(one, used, vouched)
+	return one[0], true, nil
 }
 
 func validateHardware(hw market.Hardware) error {
