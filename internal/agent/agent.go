@@ -28,6 +28,10 @@ type Coordinator interface {
 }
 
 // Runner runs workloads on the host. Instances are keyed by InstanceID.
+// A Runner may also have Adopted (see adopter), to learn the assignment of
+// a running instance this agent may not have started (one found from
+// before a restart), and ResetGPUs (see gpuResetter), for the GPUs such
+// instances may have left settings on.
 type Runner interface {
 	// Start runs an assignment. Starting an instance that runs is a no-op;
 	// one that cannot start must show up in List as failed.
@@ -56,6 +60,18 @@ type Clock interface {
 	After(d time.Duration) <-chan time.Time
 }
 
+// adopter is a Runner that wants to know the assignments of workloads it
+// found running rather than started. It may be told more than once.
+type adopter interface {
+	Adopted(a market.Assignment)
+}
+
+// gpuResetter is a Runner that can return GPUs to their default power limit
+// and clocks (one wrapped by WithGPUControl).
+type gpuResetter interface {
+	ResetGPUs(ctx context.Context, uuids []string) error
+}
+
 type systemClock struct{}
 
 func (systemClock) Now() time.Time                         { return time.Now() }
@@ -75,6 +91,11 @@ type Config struct {
 	// Solver answers verification challenges (challenge.go); nil is the
 	// CPU solver.
 	Solver verify.Solver
+	// LeaveRunning leaves the workloads running when Run returns, for the
+	// next agent on this host to adopt through its Runner (containers
+	// outlive the agent); false stops each with its grace. Either way,
+	// stops already under way finish first.
+	LeaveRunning bool
 
 	HeartbeatInterval time.Duration // longest time between reports; default 10s
 	PollWait          time.Duration // long-poll wait; default 30s
@@ -134,9 +155,15 @@ type loop struct {
 	version     int64
 	desired     map[market.InstanceID]market.Assignment
 	grace       map[market.InstanceID]time.Duration // last known grace per instance
+	gpus        map[market.InstanceID][]int         // last known GPU indices per instance
 	lostAfter   time.Duration
 	lastContact time.Time // when the last call the coordinator counts as a heartbeat was sent
 	selfStopped bool      // stopped everything for lack of contact
+	reconciled  bool      // reconcile has listed the runner once
+	// resetIdle: the runner listed workloads from before this agent, whose
+	// GPU settings it may never learn; the GPUs nothing runs on are reset
+	// once no workload whose GPUs are unknown runs.
+	resetIdle bool
 
 	started    map[market.InstanceID]bool // started by us, not yet reported as starting
 	stopping   map[market.InstanceID]bool
@@ -152,13 +179,15 @@ type loop struct {
 }
 
 // Run registers the machine and reconciles until ctx ends. Then it stops
-// every workload with its grace, sends a last report if it can within
-// ShutdownReport, and returns nil.
+// every workload with its grace (or, with LeaveRunning, leaves them
+// running), sends a last report if it can within ShutdownReport, and
+// returns nil.
 func (a *Agent) Run(ctx context.Context) error {
 	l := &loop{
 		Agent:     a,
 		desired:   map[market.InstanceID]market.Assignment{},
 		grace:     map[market.InstanceID]time.Duration{},
+		gpus:      map[market.InstanceID][]int{},
 		lostAfter: DefaultLostAfter,
 		started:   map[market.InstanceID]bool{},
 		stopping:  map[market.InstanceID]bool{},
@@ -170,13 +199,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	m, ok := l.register(ctx)
 	if !ok {
 		// Never registered: still stop what an earlier agent left running,
-		// since no coordinator has vouched for it.
-		l.shutdown(ctx)
+		// even with LeaveRunning, since no coordinator has vouched for it
+		// and a restart loop would otherwise keep it running unwatched.
+		l.shutdown(ctx, false)
 		return nil
 	}
 	l.machine = m.ID
 	l.loop(ctx)
-	l.shutdown(ctx)
+	l.shutdown(ctx, l.cfg.LeaveRunning)
 	return nil
 }
 
@@ -314,6 +344,7 @@ func (l *loop) setDesired(ds market.DesiredState) {
 	for _, as := range ds.Assignments {
 		l.desired[as.Instance] = as
 		l.grace[as.Instance] = time.Duration(max(as.GraceSeconds, 0)) * time.Second
+		l.gpus[as.Instance] = as.GPUs
 	}
 	if ds.LostAfterSeconds > 0 {
 		l.lostAfter = time.Duration(ds.LostAfterSeconds) * time.Second
@@ -359,12 +390,22 @@ func (l *loop) reconcile(ctx context.Context) {
 	if !ok {
 		return
 	}
+	if !l.reconciled {
+		l.reconciled = true
+		l.resetIdle = len(obs) > 0 // all found from before
+	}
+	if l.resetIdle && !l.unknownRunning(obs) {
+		// Before any start, so that no new workload's settings are reset.
+		l.resetIdle = false
+		l.resetIdleGPUs(ctx, obs)
+	}
 	for _, id := range slices.Sorted(maps.Keys(l.desired)) {
 		as := l.desired[id]
 		o, known := obs[id]
 		switch {
 		case as.Desired == market.DesiredStop:
 			if known && isRunning(o.State) {
+				l.adopted(as) // so that its settings are reset when it ends
 				l.stop(ctx, id)
 			}
 		case as.Desired != market.DesiredRun:
@@ -376,6 +417,8 @@ func (l *loop) reconcile(ctx context.Context) {
 			// preempted spot instance in its notice): start after it ends.
 		case !known:
 			l.start(ctx, as)
+		case isRunning(o.State):
+			l.adopted(as)
 		case !isRunning(o.State) && as.Generation > o.Generation:
 			// A new generation of a finished instance: run it again.
 			if err := l.cfg.Runner.Forget(ctx, id); err != nil {
@@ -403,6 +446,7 @@ func (l *loop) reconcile(ctx context.Context) {
 			}
 			delete(l.reported, id)
 			delete(l.grace, id)
+			delete(l.gpus, id)
 			delete(l.started, id)
 			if l.cfg.Queue != nil {
 				l.cfg.Queue.Forget(id)
@@ -412,23 +456,90 @@ func (l *loop) reconcile(ctx context.Context) {
 	}
 }
 
-// gpusBusy reports whether another assignment that is to stop still runs
-// on one of as's GPUs.
+// gpusBusy reports whether another workload that is to stop still runs on
+// one of as's GPUs: an assignment told to stop, or one that left the
+// desired state. A workload found from before a restart that the
+// coordinator no longer lists (it ended the instance while no agent ran)
+// has GPUs the agent never learnt, so it holds them all until it ends.
 func (l *loop) gpusBusy(as market.Assignment, obs map[market.InstanceID]market.InstanceReport) bool {
-	for id, other := range l.desired {
-		if id == as.Instance || other.Desired != market.DesiredStop {
+	for id, o := range obs {
+		if id == as.Instance || !isRunning(o.State) {
 			continue
 		}
-		if o, ok := obs[id]; !ok || !isRunning(o.State) {
-			continue
+		gpus, known := l.gpus[id]
+		if other, ok := l.desired[id]; ok {
+			if other.Desired != market.DesiredStop {
+				continue
+			}
+			gpus, known = other.GPUs, true
 		}
-		for _, g := range other.GPUs {
+		if !known {
+			return true
+		}
+		for _, g := range gpus {
 			if slices.Contains(as.GPUs, g) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// adopted tells the runner, if it wants to know, the assignment of a
+// workload it runs, which this agent may not have started.
+func (l *loop) adopted(as market.Assignment) {
+	if a, ok := l.cfg.Runner.(adopter); ok {
+		a.Adopted(as)
+	}
+}
+
+// unknownRunning reports whether a workload whose GPUs the agent never
+// learnt still runs.
+func (l *loop) unknownRunning(obs map[market.InstanceID]market.InstanceReport) bool {
+	for id, o := range obs {
+		_, desired := l.desired[id]
+		if _, known := l.gpus[id]; !desired && !known && isRunning(o.State) {
+			return true
+		}
+	}
+	return false
+}
+
+// resetIdleGPUs resets the power limit and clocks of the GPUs no workload
+// runs on: workloads from before this agent, which it stopped or which
+// ended, may have left settings on them that it could not reset itself.
+func (l *loop) resetIdleGPUs(ctx context.Context, obs map[market.InstanceID]market.InstanceReport) {
+	r, ok := l.cfg.Runner.(gpuResetter)
+	if !ok {
+		return
+	}
+	used := map[int]bool{}
+	for id, o := range obs {
+		if !isRunning(o.State) {
+			continue
+		}
+		gpus := l.gpus[id]
+		if as, ok := l.desired[id]; ok {
+			gpus = as.GPUs
+		}
+		for _, g := range gpus {
+			used[g] = true
+		}
+	}
+	var idle []string
+	for _, g := range l.cfg.Hardware.GPUs {
+		if !used[g.Index] {
+			idle = append(idle, g.UUID)
+		}
+	}
+	if len(idle) == 0 {
+		return
+	}
+	if err := r.ResetGPUs(ctx, idle); err != nil {
+		l.log.Error("reset idle GPUs left by workloads from before this agent", "gpus", idle, "err", err)
+		return
+	}
+	l.log.Info("reset idle GPUs that workloads from before this agent may have set", "gpus", idle)
 }
 
 func (l *loop) start(ctx context.Context, as market.Assignment) {
@@ -580,10 +691,15 @@ func (l *loop) addLogs(chunks []market.LogChunk) {
 	}
 }
 
-// shutdown stops every workload with its grace, waits for the stops, and
-// sends a last report if the coordinator answers quickly.
-func (l *loop) shutdown(ctx context.Context) {
-	l.stopAll(context.WithoutCancel(ctx))
+// shutdown stops every workload with its grace unless leave is set, waits
+// for the stops under way, and sends a last report if the coordinator
+// answers quickly.
+func (l *loop) shutdown(ctx context.Context, leave bool) {
+	if leave {
+		l.log.Info("leaving workloads running for the next agent to adopt")
+	} else {
+		l.stopAll(context.WithoutCancel(ctx))
+	}
 	defer l.health.wait()
 	for len(l.stopping) > 0 {
 		delete(l.stopping, <-l.stopDone)
@@ -594,8 +710,8 @@ func (l *loop) shutdown(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ShutdownReport)
 	defer cancel()
 	if l.report(rctx, true) {
-		l.log.Info("stopped; final report sent")
+		l.log.Info("exiting; final report sent")
 	} else {
-		l.log.Warn("stopped; final report not sent")
+		l.log.Warn("exiting; final report not sent")
 	}
 }

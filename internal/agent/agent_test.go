@@ -248,7 +248,7 @@ type harness struct {
 	done   chan error
 }
 
-func start(t *testing.T, dir string, coord *fakeCoord, r agent.Runner) *harness {
+func start(t *testing.T, dir string, coord *fakeCoord, r agent.Runner, opts ...func(*agent.Config)) *harness {
 	t.Helper()
 	if r == nil {
 		pr, err := process.New(dir)
@@ -258,7 +258,7 @@ func start(t *testing.T, dir string, coord *fakeCoord, r agent.Runner) *harness 
 		r = pr
 	}
 	h := &harness{coord: coord, runner: r, clock: &testClock{}, done: make(chan error, 1)}
-	a := agent.New(agent.Config{
+	cfg := agent.Config{
 		Hardware:          market.Hardware{Fingerprint: "fp", Runner: "process"},
 		Coordinator:       coord,
 		Runner:            r,
@@ -270,7 +270,11 @@ func start(t *testing.T, dir string, coord *fakeCoord, r agent.Runner) *harness 
 		RetryMin:          5 * time.Millisecond,
 		RetryMax:          20 * time.Millisecond,
 		DefaultGrace:      2 * time.Second,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a := agent.New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- a.Run(ctx) }()

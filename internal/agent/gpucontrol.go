@@ -125,6 +125,47 @@ func (c *controlled) reset(ctx context.Context, id market.InstanceID) error {
 	return nil
 }
 
+// Adopted records the settings of a workload that an earlier agent started
+// (they are still applied to its GPUs), so that they are reset when it
+// ends, and marks its GPUs busy.
+func (c *controlled) Adopted(a market.Assignment) {
+	c.mu.Lock()
+	_, applied := c.applied[a.Instance]
+	_, busy := c.busy[a.Instance]
+	if hasSettings(a) && !applied {
+		c.applied[a.Instance] = a.GPUUUIDs
+	}
+	c.mu.Unlock()
+	if !busy {
+		c.setBusy(a.Instance, a.GPUUUIDs, true)
+	}
+}
+
+// ResetGPUs resets the given GPUs, except those a workload it knows of
+// holds settings on or runs on.
+func (c *controlled) ResetGPUs(ctx context.Context, uuids []string) error {
+	c.mu.Lock()
+	held := map[string]bool{}
+	for _, m := range []map[market.InstanceID][]string{c.applied, c.busy} {
+		for _, us := range m {
+			for _, u := range us {
+				held[u] = true
+			}
+		}
+	}
+	c.mu.Unlock()
+	var free []string
+	for _, u := range uuids {
+		if !held[u] {
+			free = append(free, u)
+		}
+	}
+	if len(free) == 0 {
+		return nil
+	}
+	return c.ctl.Reset(ctx, free)
+}
+
 func (c *controlled) List(ctx context.Context) ([]market.InstanceReport, error) {
 	list, err := c.Runner.List(ctx)
 	if err != nil {

@@ -41,6 +41,7 @@ type agentCmd struct {
 	HeartbeatInterval time.Duration `default:"10s" help:"Longest time between reports to the coordinator."`
 	Runner            string        `default:"auto" enum:"auto,docker,process" help:"How workloads run: docker (containers), process (plain host processes, for development), or auto: docker when a Docker daemon answers, else process."`
 	DockerHost        string        `placeholder:"URL" help:"Docker daemon address (default: DOCKER_HOST, else the local socket)."`
+	OnExit            string        `name:"on-exit" enum:",leave,stop" default:"" placeholder:"leave|stop" help:"What happens to running workloads when the agent exits (SIGTERM, restart, upgrade). leave (the default with the docker runner): containers keep running, and the next agent on this --state-dir and Docker daemon adopts them and removes those the coordinator ended meanwhile; if it stays down past the coordinator's lost deadline (60s by default), the instances fail and stop being billed, and their containers are removed when the agent is back. stop (the default, and the only choice, with the process runner): each workload is stopped with its grace period, so every rental ends."`
 	ContainerMemory   int64         `name:"container-memory-mib" placeholder:"MIB" help:"Memory limit of each container in MiB, without swap (0: no limit)."`
 	ContainerPids     int64         `name:"container-pids" default:"4096" help:"Most processes and threads a container may have, when the instance does not say."`
 	PortRange         string        `name:"port-range" default:"40000-40999" placeholder:"FIRST-LAST" help:"Host ports that renters' published container ports are mapped to (docker runner; default 40000-40999); \"\" publishes none."`
@@ -67,6 +68,12 @@ get host ports from --port-range, shown to them with --public-address.
 GPU workloads are refused while the NVIDIA Container Toolkit has a known
 container-escape flaw (CVE-2024-0132, CVE-2025-23266): install 1.17.8 or
 later.
+
+With the docker runner, restarting or upgrading the agent leaves the
+containers running (--on-exit leave): the next agent adopts them. Keep it
+down no longer than the coordinator's lost deadline, or the rentals fail
+and their containers are removed when it is back. --on-exit stop ends
+every rental when the agent exits.
 
 Examples:
   gpumarket agent --coordinator https://market.example.com --token gmk_...
@@ -108,6 +115,12 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 			o.Runner, o.RunnerName, o.PortRange = run, "docker", pr
 		}
 	}
+	switch {
+	case c.OnExit == "leave" && o.RunnerName != "docker":
+		return usagef("--on-exit leave needs the docker runner: plain processes are not isolated from the agent and die with its service; use --on-exit stop or a Docker daemon")
+	case c.OnExit == "leave", c.OnExit == "" && o.RunnerName == "docker":
+		o.LeaveRunning = true
+	}
 	if c.MetricsAddr != "" {
 		m, err := listenAgentMetrics(c.MetricsAddr)
 		if err != nil {
@@ -132,7 +145,11 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 	if runner == "" {
 		runner = "process"
 	}
-	log.Info("agent starting", "coordinator", api.BaseURL(), "state_dir", dir, "runner", runner)
+	onExit := "stop"
+	if o.LeaveRunning {
+		onExit = "leave"
+	}
+	log.Info("agent starting", "coordinator", api.BaseURL(), "state_dir", dir, "runner", runner, "on_exit", onExit)
 	return a.Run(ctx)
 }
 
@@ -199,6 +216,9 @@ type agentOptions struct {
 	PortRange market.PortRange
 	// Queue is where workloads report their queue length; nil: nowhere.
 	Queue *agent.QueueServer
+	// LeaveRunning leaves the workloads running when the agent exits, for
+	// the next one to adopt (--on-exit leave).
+	LeaveRunning bool
 }
 
 // newAgent discovers the hardware and builds an agent with o.Runner, or
@@ -290,6 +310,7 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 		Logger:            o.Logger,
 		Sampler:           sampler,
 		Queue:             o.Queue,
+		LeaveRunning:      o.LeaveRunning,
 		HeartbeatInterval: o.HeartbeatInterval,
 		PollWait:          o.PollWait,
 	}), nil

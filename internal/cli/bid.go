@@ -305,8 +305,9 @@ func (c *auctionReplayCmd) Run(ctx context.Context, env *Env, api *apiclient.Cli
 	return nil
 }
 
-// bidClocks turns the clock flags into one setting for all GPUs (a slice
-// of one) or one per GPU: each flag gives one value or one per GPU.
+// bidClocks turns the clock flags of a bid or an instance into one setting
+// for all GPUs (a slice of one) or one per GPU: each flag gives one value
+// or one per GPU.
 func bidClocks(core, mem, coreOff, memOff []int) ([]market.Clocks, error) {
 	n := max(len(core), len(mem), len(coreOff), len(memOff), 1)
 	at := func(flag string, vs []int, i int) (int, error) {

@@ -42,6 +42,12 @@ type instanceCreateCmd struct {
 	Pids     int64    `name:"pids" placeholder:"N" help:"Most processes and threads (default 4096)."`
 	Disk     string   `name:"disk" placeholder:"SIZE" help:"Disk limit of the container's writable layer, such as 100GiB (default: its GPU share of the machine's disk; enforced only where the host's storage driver can)."`
 
+	PowerLimit int   `name:"power-limit" placeholder:"W" help:"Power limit applied to each GPU, in W, within the machine's range (default: the card's own)."`
+	CoreLock   []int `name:"core-lock" sep:"," placeholder:"MHz[,MHz...]" help:"Lock the core clock, within the machine's allowed range: one value for all GPUs, or one per GPU separated by commas."`
+	MemLock    []int `name:"mem-lock" sep:"," placeholder:"MHz[,MHz...]" help:"Lock the memory clock: one value, or one per GPU."`
+	CoreOffset []int `name:"core-offset" sep:"," placeholder:"MHz[,MHz...]" help:"Core clock offset: one value, or one per GPU."`
+	MemOffset  []int `name:"mem-offset" sep:"," placeholder:"MHz[,MHz...]" help:"Memory clock offset: one value, or one per GPU."`
+
 	Command []string `arg:"" optional:"" passthrough:"" help:"Command and arguments, after --."`
 }
 
@@ -54,10 +60,13 @@ func (c *instanceCreateCmd) Help() string {
   gpumarket instance create m-0a1b2c3d4e5f --gpus 1 --template pytorch --ssh-key ~/.ssh/id_ed25519.pub
   gpumarket instance create m-0a1b2c3d4e5f --gpus 2 --template jupyter --memory 64GiB --shm 16GiB
   gpumarket instance create m-0a1b2c3d4e5f --gpus 1 --image myorg/server:1 --port 8080/tcp --cpus 8 --disk 200GiB
+  gpumarket instance create m-0a1b2c3d4e5f --gpus 2 --power-limit 300 --core-lock 1800,1950 -- python train.py
 
 Images, ports, SSH keys, templates and limits need a machine with the docker
 runner (RUNNER in 'gpumarket offer search'). Limits left out are the
-instance's GPU share of the machine.`
+instance's GPU share of the machine. A power limit and clocks are set on
+the instance's GPUs before it starts and reset after it ends; values outside
+the cards' or the host's ranges are refused, with the range.`
 }
 
 func (c *instanceCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
@@ -87,6 +96,19 @@ func (c *instanceCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Cl
 	}
 	if err := c.container(&req); err != nil {
 		return err
+	}
+	if c.PowerLimit < 0 {
+		return usagef("--power-limit %d W is negative", c.PowerLimit)
+	}
+	clocks, err := bidClocks(c.CoreLock, c.MemLock, c.CoreOffset, c.MemOffset)
+	if err != nil {
+		return err
+	}
+	req.PowerLimitW = c.PowerLimit
+	if len(clocks) == 1 {
+		req.Clocks = clocks[0]
+	} else {
+		req.GPUClocks = clocks
 	}
 	for _, kv := range c.Env {
 		k, v, ok := strings.Cut(kv, "=")

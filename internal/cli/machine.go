@@ -172,11 +172,11 @@ type machineSetCmd struct {
 	Datacenter      *string `help:"Datacenter the machine is in."`
 	SpotReserve     string  `name:"spot-reserve" placeholder:"TOKENS" help:"Lowest spot bid accepted, per GPU-day, in tokens."`
 	EnergyPrice     string  `name:"energy-price" placeholder:"TOKENS" help:"Your energy cost per kWh, in tokens; spot bids win on price minus energy at their power limit."`
-	MaxPower        *int    `name:"max-power" placeholder:"W" help:"Highest power limit per GPU a spot bid may ask, in W (0: the cards' maximum)."`
-	CoreLockRange   string  `name:"core-lock-range" placeholder:"MIN..MAX" help:"Core clock locks spot bids may ask, in MHz, like 300..2500 (none: no locks)."`
-	MemLockRange    string  `name:"mem-lock-range" placeholder:"MIN..MAX" help:"Memory clock locks spot bids may ask, in MHz."`
-	CoreOffsetRange string  `name:"core-offset-range" placeholder:"MIN..MAX" help:"Core clock offsets spot bids may ask, in MHz, like -200..200."`
-	MemOffsetRange  string  `name:"mem-offset-range" placeholder:"MIN..MAX" help:"Memory clock offsets spot bids may ask, in MHz."`
+	MaxPower        *int    `name:"max-power" placeholder:"W" help:"Highest power limit per GPU a spot bid or an instance may ask, in W (0: the cards' maximum)."`
+	CoreLockRange   string  `name:"core-lock-range" placeholder:"MIN..MAX" help:"Core clock locks spot bids and instances may ask, in MHz, like 300..2500 (none: no locks)."`
+	MemLockRange    string  `name:"mem-lock-range" placeholder:"MIN..MAX" help:"Memory clock locks spot bids and instances may ask, in MHz."`
+	CoreOffsetRange string  `name:"core-offset-range" placeholder:"MIN..MAX" help:"Core clock offsets spot bids and instances may ask, in MHz, like -200..200."`
+	MemOffsetRange  string  `name:"mem-offset-range" placeholder:"MIN..MAX" help:"Memory clock offsets spot bids and instances may ask, in MHz."`
 }
 
 // parseClockRange reads "MIN..MAX" (MHz, either may be negative) or "none".

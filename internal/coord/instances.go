@@ -87,6 +87,10 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		if err := containerSpec(&inst, req, m); err != nil {
 			return market.Errorf(op, market.Invalid, "%w", err)
 		}
+		if err := checkInstanceSettings(m, req.PowerLimitW, req.Clocks, req.GPUClocks, req.GPUs); err != nil { // spot.go
+			return market.Errorf(op, market.Invalid, "%w", err)
+		}
+		inst.PowerLimitW, inst.Clocks, inst.GPUClocks = req.PowerLimitW, req.Clocks, req.GPUClocks
 		if err := s.makeRoom(ctx, tx, m, req.GPUs, now); err != nil {
 			return err
 		}

@@ -98,7 +98,6 @@ func checkBidTermsAll(m market.Machine, b market.Bid) error {
 
 // checkBidTerms checks a bid's price, power limit and clocks against m.
 func checkBidTerms(m market.Machine, price market.Money, powerW int, c market.Clocks) error {
-	minW, maxW := powerRange(m)
 	switch {
 	case price <= 0:
 		return fmt.Errorf("price per GPU-day must be above zero, got %s", price)
@@ -107,20 +106,63 @@ func checkBidTerms(m market.Machine, price market.Money, powerW int, c market.Cl
 	case price < m.Spot.ReservePerGPUDay:
 		return fmt.Errorf("price %s per GPU-day is below this machine's reserve of %s", price, m.Spot.ReservePerGPUDay)
 	case powerW <= 0:
+		minW, maxW := powerRange(m)
 		return fmt.Errorf("a power limit per GPU is required (--power-limit W); this machine allows %d to %d W", minW, maxW)
-	case powerW < minW:
-		return fmt.Errorf("power limit %d W is below this machine's minimum of %d W", powerW, minW)
-	case powerW > maxW:
-		return fmt.Errorf("power limit %d W is above this machine's maximum of %d W", powerW, maxW)
+	}
+	if err := checkPower(m, powerW); err != nil {
+		return err
 	}
 	if _, ok := auction.Profit(price, m.Spot.EnergyPerKWh, powerW, 1, time.Hour); !ok {
 		return fmt.Errorf("price %s per GPU-day does not cover this machine's energy cost at %d W (%s per kWh)", price, powerW, m.Spot.EnergyPerKWh)
 	}
+	return checkClocks(m, c)
+}
+
+// checkPower checks a power limit per GPU against m's range (powerRange).
+func checkPower(m market.Machine, powerW int) error {
+	minW, maxW := powerRange(m)
+	switch {
+	case powerW < minW:
+		return fmt.Errorf("power limit %d W is below this machine's minimum of %d W; it allows %d to %d W", powerW, minW, minW, maxW)
+	case powerW > maxW:
+		return fmt.Errorf("power limit %d W is above this machine's maximum of %d W; it allows %d to %d W", powerW, maxW, minW, maxW)
+	}
+	return nil
+}
+
+// checkClocks checks the clocks of one GPU against the ranges m publishes.
+func checkClocks(m market.Machine, c market.Clocks) error {
 	return errors.Join(
 		checkClock("core clock lock", c.CoreLockMHz, m.Spot.CoreLockMHz),
 		checkClock("memory clock lock", c.MemLockMHz, m.Spot.MemLockMHz),
 		checkClock("core clock offset", c.CoreOffsetMHz, m.Spot.CoreOffsetMHz),
 		checkClock("memory clock offset", c.MemOffsetMHz, m.Spot.MemOffsetMHz))
+}
+
+// checkInstanceSettings checks the GPU settings asked for an on-demand
+// instance of n GPUs on m, within the ranges a spot bid must keep to; the
+// power limit is optional (0 leaves the card's own).
+func checkInstanceSettings(m market.Machine, powerW int, one market.Clocks, per []market.Clocks, n int) error {
+	if len(per) > 0 && len(per) != n {
+		return fmt.Errorf("clock settings are given for %d GPUs but %d GPUs are asked for; give one value for all GPUs or one per GPU", len(per), n)
+	}
+	if powerW < 0 {
+		return fmt.Errorf("power limit must not be negative, got %d W", powerW)
+	}
+	if powerW > 0 {
+		if err := checkPower(m, powerW); err != nil {
+			return err
+		}
+	}
+	for i, c := range market.GPUSettings(one, per, n) {
+		if err := checkClocks(m, c); err != nil {
+			if len(per) > 0 {
+				return fmt.Errorf("GPU %d of the instance: %w", i+1, err)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // checkSpotUpdate checks the spot terms of a machine update.

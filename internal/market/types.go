@@ -62,7 +62,7 @@ type GPU struct {
 	MaxPowerW     int    `json:"max_power_w"`
 	PCIeGen       int    `json:"pcie_gen,omitempty"`
 	PCIeWidth     int    `json:"pcie_width,omitempty"`
-	MIG           bool   `json:"mig,omitempty"` // MIG mode on (NVML); the card is rented whole
+	MIG           bool   `json:"mig,omitempty"` // MIG mode on (NVML or nvidia-smi); the card is rented whole
 }
 
 // Hardware is what an agent reports about its machine when it registers.
@@ -207,9 +207,9 @@ type Instance struct {
 	GraceSeconds int        `json:"grace_seconds"`         // SIGTERM to SIGKILL
 	NoticeAt     *time.Time `json:"notice_at,omitempty"`   // when the renter was told it will stop
 	LastReportAt *time.Time `json:"last_report,omitempty"` // last agent report about it
-	// Spot instances only: the bid that won, its price for the whole
-	// instance per day (billed per minute instead of PricePerHour), and
-	// the settings the agent applies to each GPU.
+	// Spot instances only: the bid that won and its price for the whole
+	// instance per day (billed per minute instead of PricePerHour). Spot
+	// and on-demand instances: the settings the agent applies to each GPU.
 	Bid           BidID    `json:"bid,omitempty"`
 	PricePerDay   Money    `json:"price_per_day,omitempty"`
 	PowerLimitW   int      `json:"power_limit_w,omitempty"`

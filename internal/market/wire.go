@@ -213,6 +213,13 @@ type CreateInstanceRequest struct {
 	Ports    []string `json:"ports,omitempty"`
 	SSHKeys  []string `json:"ssh_keys,omitempty"`
 	Limits   Limits   `json:"limits,omitzero"`
+	// GPU settings the agent applies before the workload starts and
+	// resets after it ends, within the machine's ranges as for a spot
+	// bid: a power limit per GPU in W (0: leave it), and clocks for every
+	// GPU, or in GPUClocks one entry per GPU.
+	PowerLimitW int      `json:"power_limit_w,omitempty"`
+	Clocks      Clocks   `json:"clocks,omitzero"`
+	GPUClocks   []Clocks `json:"gpu_clocks,omitempty"`
 }
 
 // DepositRequest credits tokens to an account (admin only).

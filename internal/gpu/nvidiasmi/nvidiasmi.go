@@ -29,11 +29,11 @@ const Binary = "nvidia-smi"
 
 // QueryArgs are the arguments whose output Parse reads.
 var QueryArgs = []string{
-	"--query-gpu=index,uuid,name,memory.total,power.min_limit,power.default_limit,power.max_limit,pcie.link.gen.max,pcie.link.width.max,driver_version",
+	"--query-gpu=index,uuid,name,memory.total,power.min_limit,power.default_limit,power.max_limit,pcie.link.gen.max,pcie.link.width.max,driver_version,mig.mode.current",
 	"--format=csv,noheader,nounits",
 }
 
-const numFields = 10
+const numFields = 11
 
 // ExecFunc runs a command and returns its standard output. It must return an
 // error that wraps exec.ErrNotFound or ErrNotFound when the binary is absent.
@@ -93,7 +93,9 @@ func Discover(ctx context.Context, run ExecFunc) (Info, error) {
 // Parse reads the output of nvidia-smi with QueryArgs. Fields reported as
 // "[N/A]" or "[Not Supported]" become zero, except those a GPU cannot go
 // without (index, UUID, name, memory), which are errors. Watts are rounded
-// to the nearest integer. driver is the driver version of the first GPU.
+// to the nearest integer. MIG mode is "Enabled" or "Disabled" on cards that
+// have it and "[N/A]" (off) on the others. driver is the driver version of
+// the first GPU.
 func Parse(out []byte) (gpus []market.GPU, driver string, err error) {
 	const op = "parse nvidia-smi output"
 	text := strings.TrimSpace(string(out))
@@ -164,6 +166,13 @@ func parseRecord(rec []string) (market.GPU, string, error) {
 	driver := f[9]
 	if missing(driver) {
 		driver = ""
+	}
+	switch mig := f[10]; {
+	case strings.EqualFold(mig, "Enabled"):
+		g.MIG = true
+	case strings.EqualFold(mig, "Disabled"), missing(mig):
+	default:
+		return g, "", fmt.Errorf("mig.mode.current %q is neither Enabled nor Disabled", mig)
 	}
 	return g, driver, nil
 }

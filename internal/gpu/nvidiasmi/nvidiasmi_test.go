@@ -68,12 +68,14 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"empty", "", "found no GPUs", market.NotFound},
 		{"no devices", "No devices were found\n", "found no GPUs", market.NotFound},
-		{"short line", "0, GPU-x, NVIDIA L40S, 46068\n", "line 1: got 4 fields, want 10", market.Invalid},
-		{"no uuid", "0, [N/A], NVIDIA L40S, 46068, 100, 350, 350, 4, 16, 550\n", "GPU 0 has no UUID", market.Invalid},
-		{"bad memory", "0, GPU-x, NVIDIA L40S, 46 GB, 100, 350, 350, 4, 16, 550\n", `memory.total "46 GB" is not a whole number`, market.Invalid},
-		{"memory n/a", "0, GPU-x, NVIDIA L40S, [N/A], 100, 350, 350, 4, 16, 550\n", "memory.total is [N/A], want a number", market.Invalid},
-		{"bad watts", "0, GPU-x, NVIDIA L40S, 46068, lots, 350, 350, 4, 16, 550\n", `power.min_limit "lots" is not a number of watts`, market.Invalid},
-		{"error text", "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n", "line 1: got 1 fields, want 10 (is \"NVIDIA-SMI has failed", market.Invalid},
+		{"short line", "0, GPU-x, NVIDIA L40S, 46068\n", "line 1: got 4 fields, want 11", market.Invalid},
+		{"no mig field", "0, GPU-x, NVIDIA L40S, 46068, 100, 350, 350, 4, 16, 550\n", "line 1: got 10 fields, want 11", market.Invalid},
+		{"no uuid", "0, [N/A], NVIDIA L40S, 46068, 100, 350, 350, 4, 16, 550, [N/A]\n", "GPU 0 has no UUID", market.Invalid},
+		{"bad memory", "0, GPU-x, NVIDIA L40S, 46 GB, 100, 350, 350, 4, 16, 550, [N/A]\n", `memory.total "46 GB" is not a whole number`, market.Invalid},
+		{"memory n/a", "0, GPU-x, NVIDIA L40S, [N/A], 100, 350, 350, 4, 16, 550, [N/A]\n", "memory.total is [N/A], want a number", market.Invalid},
+		{"bad watts", "0, GPU-x, NVIDIA L40S, 46068, lots, 350, 350, 4, 16, 550, [N/A]\n", `power.min_limit "lots" is not a number of watts`, market.Invalid},
+		{"bad mig mode", "0, GPU-x, NVIDIA A100, 81920, 100, 400, 400, 4, 16, 550, Pending\n", `mig.mode.current "Pending" is neither Enabled nor Disabled`, market.Invalid},
+		{"error text", "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n", "line 1: got 1 fields, want 11 (is \"NVIDIA-SMI has failed", market.Invalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
