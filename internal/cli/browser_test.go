@@ -252,6 +252,11 @@ func TestWebUIInBrowser(t *testing.T) {
 	if got := text(".field-error"); !strings.Contains(got, "has 2 GPUs") {
 		t.Errorf("GPU count error %q", got)
 	}
+	// The container fields are offered (this machine runs plain processes,
+	// so they stay empty): a template per market.Templates, ports, keys.
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#rent-form select#template option, #rent-form input#ports, #rent-form textarea#ssh_keys").length`)); err != nil || n != len(market.Templates())+3 {
+		t.Errorf("rent form has %d template options and port and key fields (%v), want %d", n, err, len(market.Templates())+3)
+	}
 	shot("rent-error")
 	do("review",
 		chromedp.SetValue(chromedp.CSS("#gpus"), "1"),
@@ -458,6 +463,11 @@ func TestWebUIInBrowser(t *testing.T) {
 	)
 	if got := text("#online"); got != "1" {
 		t.Errorf("admin overview: %s machines online, want 1", got)
+	}
+	// The renter's minutes paid fees today: the revenue chart has a bar
+	// before any dividend period closed.
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#revenue-chart rect.chart-bar").length`)); err != nil || n != 30 {
+		t.Errorf("revenue chart has %d bars (%v), want one per day of 30", n, err)
 	}
 	shot("admin")
 	// The market page caches its snapshot for a few seconds; rounds are

@@ -294,17 +294,17 @@ func (c *instanceShowCmd) Run(ctx context.Context, env *Env, api *apiclient.Clie
 	}
 	t.row("Image:", dash(i.Image))
 	t.row("Command:", dash(strings.Join(i.Command, " ")))
-	for n, p := range i.Ports {
+	for n, line := range i.PortLines() {
 		label := ""
 		if n == 0 {
 			label = "Ports:"
 		}
-		t.row(label, portLine(i, p))
+		t.row(label, line)
 	}
 	if len(i.SSHKeys) > 0 {
 		t.row("SSH keys:", fmt.Sprintf("%d (read-only at %s)", len(i.SSHKeys), market.SSHKeysPath))
 	}
-	if ssh := market.SSHCommand(i.PortMap); ssh != "" && i.Active() {
+	if ssh := i.SSHCommand(); ssh != "" {
 		t.row("SSH:", ssh)
 	}
 	if i.Limits != (market.Limits{}) {
@@ -360,20 +360,6 @@ func lastSystemLine(ctx context.Context, api *apiclient.Client, id market.Instan
 		}
 	}
 	return last
-}
-
-// portLine is where container port p of i is reachable, or that it is not
-// yet published; an ended instance's host ports are no longer its own.
-func portLine(i market.Instance, p string) string {
-	if !i.Active() {
-		return p
-	}
-	for _, b := range i.PortMap {
-		if b.Port == p {
-			return b.String()
-		}
-	}
-	return p + " (not published yet)"
 }
 
 // limitsString is an instance's resource limits in one line.

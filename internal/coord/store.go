@@ -112,6 +112,12 @@ type Tx interface {
 	// Flow sums the entries of f.Account in transfers of kind f.Kind (or
 	// f.Kinds) made in [f.From, f.To) (a zero To: no upper bound).
 	Flow(ctx context.Context, f FlowFilter) (market.Money, error)
+	// FeesByDay sums the platform fee account's entries in charges and
+	// refunds of the platform token per UTC day, for transfers made in
+	// [from, to) (a zero to: no upper bound): one DayFlow for each day
+	// with any, oldest first. It reads only the transfers made since
+	// from, however long the ledger.
+	FeesByDay(ctx context.Context, from, to time.Time) ([]DayFlow, error)
 	// TransfersByKind returns the transfers of the given kinds made before
 	// until, oldest first; never charges (see MinuteCharges).
 	TransfersByKind(ctx context.Context, kinds []market.TransferKind, until time.Time) ([]market.Transfer, error)
@@ -387,6 +393,12 @@ type FlowFilter struct {
 	Kind     market.TransferKind
 	Kinds    []market.TransferKind // more kinds, besides Kind
 	From, To time.Time
+}
+
+// DayFlow is the sum of an account's entries on one UTC day.
+type DayFlow struct {
+	Day    time.Time // midnight UTC
+	Amount market.Money
 }
 
 // IdemRecord is the stored answer of a money call made with an

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // This file holds what a renter asks of a container instance besides its
@@ -57,6 +58,13 @@ func CheckPorts(ports []string) ([]string, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// ParsePorts reads a list of container ports to publish written as one
+// line of text, such as "8080/tcp, 22/tcp" (commas or spaces between
+// them), with the rules of CheckPorts. Blank text is no ports.
+func ParsePorts(text string) ([]string, error) {
+	return CheckPorts(strings.FieldsFunc(text, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }))
 }
 
 // PortRange is a range of host ports, both ends included, that an agent
@@ -126,6 +134,37 @@ func (b PortBinding) String() string {
 	return fmt.Sprintf("%s -> %s:%d", b.Port, host, b.HostPort)
 }
 
+// PortLines says where each published container port of i is reachable
+// ("8080/tcp -> gpu1.example.net:40012"), or that it is not published
+// yet. An ended instance's host ports are no longer its own: its lines are
+// the container ports alone.
+func (i Instance) PortLines() []string {
+	out := make([]string, 0, len(i.Ports))
+	for _, p := range i.Ports {
+		line := p
+		if i.Active() {
+			line = p + " (not published yet)"
+			for _, b := range i.PortMap {
+				if b.Port == p {
+					line = b.String()
+					break
+				}
+			}
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// SSHCommand returns the ssh command that reaches i while it is active
+// with port 22/tcp published, or "".
+func (i Instance) SSHCommand() string {
+	if !i.Active() {
+		return ""
+	}
+	return SSHCommand(i.PortMap)
+}
+
 // SSHCommand returns the ssh command that reaches an instance whose port
 // 22/tcp is published, or "" when it is not.
 func SSHCommand(ports []PortBinding) string {
@@ -180,6 +219,28 @@ func ParseSSHKey(s string) (string, error) {
 		return "", fmt.Errorf("SSH key of type %s: the key data does not match its type (truncated or edited?)", f[0])
 	}
 	return strings.Join(f, " "), nil
+}
+
+// ParseSSHKeys reads public keys pasted one per line, as in an
+// authorized_keys file: blank lines and lines starting with # are
+// skipped. Errors name the line.
+func ParseSSHKeys(text string) ([]string, error) {
+	var keys []string
+	for n, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if len(keys) == MaxSSHKeys {
+			return nil, fmt.Errorf("more than %d SSH keys; give at most %d", MaxSSHKeys, MaxSSHKeys)
+		}
+		k, err := ParseSSHKey(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", n+1, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // CheckSSHKeys validates a renter's public keys.

@@ -190,3 +190,76 @@ func TestSSHCommand(t *testing.T) {
 		t.Errorf("PortBinding.String = %q", got)
 	}
 }
+
+func TestParsePorts(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string
+		err  string
+	}{
+		{"", []string{}, ""},
+		{" \n ", []string{}, ""},
+		{"8080/tcp, 22/tcp", []string{"8080/tcp", "22/tcp"}, ""},
+		{"8080 53/UDP,,22", []string{"8080/tcp", "53/udp", "22/tcp"}, ""},
+		{"8080/tcp, 8080", nil, "listed twice"},
+		{"8080/tcp; 22/tcp", nil, `port "8080/tcp;": protocol must be tcp or udp`},
+		{"80/sctp", nil, "protocol must be tcp or udp"},
+		{strings.Repeat("1/tcp ", MaxPorts+1), nil, "the limit is 16"},
+	} {
+		got, err := ParsePorts(tt.in)
+		if (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("ParsePorts(%q) error %v, want one containing %q", tt.in, err, tt.err)
+			continue
+		}
+		if d := cmp.Diff(tt.want, got); err == nil && d != "" {
+			t.Errorf("ParsePorts(%q) mismatch (-want +got):\n%s", tt.in, d)
+		}
+	}
+}
+
+func TestParseSSHKeys(t *testing.T) {
+	ed, rsa := pubKey("ssh-ed25519", 32), pubKey("ssh-rsa", 279)
+	for _, tt := range []struct {
+		name, in string
+		want     []string
+		err      string
+	}{
+		{"none", "\n  \n", nil, ""},
+		{"two, comments, CRLF", "# laptop\r\n" + ed + "\r\n\r\n  " + rsa + "  \r\n", []string{ed, rsa}, ""},
+		{"bad line named", ed + "\n\nssh-ed25519 AAAA!!!!", nil, "line 3: SSH key of type ssh-ed25519: the key data is not valid base64"},
+		{"private key", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----", nil, "line 1: this is a private key"},
+		{"wrapped key", "ssh-ed25519\n" + strings.Fields(ed)[1], nil, "line 1:"},
+		{"too many", strings.Repeat(ed+"\n", MaxSSHKeys+1), nil, "more than 16 SSH keys"},
+	} {
+		got, err := ParseSSHKeys(tt.in)
+		if (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: ParseSSHKeys error %v, want one containing %q", tt.name, err, tt.err)
+			continue
+		}
+		if d := cmp.Diff(tt.want, got); err == nil && d != "" {
+			t.Errorf("%s: ParseSSHKeys mismatch (-want +got):\n%s", tt.name, d)
+		}
+	}
+}
+
+func TestInstancePortLinesAndSSH(t *testing.T) {
+	i := Instance{State: InstanceRunning, Ports: []string{"8888/tcp", "22/tcp", "53/udp"},
+		PortMap: []PortBinding{{Port: "22/tcp", Host: "gpu1.example.net", HostPort: 40012}, {Port: "8888/tcp", HostPort: 40011}}}
+	want := []string{"8888/tcp -> HOST:40011", "22/tcp -> gpu1.example.net:40012", "53/udp (not published yet)"}
+	if d := cmp.Diff(want, i.PortLines()); d != "" {
+		t.Errorf("running PortLines mismatch (-want +got):\n%s", d)
+	}
+	if got := i.SSHCommand(); got != "ssh -p 40012 root@gpu1.example.net" {
+		t.Errorf("running SSHCommand = %q", got)
+	}
+	i.State = InstanceStopped
+	if d := cmp.Diff(i.Ports, i.PortLines()); d != "" {
+		t.Errorf("stopped PortLines mismatch (-want +got):\n%s", d)
+	}
+	if got := i.SSHCommand(); got != "" {
+		t.Errorf("stopped SSHCommand = %q, want none", got)
+	}
+	if got := (Instance{State: InstanceRunning}).PortLines(); len(got) != 0 {
+		t.Errorf("PortLines without ports = %q", got)
+	}
+}

@@ -136,6 +136,13 @@ type LedgerReport struct {
 	At        time.Time     `json:"at"`
 }
 
+// DayRevenue is what the platform took on one UTC day: the fees of the
+// minutes charged that day, less the fees of refunds made that day.
+type DayRevenue struct {
+	Day  string `json:"day"` // YYYY-MM-DD, UTC
+	Fees Money  `json:"fees"`
+}
+
 // DayEarnings is what a host earned on one UTC day.
 type DayEarnings struct {
 	Day     string `json:"day"` // YYYY-MM-DD, UTC

@@ -20,6 +20,22 @@ const (
 	// $1 account, $2 from, $3 to (0 = none), then the kinds.
 	qFlowPrefix = `SELECT COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
 WHERE e.account = $1 AND t.at >= $2 AND ($3 <= 0 OR t.at < $3) AND t.kind IN ` // + ($4, ...)
+	// $1 the fee account, $2 from, $3 to (0 = none), $4 the platform
+	// token (fees are taken in it). The subquery finds the first transfer
+	// since from through the partial index transfers_fees_at (0012),
+	// whose kinds are written out as the index says them so that both
+	// databases may use it; MIN(+seq), not MIN(seq), or SQLite walks the
+	// primary key from the ledger's start instead. The fee entries are
+	// then read from that seq on, through transfer_entries_account: the
+	// work grows with the window, not with the ledger. $3 is cast
+	// because Postgres would type it int4 from "$3 <= 0".
+	qFeesByDay = `SELECT t.at / 86400000000 AS day, CAST(SUM(e.amount) AS BIGINT)
+FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
+WHERE e.account = $1
+  AND e.transfer_seq >= (SELECT MIN(+f.seq) FROM transfers f WHERE f.kind IN ('charge', 'charges', 'refund') AND f.at >= $2)
+  AND t.kind IN ('charge', 'charges', 'refund') AND t.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR t.at < $3) AND t.asset = $4
+GROUP BY t.at / 86400000000
+ORDER BY day`
 	qTransfersByKindPrefix = `SELECT ` + transferJoinColumns + `
 FROM transfers t JOIN transfer_entries e ON e.transfer_seq = t.seq
 WHERE t.at < $1 AND t.kind <> 'charge' AND t.kind <> 'charges' AND t.kind IN ` // + ($2, ...) + qTransfersByKindOrder
@@ -65,6 +81,26 @@ func (t *sqlTx) Flow(ctx context.Context, f coord.FlowFilter) (market.Money, err
 		return 0, fmt.Errorf("flow of %s: %w", f.Account, err)
 	}
 	return market.Money(v), nil
+}
+
+func (t *sqlTx) FeesByDay(ctx context.Context, from, to time.Time) ([]coord.DayFlow, error) {
+	var end int64
+	if !to.IsZero() {
+		end = micros(to)
+	}
+	rows, err := t.tx.QueryContext(ctx, qFeesByDay, market.FeesAccount, micros(from), end, market.DefaultAsset)
+	if err != nil {
+		return nil, fmt.Errorf("fees by day: %w", err)
+	}
+	out, err := collect(rows, func(r scanner) (coord.DayFlow, error) {
+		var day, amount int64
+		err := r.Scan(&day, &amount)
+		return coord.DayFlow{Day: fromMicros(day * int64(24*time.Hour/time.Microsecond)), Amount: market.Money(amount)}, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fees by day: %w", err)
+	}
+	return out, nil
 }
 
 func (t *sqlTx) TransfersByKind(ctx context.Context, kinds []market.TransferKind, until time.Time) ([]market.Transfer, error) {

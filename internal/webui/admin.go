@@ -7,7 +7,9 @@ import (
 	"html/template"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 	"github.com/gpumarket/gpumarket/internal/webui/chart"
@@ -85,21 +87,24 @@ func fleet(ms []market.Machine) (adminData, []fleetRow) {
 	return d, out
 }
 
-// revenueChart draws the platform fees of each distribution period (a day
-// by default), oldest first.
-func revenueChart(sts []market.DividendStatement) template.HTML {
-	c := chart.Bar{ID: "revenue-chart", Title: "Platform fees per distribution period", Unit: "tokens", Empty: "No distribution period has closed yet"}
-	sts = slices.Clone(sts)
-	slices.SortFunc(sts, func(a, b market.DividendStatement) int { return a.Start.Compare(b.Start) })
-	for _, st := range sts {
-		c.Labels = append(c.Labels, st.Start.UTC().Format("Jan 2"))
-		c.Values = append(c.Values, float64(st.FeesIn)/float64(market.Tokens(1)))
+// revenueChart draws the platform fees of each UTC day, oldest first.
+func revenueChart(days []market.DayRevenue) template.HTML {
+	c := chart.Bar{ID: "revenue-chart", Title: "Platform fees per UTC day", Unit: "tokens", Empty: "No platform fees in the last " + strconv.Itoa(len(days)) + " days"}
+	if slices.ContainsFunc(days, func(d market.DayRevenue) bool { return d.Fees != 0 }) {
+		for _, d := range days {
+			label := d.Day
+			if t, err := time.Parse(time.DateOnly, d.Day); err == nil {
+				label = t.Format("Jan 2")
+			}
+			c.Labels = append(c.Labels, label)
+			c.Values = append(c.Values, float64(d.Fees)/float64(market.Tokens(1)))
+		}
 	}
 	return c.HTML()
 }
 
-// maxRevenuePeriods bounds the periods of the revenue chart.
-const maxRevenuePeriods = 60
+// revenueDays is how many days the revenue chart shows.
+const revenueDays = 30
 
 func (s *server) adminOverview(w http.ResponseWriter, r *http.Request, p *page, sess session) {
 	p.Title, p.Nav = "Network overview", "admin"
@@ -119,7 +124,9 @@ func (s *server) adminOverview(w http.ResponseWriter, r *http.Request, p *page, 
 		s.fail(w, r, p, err)
 		return
 	}
-	sts, err := s.svc.Statements(r.Context(), -1, maxRevenuePeriods)
+	rev, err := s.revenue.get(r.Context(), func(ctx context.Context) ([]market.DayRevenue, error) {
+		return s.svc.Revenue(ctx, sess.account, revenueDays)
+	})
 	if err != nil {
 		s.fail(w, r, p, err)
 		return
@@ -130,7 +137,7 @@ func (s *server) adminOverview(w http.ResponseWriter, r *http.Request, p *page, 
 	for _, w := range ws {
 		d.PendingAmount += w.Amount
 	}
-	d.Revenue = revenueChart(sts)
+	d.Revenue = revenueChart(rev)
 	p.Data = &d
 	s.render(w, r, http.StatusOK, "admin", p)
 }

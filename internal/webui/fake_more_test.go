@@ -16,6 +16,8 @@ type moreFake struct {
 	withdrawals map[market.WithdrawalID]market.Withdrawal
 	stakes      map[market.AccountID]market.Money
 	statements  []market.DividendStatement
+	revenue     []market.DayRevenue // what Revenue returns, whatever the days
+	revenueErr  error               // returned by Revenue when set
 	ledgerBad   bool
 	machinesAll []market.Machine // what an admin lists; nil: f.machines
 	idem        map[string]bool
@@ -204,6 +206,18 @@ func (f *fakeService) Statements(ctx context.Context, period int64, limit int) (
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.more().statements, f.broken
+}
+
+func (f *fakeService) Revenue(ctx context.Context, caller market.Account, days int) ([]market.DayRevenue, error) {
+	if err := needAdmin(caller, "show revenue"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.more().revenueErr != nil {
+		return nil, f.more().revenueErr
+	}
+	return f.more().revenue, f.broken
 }
 
 func (f *fakeService) LedgerCheck(ctx context.Context, caller market.Account) (market.LedgerReport, error) {

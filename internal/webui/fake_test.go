@@ -173,7 +173,7 @@ func (f *fakeService) CreateInstance(ctx context.Context, caller market.Account,
 	w.Escrow += price
 	f.wallets[caller.ID] = w
 	inst := market.Instance{ID: market.InstanceID(f.id("i-")), Renter: caller.ID, Machine: m.ID, GPUs: []int{0}, Command: req.Command, Env: req.Env, Image: req.Image,
-		State: market.InstancePending, PricePerHour: price, Escrow: price}
+		Template: req.Template, Ports: req.Ports, SSHKeys: req.SSHKeys, State: market.InstancePending, PricePerHour: price, Escrow: price}
 	f.instances[inst.ID] = inst
 	return inst, nil
 }

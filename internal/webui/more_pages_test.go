@@ -174,10 +174,7 @@ func TestAdminPages(t *testing.T) {
 	}
 	check(t, u.post(u.hostCk, u.hostTok, "/admin/withdrawals/w-1/complete", url.Values{"idem": {"k"}}), 403, "for operators")
 	ck, tok := u.admin()
-	u.svc.more().statements = []market.DividendStatement{
-		{Start: time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC), FeesIn: market.Tokens(3)},
-		{Start: time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC), FeesIn: market.Tokens(1)},
-	}
+	u.svc.more().revenue = []market.DayRevenue{{Day: "2026-11-20"}, {Day: "2026-11-21", Fees: market.Tokens(1)}, {Day: "2026-11-22", Fees: market.Tokens(3)}}
 	rec := u.get(ck, "/admin")
 	check(t, rec, 200, `id="fleet"`, "RTX 4090", `id="online">1<`, `id="rented">0<`, `id="revenue-chart"`, "Nov 21: 1<", "Nov 22: 3<")
 	if strings.Index(rec.Body.String(), "Nov 21") > strings.Index(rec.Body.String(), "Nov 22") {

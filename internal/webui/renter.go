@@ -117,17 +117,32 @@ type rentData struct {
 	Command   string
 	Image     string
 	Env       string
+	Template  string // a template's name, "" for none
+	PortsText string // as typed: "8080/tcp, 22/tcp"
+	Ports     []string
+	SSHText   string // as typed: public keys, one per line
+	SSHKeys   int    // how many keys SSHText holds
+	Templates []market.Template
 	PerHour   market.Money
 	Escrow    market.Money
 	Available market.Money
 	Review    bool
 }
 
+// Limits of the rent form.
 const (
 	maxCommandLen = 8 << 10
 	maxImageLen   = 512
 	maxEnvLen     = 16 << 10
+	maxPortsLen   = 1 << 10
+	maxSSHLen     = 32 << 10
 )
+
+// notDocker is the message for a container field on a machine that runs
+// plain processes.
+func notDocker(what string) string {
+	return "this machine runs plain processes; " + what + " need a machine with the docker runner (search the offers with runner=docker)"
+}
 
 func (s *server) rentForm(w http.ResponseWriter, r *http.Request, p *page, sess session) {
 	p.Title, p.Nav = "Rent", "offers"
@@ -136,7 +151,7 @@ func (s *server) rentForm(w http.ResponseWriter, r *http.Request, p *page, sess 
 		s.fail(w, r, p, err)
 		return
 	}
-	d := &rentData{Machine: m, Free: len(m.FreeGPUs()), GPUs: 1}
+	d := &rentData{Machine: m, Free: len(m.FreeGPUs()), GPUs: 1, Templates: market.Templates()}
 	if n, err := strconv.Atoi(r.URL.Query().Get("gpus")); err == nil && n >= 1 && n <= d.Free {
 		d.GPUs = n
 	}
@@ -179,7 +194,8 @@ func (s *server) rent(w http.ResponseWriter, r *http.Request, p *page, sess sess
 		return
 	}
 	f := r.PostForm
-	d := &rentData{Machine: m, Free: len(m.FreeGPUs()), Command: f.Get("command"), Image: strings.TrimSpace(f.Get("image")), Env: f.Get("env")}
+	d := &rentData{Machine: m, Free: len(m.FreeGPUs()), Command: f.Get("command"), Image: strings.TrimSpace(f.Get("image")), Env: f.Get("env"),
+		Template: strings.TrimSpace(f.Get("template")), PortsText: f.Get("ports"), SSHText: f.Get("ssh_keys"), Templates: market.Templates()}
 	p.Data = d
 	n, err := strconv.Atoi(strings.TrimSpace(f.Get("gpus")))
 	switch {
@@ -201,7 +217,7 @@ func (s *server) rent(w http.ResponseWriter, r *http.Request, p *page, sess sess
 		p.fieldError("command", fmt.Sprintf("the command is longer than %d bytes", maxCommandLen))
 	case strings.ContainsRune(cmd, 0):
 		p.fieldError("command", "the command must not contain NUL bytes")
-	case cmd == "" && d.Image == "":
+	case cmd == "" && d.Image == "" && d.Template == "":
 		p.fieldError("command", "give a command to run, or an image")
 	}
 	switch {
@@ -211,9 +227,10 @@ func (s *server) rent(w http.ResponseWriter, r *http.Request, p *page, sess sess
 		p.fieldError("image", "an image name has no spaces, like registry.example.com/team/app:1.2")
 	case d.Image != "" && m.Runner == "process":
 		p.fieldError("image", "this machine runs plain processes, not container images; leave the image empty")
-	case d.Image == "" && m.Runner == "docker":
-		p.fieldError("image", "this machine runs containers; name an image")
+	case d.Image == "" && d.Template == "" && m.Runner == "docker":
+		p.fieldError("image", "this machine runs containers; name an image or choose a template")
 	}
+	keys := checkContainer(p, d, m)
 	var env map[string]string
 	if len(d.Env) > maxEnvLen {
 		p.fieldError("env", fmt.Sprintf("the environment is longer than %d bytes", maxEnvLen))
@@ -234,7 +251,10 @@ func (s *server) rent(w http.ResponseWriter, r *http.Request, p *page, sess sess
 		s.render(w, r, http.StatusOK, "rent", p)
 		return
 	}
-	req := market.CreateInstanceRequest{Machine: m.ID, GPUs: d.GPUs, Image: d.Image, Env: env}
+	req := market.CreateInstanceRequest{Machine: m.ID, GPUs: d.GPUs, Image: d.Image, Env: env, Template: d.Template, SSHKeys: keys}
+	if len(d.Ports) > 0 {
+		req.Ports = d.Ports
+	}
 	if cmd != "" {
 		req.Command = []string{"sh", "-c", cmd}
 	}
@@ -249,6 +269,52 @@ func (s *server) rent(w http.ResponseWriter, r *http.Request, p *page, sess sess
 		return
 	}
 	http.Redirect(w, r, "/instances/"+url.PathEscape(string(inst.ID))+"?flash=created", http.StatusSeeOther)
+}
+
+// checkContainer checks the container fields of the rent form (template,
+// ports, SSH keys) against machine m, with the rules of the CLI's
+// --template, --port and --ssh-key (market), and returns the keys. The
+// coordinator checks them again; here each error goes next to its field.
+func checkContainer(p *page, d *rentData, m market.Machine) []string {
+	docker := m.Runner == "docker"
+	var tmpl market.Template
+	if d.Template != "" {
+		t, err := market.LookupTemplate(d.Template)
+		switch {
+		case err != nil:
+			p.fieldError("template", err.Error())
+		case !docker:
+			p.fieldError("template", notDocker("templates"))
+		default:
+			tmpl = t
+		}
+	}
+	var err error
+	if len(d.PortsText) > maxPortsLen {
+		p.fieldError("ports", fmt.Sprintf("the ports are longer than %d characters", maxPortsLen))
+	} else if d.Ports, err = market.ParsePorts(d.PortsText); err != nil {
+		p.fieldError("ports", err.Error())
+	} else if len(d.Ports) > 0 {
+		switch size := m.PortRange.Size(); {
+		case !docker:
+			p.fieldError("ports", notDocker("published ports"))
+		case size == 0:
+			p.fieldError("ports", "this machine publishes no ports (its host set no port range); leave the ports empty or pick another machine")
+		case len(d.Ports) > size:
+			p.fieldError("ports", fmt.Sprintf("this machine publishes at most %d ports (host ports %s)", size, m.PortRange))
+		}
+	}
+	var keys []string
+	if len(d.SSHText) > maxSSHLen {
+		p.fieldError("ssh_keys", fmt.Sprintf("the SSH keys are longer than %d bytes", maxSSHLen))
+	} else if keys, err = market.ParseSSHKeys(d.SSHText); err != nil {
+		p.fieldError("ssh_keys", err.Error())
+	} else if d.SSHKeys = len(keys); d.SSHKeys > 0 && !docker {
+		p.fieldError("ssh_keys", notDocker("SSH keys"))
+	} else if tmpl.SSH && d.SSHKeys == 0 {
+		p.fieldError("ssh_keys", "the "+tmpl.Name+" template logs in with SSH; paste your public key (the line in ~/.ssh/id_ed25519.pub)")
+	}
+	return keys
 }
 
 func (s *server) instances(w http.ResponseWriter, r *http.Request, p *page, sess session) {

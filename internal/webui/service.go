@@ -56,6 +56,7 @@ type Service interface {
 	RemoveStake(ctx context.Context, caller market.Account, key string, req market.StakeRequest) (market.Unstake, error)
 	Statements(ctx context.Context, period int64, limit int) ([]market.DividendStatement, error)
 	LedgerCheck(ctx context.Context, caller market.Account) (market.LedgerReport, error)
+	Revenue(ctx context.Context, caller market.Account, days int) ([]market.DayRevenue, error)
 	Fleet(ctx context.Context, caller market.Account) ([]market.Machine, error)
 
 	Statement(ctx context.Context, caller market.Account, month string) (market.WalletStatement, error)

@@ -54,11 +54,12 @@ var funcs = template.FuncMap{
 		s := string(a)
 		return s[strings.LastIndexByte(s, ':')+1:]
 	},
-	"pct":    func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + " %" },
-	"hours":  func(secs int64) string { return strconv.FormatFloat(float64(secs)/3600, 'f', 1, 64) + " h" },
-	"join":   strings.Join,
-	"active": func(s market.InstanceState) bool { return !s.Terminal() },
-	"times":  func(m market.Money, n int) market.Money { return m * market.Money(n) },
+	"pct":         func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + " %" },
+	"hours":       func(secs int64) string { return strconv.FormatFloat(float64(secs)/3600, 'f', 1, 64) + " h" },
+	"join":        strings.Join,
+	"sshKeysPath": func() string { return market.SSHKeysPath },
+	"active":      func(s market.InstanceState) bool { return !s.Terminal() },
+	"times":       func(m market.Money, n int) market.Money { return m * market.Money(n) },
 	"seq": func(n int) []int {
 		s := make([]int, n)
 		for i := range s {
@@ -95,8 +96,9 @@ type server struct {
 	svc  Service
 	log  *slog.Logger
 
-	fleet    cached[[]market.Machine] // every machine, for the admin overview
-	snapshot cached[market.Snapshot]  // the spot market, for the market page
+	fleet    cached[[]market.Machine]    // every machine, for the admin overview
+	revenue  cached[[]market.DayRevenue] // fees per day, for the admin overview
+	snapshot cached[market.Snapshot]     // the spot market, for the market page
 }
 
 // Handler serves the pages. With a nil svc only the home page and the
@@ -110,7 +112,7 @@ func Handler(info Info, svc Service, log *slog.Logger) http.Handler {
 	if ttl == 0 {
 		ttl = DefaultCacheTTL
 	}
-	s.fleet.ttl, s.snapshot.ttl = ttl, ttl
+	s.fleet.ttl, s.revenue.ttl, s.snapshot.ttl = ttl, ttl, ttl
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFiles, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", cacheFor(time.Hour, http.FileServerFS(static))))
