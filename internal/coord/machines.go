@@ -86,6 +86,8 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	if err != nil {
 		return market.Machine{}, err
 	}
+	// Online in the store now: its heartbeats go to memory from the first.
+	s.live.online(m.ID, m.Owner, now)
 	s.reindex(ctx, m.ID)
 	return s.fill(ctx, m)
 }
