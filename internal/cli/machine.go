@@ -177,6 +177,7 @@ type machineSetCmd struct {
 	MemLockRange    string  `name:"mem-lock-range" placeholder:"MIN..MAX" help:"Memory clock locks spot bids and instances may ask, in MHz."`
 	CoreOffsetRange string  `name:"core-offset-range" placeholder:"MIN..MAX" help:"Core clock offsets spot bids and instances may ask, in MHz, like -200..200."`
 	MemOffsetRange  string  `name:"mem-offset-range" placeholder:"MIN..MAX" help:"Memory clock offsets spot bids and instances may ask, in MHz."`
+	Pool            *string `placeholder:"POOL" help:"Offer the machine to a capacity pool that is open to hosts, and earn its rewards (none: leave the pool)."`
 }
 
 // parseClockRange reads "MIN..MAX" (MHz, either may be negative) or "none".
@@ -201,7 +202,16 @@ func (c *machineSetCmd) Help() string {
   gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.5
   gpumarket machine set m-0a1b2c3d4e5f --price-per-gpu-hour 0.45 --region eu
   gpumarket machine set m-0a1b2c3d4e5f --spot-reserve 5 --energy-price 0.12 --max-power 350
-  gpumarket machine set m-0a1b2c3d4e5f --core-lock-range 300..2500 --core-offset-range -200..200`
+  gpumarket machine set m-0a1b2c3d4e5f --core-lock-range 300..2500 --core-offset-range -200..200
+  gpumarket machine set m-0a1b2c3d4e5f --pool depin
+
+--pool offers the machine to a capacity pool; your operator tells you which
+pools exist. Hosts may join and leave only pools the operator marked open
+(admin pool set NAME --open): that mark is the operator's approval of every
+host. A machine in a closed pool, or one to put in a
+closed pool, is moved by an operator (gpumarket admin pool assign). While
+the machine is in a pool with a reward, every minute of its GPUs rented
+earns you the pool's project token, shown by 'gpumarket earnings'.`
 }
 
 func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
@@ -230,6 +240,7 @@ func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client
 		*f.dst = &p
 	}
 	upd.MaxPowerW = c.MaxPower
+	upd.Pool = c.Pool
 	for _, r := range []struct {
 		flag, v string
 		dst     **market.ClockRange
@@ -244,7 +255,7 @@ func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client
 		*r.dst = cr
 	}
 	if upd == (market.MachineUpdate{}) {
-		return usagef("nothing to change; pass --price-per-gpu-hour, --region, --datacenter, --spot-reserve, --energy-price, --max-power or a clock range")
+		return usagef("nothing to change; pass --price-per-gpu-hour, --region, --datacenter, --spot-reserve, --energy-price, --max-power, a clock range or --pool")
 	}
 	m, err := api.UpdateMachine(ctx, market.MachineID(c.ID), upd)
 	if err != nil {
@@ -254,6 +265,13 @@ func (c *machineSetCmd) Run(ctx context.Context, env *Env, api *apiclient.Client
 		return env.printJSON(m)
 	}
 	fmt.Fprintf(env.Stdout, "Machine %s: price %s per GPU-hour, region %s.\n", m.ID, money(m.PricePerGPUHour, ""), dash(m.Region))
+	if c.Pool != nil {
+		if p := strings.TrimSpace(*c.Pool); p == "" || p == "none" {
+			fmt.Fprintf(env.Stdout, "Machine %s left its pool.\n", m.ID)
+		} else {
+			fmt.Fprintf(env.Stdout, "Machine %s is in pool %s.\n", m.ID, p)
+		}
+	}
 	return nil
 }
 

@@ -95,6 +95,7 @@ func (s *Service) chargeBatch(ctx context.Context, tx Tx, rows []BillingRow, now
 	}
 	cs := make([]market.MinuteCharge, 0, len(rows))
 	ups := make([]BillingUpdate, 0, len(rows))
+	var rewards []rewardDue
 	for i := range rows {
 		r := &rows[i]
 		a := availOf[r.Renter]
@@ -115,6 +116,9 @@ func (s *Service) chargeBatch(ctx context.Context, tx Tx, rows []BillingRow, now
 			slow = append(slow, r.ID)
 		case len(cs) > n:
 			ups = append(ups, u)
+			if r.Pool != "" {
+				rewards = append(rewards, rewardDue{inst: r.ID, host: r.Host, pool: r.Pool, gpus: r.GPUs, from: u.FromMins, to: u.BilledMins})
+			}
 		}
 	}
 	if len(cs) == 0 {
@@ -125,6 +129,9 @@ func (s *Service) chargeBatch(ctx context.Context, tx Tx, rows []BillingRow, now
 		return nil, fmt.Errorf("charge %d minutes of %d instances: %w", len(cs), len(ups), err)
 	}
 	if err := tx.RecordBilling(ctx, ups); err != nil {
+		return nil, err
+	}
+	if err := s.payRewards(ctx, tx, rewards, now); err != nil {
 		return nil, err
 	}
 	return slow, nil
@@ -254,6 +261,7 @@ func (s *Service) settle(ctx context.Context, tx Tx, inst *market.Instance, now 
 		if err != nil {
 			return err
 		}
+		first := inst.BilledMins
 		for k := inst.BilledMins; k < due; k++ {
 			amt := minuteCharge(*inst, k)
 			from := market.Available(inst.Renter)
@@ -285,6 +293,9 @@ func (s *Service) settle(ctx context.Context, tx Tx, inst *market.Instance, now 
 			inst.BilledMins++
 			inst.Charged += amt
 		}
+		if err := s.rewardSettled(ctx, tx, *inst, m.Owner, first, now); err != nil {
+			return err
+		}
 	}
 	if !final || !inst.State.Terminal() || inst.BilledMins < due {
 		return nil
@@ -297,4 +308,18 @@ func (s *Service) settle(ctx context.Context, tx Tx, inst *market.Instance, now 
 	}
 	inst.Settled = true
 	return nil
+}
+
+// rewardSettled pays the pool rewards of the minutes [from,
+// inst.BilledMins) that settle just charged, when inst's machine is in a
+// pool.
+func (s *Service) rewardSettled(ctx context.Context, tx Tx, inst market.Instance, host market.AccountID, from int64, now time.Time) error {
+	if inst.BilledMins <= from {
+		return nil
+	}
+	pool, err := tx.MachinePool(ctx, inst.Machine)
+	if err != nil || pool == "" {
+		return err
+	}
+	return s.payRewards(ctx, tx, []rewardDue{{inst: inst.ID, host: host, pool: pool, gpus: len(inst.GPUs), from: from, to: inst.BilledMins}}, now)
 }

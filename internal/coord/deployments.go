@@ -494,7 +494,8 @@ func (s *Service) DeleteDeployment(ctx context.Context, caller market.Account, r
 var poolName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 
 // PutPool creates or changes a pool (admin only). The shares of all pools
-// may add up to at most 100%.
+// may add up to at most 100%. A pool without Reward pays none (setting a
+// pool without it drops its reward).
 func (s *Service) PutPool(ctx context.Context, caller market.Account, p market.Pool) (market.Pool, error) {
 	const op = "set pool"
 	if err := require(caller, op, market.RoleAdmin); err != nil {
@@ -516,12 +517,18 @@ func (s *Service) PutPool(ctx context.Context, caller market.Account, p market.P
 		}
 		total := p.ShareBP
 		p.CreatedAt = s.now()
+		var old *market.PoolReward
 		for _, o := range ps {
 			if o.Name == p.Name {
-				p.CreatedAt = o.CreatedAt
+				p.CreatedAt, old = o.CreatedAt, o.Reward
 				continue
 			}
 			total += o.ShareBP
+		}
+		if p.Reward != nil {
+			if err := s.checkPoolReward(ctx, tx, op, p.Reward, old); err != nil {
+				return err
+			}
 		}
 		if total > 10000 {
 			return market.Errorf(op, market.Invalid, "the pools' shares would add up to %s; lower this or another pool's share to stay within 100%%", fmtShare(total))

@@ -316,6 +316,11 @@ func (s *Service) UpdateMachine(ctx context.Context, caller market.Account, id m
 		if err := tx.UpdateMachine(ctx, m); err != nil {
 			return err
 		}
+		if u.Pool != nil {
+			if err := setMachinePoolByHost(ctx, tx, caller, m.ID, strings.TrimSpace(*u.Pool), s.now()); err != nil {
+				return err
+			}
+		}
 		return tx.AppendEvent(ctx, market.Event{At: s.now(), Type: "machine.updated", Account: caller.ID, Machine: m.ID,
 			Message: fmt.Sprintf("settings changed: price %s per GPU-hour, region %q", m.PricePerGPUHour, m.Region)})
 	})

@@ -222,6 +222,20 @@ type Tx interface {
 	DeletePool(ctx context.Context, name string) error
 	SetMachinePool(ctx context.Context, machine market.MachineID, pool string) error
 	MachinePools(ctx context.Context) (map[market.MachineID]string, error)
+	// MachinePool is the pool a machine is assigned to, "" for none.
+	MachinePool(ctx context.Context, machine market.MachineID) (string, error)
+
+	// Pool rewards. PutPool writes a pool's reward terms but never its
+	// Paid and Stopped, which only these change. ApplyPoolRewards applies
+	// tr (a pool_rewards transfer paying exactly rs), records each minute
+	// of rs and adds each pool's part to its Paid; a minute rewarded
+	// before is a Conflict and nothing is written. SetPoolRewardsStopped
+	// sets why a pool's rewards stopped ("" when they resume).
+	// RewardMinutes lists the rewarded minutes of an instance ("" for
+	// all) by instance and minute.
+	ApplyPoolRewards(ctx context.Context, tr market.Transfer, rs []market.RewardMinute) (market.Transfer, error)
+	SetPoolRewardsStopped(ctx context.Context, pool, why string) error
+	RewardMinutes(ctx context.Context, instance market.InstanceID) ([]market.RewardMinute, error)
 
 	// Heartbeat claims (see live.go). ClaimMachines records that node holds
 	// fresh heartbeats of the machines named: each online one not yet
@@ -255,6 +269,10 @@ type BillingRow struct {
 	BilledMins   int64
 	StartedAt    time.Time
 	StopAt       time.Time
+	// Pool is the pool of the instance's machine ("" for none) and GPUs
+	// the instance's GPU count, for pool rewards; GPUs is 0 outside pools.
+	Pool string
+	GPUs int
 }
 
 // BillingUpdate is the billing state of one instance after a batch of

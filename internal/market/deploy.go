@@ -250,10 +250,48 @@ type ScaleRequest struct {
 // may use; a pool may borrow idle GPUs beyond its quota and gives them
 // back by preemption when another pool needs its quota.
 type Pool struct {
-	Name        string    `json:"name"`
-	ShareBP     int64     `json:"share_bp"` // basis points of the pooled GPUs
-	Description string    `json:"description,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+	Name        string `json:"name"`
+	ShareBP     int64  `json:"share_bp"` // basis points of the pooled GPUs
+	Description string `json:"description,omitempty"`
+	// Open pools take machines from their hosts (gpumarket machine set
+	// --pool): the operator approved every host in advance. Only an admin
+	// moves machines into or out of a closed pool.
+	Open bool `json:"open,omitempty"`
+	// Reward, when set, pays the hosts of the pool's machines in a
+	// project asset for every minute their GPUs are rented.
+	Reward    *PoolReward `json:"reward,omitempty"`
+	CreatedAt time.Time   `json:"created_at"`
+}
+
+// PoolReward is what a pool pays its hosts (DePIN rewards): PerGPUHour
+// of Asset for each GPU-hour rented on a machine of the pool, from the
+// available balance of the funding account From. Every billed minute of
+// an instance on a machine that is in the pool when the minute is billed
+// earns its host MinuteCharge(PerGPUHour * GPUs, minute), once. Paid and
+// Stopped are kept by the coordinator: the total paid so far, and why
+// rewards are not being paid ("" while they are).
+type PoolReward struct {
+	Asset      Asset     `json:"asset"`
+	PerGPUHour Money     `json:"per_gpu_hour"`
+	From       AccountID `json:"from"` // an account ID, or an email when setting it
+	Paid       Money     `json:"paid"`
+	Stopped    string    `json:"stopped,omitempty"`
+}
+
+// TransferPoolRewards pays a batch of pool reward minutes: the funding
+// account gives the sum, each host's earnings get the sum of its minutes.
+const TransferPoolRewards TransferKind = "pool_rewards"
+
+// RewardMinute is the record of one rewarded minute of an instance; a
+// minute is rewarded at most once.
+type RewardMinute struct {
+	Instance InstanceID `json:"instance"`
+	Minute   int64      `json:"minute"`
+	Pool     string     `json:"pool"`
+	Host     AccountID  `json:"host"`
+	Amount   Money      `json:"amount"`
+	Transfer int64      `json:"transfer"` // Seq of the pool_rewards transfer
+	At       time.Time  `json:"at"`
 }
 
 // PoolUsage is a pool with its quota and use, as `admin pool list` shows.

@@ -162,6 +162,9 @@ type MachineUpdate struct {
 	MemLockMHz    *ClockRange `json:"mem_lock_mhz,omitempty"`
 	CoreOffsetMHz *ClockRange `json:"core_offset_mhz,omitempty"`
 	MemOffsetMHz  *ClockRange `json:"mem_offset_mhz,omitempty"`
+	// Pool offers the machine to an open capacity pool; "none" takes it
+	// out of its (open) pool.
+	Pool *string `json:"pool,omitempty"`
 }
 
 // OfferFilter is an offer search: a query in the offer query language

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -41,8 +42,9 @@ RETURNING value`
 	// The partial index instances_unsettled (migration 0007) covers
 	// settled = FALSE; SQLite uses it only when the query says so literally.
 	qBillable = `SELECT i.id, i.renter_id, m.owner_id, i.kind, i.state, i.price_per_hour, i.price_per_day,
-i.escrow, i.started_at, i.stop_at, i.billed_minutes, i.charged
-FROM instances i JOIN machines m ON m.id = i.machine_id
+i.escrow, i.started_at, i.stop_at, i.billed_minutes, i.charged,
+COALESCE(mp.pool, ''), CASE WHEN mp.pool IS NULL THEN '' ELSE i.gpus END
+FROM instances i JOIN machines m ON m.id = i.machine_id LEFT JOIN machine_pools mp ON mp.machine_id = i.machine_id
 WHERE i.settled = FALSE AND i.started_at IS NOT NULL AND i.id > $1
 ORDER BY i.id LIMIT $2`
 	qRecordBillingOne    = `UPDATE instances SET billed_minutes = $3, charged = $4, escrow = $5 WHERE id = $1 AND billed_minutes = $2`
@@ -333,8 +335,16 @@ func (t *sqlTx) BillableInstances(ctx context.Context, after market.InstanceID, 
 		var id, renter, host, kind, state string // plain strings scan without reflection
 		var price, perDay, escrow, charged int64
 		var started, stopAt sql.NullInt64
-		if err := rows.Scan(&id, &renter, &host, &kind, &state, &price, &perDay, &escrow, &started, &stopAt, &r.BilledMins, &charged); err != nil {
+		var gpus string
+		if err := rows.Scan(&id, &renter, &host, &kind, &state, &price, &perDay, &escrow, &started, &stopAt, &r.BilledMins, &charged, &r.Pool, &gpus); err != nil {
 			return nil, fmt.Errorf("billable instances: %w", err)
+		}
+		if r.Pool != "" {
+			var idx []int
+			if err := json.Unmarshal([]byte(gpus), &idx); err != nil {
+				return nil, fmt.Errorf("billable instances: GPUs of %s: %w", id, err)
+			}
+			r.GPUs = len(idx)
 		}
 		r.ID, r.Renter, r.Host = market.InstanceID(id), market.AccountID(renter), market.AccountID(host)
 		r.Kind, r.State = market.InstanceKind(kind), market.InstanceState(state)

@@ -34,8 +34,9 @@ const (
 	qInsertHistory   = `INSERT INTO deployment_history (` + historyColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7)`
 	qHistory         = `SELECT ` + historyColumns + ` FROM deployment_history WHERE deployment_id = $1 ORDER BY seq DESC LIMIT $2`
 	counterHistory   = "deployment_history"
-	poolColumns      = `name, share_bp, description, created_at`
-	qInsertPool      = `INSERT INTO pools (` + poolColumns + `) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET share_bp = $2, description = $3`
+	poolColumns      = `name, share_bp, description, created_at, open_to_hosts, reward_asset, reward_per_gpu_hour, reward_from, rewards_paid, rewards_stopped`
+	qInsertPool      = `INSERT INTO pools (name, share_bp, description, created_at, open_to_hosts, reward_asset, reward_per_gpu_hour, reward_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO UPDATE SET share_bp = $2, description = $3, open_to_hosts = $5, reward_asset = $6, reward_per_gpu_hour = $7, reward_from = $8`
+	qMachinePool     = `SELECT pool FROM machine_pools WHERE machine_id = $1`
 	qPool            = `SELECT ` + poolColumns + ` FROM pools WHERE name = $1`
 	qPoolExists      = `SELECT name FROM pools WHERE name = $1`
 	qPools           = `SELECT ` + poolColumns + ` FROM pools ORDER BY name`
@@ -278,13 +279,25 @@ func (t *sqlTx) DeploymentHistory(ctx context.Context, id market.DeploymentID, l
 func scanPool(s scanner) (market.Pool, error) {
 	var p market.Pool
 	var created int64
-	err := s.Scan(&p.Name, &p.ShareBP, &p.Description, &created)
+	var r market.PoolReward
+	var asset, from string
+	var rate, paid int64
+	err := s.Scan(&p.Name, &p.ShareBP, &p.Description, &created, &p.Open, &asset, &rate, &from, &paid, &r.Stopped)
 	p.CreatedAt = fromMicros(created)
+	if asset != "" {
+		r.Asset, r.PerGPUHour, r.From, r.Paid = market.Asset(asset), market.Money(rate), market.AccountID(from), market.Money(paid)
+		p.Reward = &r
+	}
 	return p, err
 }
 
 func (t *sqlTx) PutPool(ctx context.Context, p market.Pool) error {
-	if _, err := t.tx.ExecContext(ctx, qInsertPool, p.Name, p.ShareBP, p.Description, micros(p.CreatedAt)); err != nil {
+	var r market.PoolReward
+	if p.Reward != nil {
+		r = *p.Reward
+	}
+	if _, err := t.tx.ExecContext(ctx, qInsertPool, p.Name, p.ShareBP, p.Description, micros(p.CreatedAt),
+		p.Open, string(r.Asset), int64(r.PerGPUHour), string(r.From)); err != nil {
 		return fmt.Errorf("put pool %s: %w", p.Name, err)
 	}
 	return nil
@@ -368,4 +381,15 @@ func (t *sqlTx) MachinePools(ctx context.Context) (map[market.MachineID]string, 
 		out[v.m] = v.p
 	}
 	return out, err
+}
+
+func (t *sqlTx) MachinePool(ctx context.Context, machine market.MachineID) (string, error) {
+	var p string
+	switch err := t.tx.QueryRowContext(ctx, qMachinePool, machine).Scan(&p); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("pool of machine %s: %w", machine, err)
+	}
+	return p, nil
 }
