@@ -128,11 +128,8 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 				continue
 			}
 			accepted[inst.ID] = true
-			if rep.Queue != nil && *rep.Queue >= 0 {
-				s.queues.record(inst.ID, *rep.Queue, now) // deployments.go
-			}
-			if rep.Healthy != nil {
-				s.health.record(inst.ID, *rep.Healthy)
+			if rep.Queue != nil || rep.Healthy != nil || inst.Env[market.DeploymentEnv] != "" {
+				s.signals.record(inst.ID, id, inst.GPUs, rep.Queue, rep.Healthy, now) // signals.go
 			}
 			// Where the agent published the ports: kept while it runs.
 			ports := len(rep.Ports) > 0 && !inst.State.Terminal() && !slices.Equal(rep.Ports, inst.PortMap)

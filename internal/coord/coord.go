@@ -134,8 +134,7 @@ type Service struct {
 	beats beatCounts // heartbeat totals for the metrics
 
 	metrics *metricStore // recent GPU metrics from agents' reports (metrics.go)
-	queues  queueStore   // queue lengths replicas reported (deployments.go)
-	health  healthStore  // health check results replicas reported (deployments.go)
+	signals signalStore  // queue lengths, health results replicas reported (signals.go)
 
 	verify *verifier // verification state kept in memory (verify.go)
 }

@@ -54,77 +54,28 @@ func forDeployment(ctx context.Context, id market.DeploymentID, rev int64, healt
 }
 
 // recordReplica marks inst, just inserted in tx, as a replica of the
-// deployment its create was made for, if any. A replica with a health
-// check carries it to its agent in $GPUMARKET_HEALTH_CHECK, which renters
-// cannot set themselves.
+// deployment its create was made for, if any. A replica carries its
+// deployment's ID in $GPUMARKET_DEPLOYMENT (so that any coordinator its
+// agent reports to keeps its signals, signals.go) and its health check,
+// if any, in $GPUMARKET_HEALTH_CHECK; renters cannot set either.
 func recordReplica(ctx context.Context, tx Tx, inst *market.Instance) error {
 	r, ok := ctx.Value(deploymentKey{}).(replicaOf)
 	if !ok || r.id == "" {
 		return nil
 	}
 	inst.Deployment, inst.DeploymentRevision = r.id, r.rev
+	inst.Env = maps.Clone(inst.Env)
+	if inst.Env == nil {
+		inst.Env = map[string]string{}
+	}
+	inst.Env[market.DeploymentEnv] = string(r.id)
 	if r.health != nil {
-		inst.Env = maps.Clone(inst.Env)
-		if inst.Env == nil {
-			inst.Env = map[string]string{}
-		}
 		inst.Env[market.HealthEnv] = r.health.String()
-		if err := tx.UpdateInstance(ctx, *inst); err != nil {
-			return err
-		}
+	}
+	if err := tx.UpdateInstance(ctx, *inst); err != nil {
+		return err
 	}
 	return tx.SetInstanceDeployment(ctx, inst.ID, r.id, r.rev)
-}
-
-// queueStore keeps the latest queue length each replica's workload
-// reported through its agent, in memory (a restarted coordinator waits
-// for the next reports). The zero value is ready to use.
-type queueStore struct {
-	mu sync.Mutex
-	m  map[market.InstanceID]queueSample
-}
-
-type queueSample struct {
-	n  int64
-	at time.Time
-}
-
-func (q *queueStore) record(id market.InstanceID, n int64, at time.Time) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.m == nil {
-		q.m = map[market.InstanceID]queueSample{}
-	}
-	q.m[id] = queueSample{n, at}
-}
-
-// get returns the latest queue length of id if reported since since.
-func (q *queueStore) get(id market.InstanceID, since time.Time) (int64, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	v, ok := q.m[id]
-	return v.n, ok && !v.at.Before(since)
-}
-
-// keep drops the samples of instances not in active.
-func (q *queueStore) keep(active map[market.InstanceID]bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	maps.DeleteFunc(q.m, func(id market.InstanceID, _ queueSample) bool { return !active[id] })
-}
-
-// replicaUtil returns the mean GPU utilisation of a replica's GPUs from
-// the latest samples its agent reported, if any.
-func (s *Service) replicaUtil(m market.MachineID, gpus []int) (float64, bool) {
-	samples := s.metrics.latest(m, gpus)
-	if len(samples) == 0 {
-		return 0, false
-	}
-	var sum float64
-	for _, g := range samples {
-		sum += g.UtilPct
-	}
-	return sum / float64(len(samples)), true
 }
 
 // checkSpec validates and normalises a deployment spec.
@@ -223,34 +174,6 @@ func healthKey(h *market.HealthCheck) string {
 		return ""
 	}
 	return h.String()
-}
-
-// healthStore keeps the latest health check result of each replica, as its
-// agent reported it, in memory. The zero value is ready to use.
-type healthStore struct {
-	mu sync.Mutex
-	m  map[market.InstanceID]bool
-}
-
-func (h *healthStore) record(id market.InstanceID, ok bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.m == nil {
-		h.m = map[market.InstanceID]bool{}
-	}
-	h.m[id] = ok
-}
-
-func (h *healthStore) healthy(id market.InstanceID) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.m[id]
-}
-
-func (h *healthStore) keep(active map[market.InstanceID]bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	maps.DeleteFunc(h.m, func(id market.InstanceID, _ bool) bool { return !active[id] })
 }
 
 // ownDeployment loads a deployment of the caller by ID or name (any, by
@@ -650,12 +573,16 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 	var ms []market.Machine
 	var pools []market.Pool
 	var assigned map[market.MachineID]string
+	var stored map[market.InstanceID]ReplicaSignal
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
 		if ds, err = tx.Deployments(ctx, DeploymentFilter{}); err != nil || len(ds) == 0 {
 			return err
 		}
 		if reps, err = tx.ActiveReplicas(ctx); err != nil {
+			return err
+		}
+		if stored, err = tx.ReplicaSignals(ctx, now.Add(-failureWindow)); err != nil {
 			return err
 		}
 		if failed, err = tx.Replicas(ctx, ReplicaFilter{EndedAfter: now.Add(-failureWindow)}); err != nil {
@@ -692,20 +619,23 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 	active := map[market.InstanceID]bool{}
 	for _, r := range reps {
 		active[r.Instance] = true
-		// Ready: running, and passing the health check when there is one.
-		ready := r.State == market.InstanceRunning && (!checked[r.Deployment] || s.health.healthy(r.Instance))
-		dr := deploy.Replica{Instance: r.Instance, Deployment: r.Deployment, Machine: r.Machine, GPUs: r.GPUs, State: r.State,
-			Revision: r.Revision, Ready: ready, CreatedAt: r.CreatedAt}
-		if u, ok := s.replicaUtil(r.Machine, r.GPUs); ok {
-			dr.Util = &u
+		// Signals reported to other coordinators, overlaid with the
+		// fresher ones reported here.
+		sig := stored[r.Instance]
+		if l, ok := s.signals.local(r.Instance, s.metrics); ok {
+			sig.merge(l)
 		}
-		if q, ok := s.queues.get(r.Instance, now.Add(-failureWindow)); ok {
-			dr.Queue = &q
+		// Ready: running, and passing the health check when there is one.
+		healthy := sig.Healthy != nil && *sig.Healthy
+		ready := r.State == market.InstanceRunning && (!checked[r.Deployment] || healthy)
+		dr := deploy.Replica{Instance: r.Instance, Deployment: r.Deployment, Machine: r.Machine, GPUs: r.GPUs, State: r.State,
+			Revision: r.Revision, Ready: ready, CreatedAt: r.CreatedAt, Util: sig.Util}
+		if sig.Queue != nil && !sig.QueueAt.Before(now.Add(-failureWindow)) {
+			dr.Queue = sig.Queue
 		}
 		in.Replicas = append(in.Replicas, dr)
 	}
-	s.queues.keep(active)
-	s.health.keep(active)
+	s.signals.keep(active)
 	read := time.Now()
 	plan := deploy.Reconcile(in, deploy.Config{})
 	decided := time.Now()

@@ -27,7 +27,9 @@ const DefaultHeartbeatFlush = 2 * time.Second
 //     back is claimed again;
 //   - releases: claimed machines silent for claimSilence, with their last
 //     heartbeat, which lost-host detection then judges;
-//   - one row vouching for all its claims (node_beats).
+//   - one row vouching for all its claims (node_beats);
+//   - the signals of replicas reported here (queue, health, GPU
+//     utilisation) that changed or are due again (signals.go).
 //
 // Lost-host detection takes a machine as seen at the later of its stored
 // LastSeenAt and the last vouch of the node claiming it, and allows
@@ -191,9 +193,21 @@ func (s *Service) flushSeen(ctx context.Context) error {
 	now := s.now()
 	silence := s.claimSilence()
 	b := s.live.take(now, silence, silence/2)
+	sigs := s.signals.take(now, s.metrics) // signals.go
+	prune := s.signals.prune(now)
 	var missed []market.MachineID
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		missed = nil
+		if len(sigs) > 0 {
+			if err := tx.PutReplicaSignals(ctx, sigs); err != nil {
+				return err
+			}
+		}
+		if prune {
+			if err := tx.PruneReplicaSignals(ctx, now.Add(-failureWindow)); err != nil {
+				return err
+			}
+		}
 		if len(b.claim) > 0 {
 			var err error
 			if missed, err = tx.ClaimMachines(ctx, s.cfg.Node, b.claim); err != nil {
@@ -208,9 +222,13 @@ func (s *Service) flushSeen(ctx context.Context) error {
 		return tx.BeatNode(ctx, s.cfg.Node, now)
 	})
 	if err != nil {
-		return fmt.Errorf("write heartbeat claims (%d claims, %d releases): %w", len(b.claim), len(b.release), err)
+		return fmt.Errorf("write heartbeat claims (%d claims, %d releases, %d replica signals): %w", len(b.claim), len(b.release), len(sigs), err)
 	}
 	s.live.apply(b, missed, now)
+	s.signals.written(sigs, now)
+	if prune {
+		s.signals.pruned(now)
+	}
 	s.beats.flushes.Add(1)
 	s.beats.flushed.Add(int64(len(b.claim) + len(b.release)))
 	return nil

@@ -251,6 +251,14 @@ type Tx interface {
 	ReleaseMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) error
 	BeatNode(ctx context.Context, node string, at time.Time) error
 	VouchedSeen(ctx context.Context, ids []market.MachineID) (map[market.MachineID]time.Time, error)
+
+	// Replica signals (signals.go). PutReplicaSignals writes signals by
+	// instance, keeping of each value the one reported later.
+	// ReplicaSignals returns those written at or after since, by instance.
+	// PruneReplicaSignals deletes those written before before.
+	PutReplicaSignals(ctx context.Context, sigs []ReplicaSignal) error
+	ReplicaSignals(ctx context.Context, since time.Time) (map[market.InstanceID]ReplicaSignal, error)
+	PruneReplicaSignals(ctx context.Context, before time.Time) error
 }
 
 // BillingRow is what the billing tick reads of a billable instance: its

@@ -157,6 +157,10 @@ type HealthCheck struct {
 // HealthEnv carries a replica's health check to its agent, as "PORT PATH".
 const HealthEnv = "GPUMARKET_HEALTH_CHECK"
 
+// DeploymentEnv gives a replica the ID of its deployment; coordinators
+// tell replicas from other instances by it.
+const DeploymentEnv = "GPUMARKET_DEPLOYMENT"
+
 // Check reports what is wrong with a health check.
 func (h HealthCheck) Check() error {
 	switch {

@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) coord.Store) {
 		{"GPUClaims", testGPUClaims},
 		{"Deployments", testDeployments},
 		{"Pools", testPools},
+		{"ReplicaSignals", testReplicaSignals},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
