@@ -65,7 +65,7 @@ Examples:
 }
 
 // callKinds are the calls the load test measures.
-var callKinds = []string{"register", "heartbeat", "search", "create", "stop", "reconnect"}
+var callKinds = []string{"register", "keepalive", "heartbeat", "search", "create", "stop", "reconnect"}
 
 func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	if c.Agents < 1 || c.Conns < 1 || c.Register < 1 || c.Heartbeat <= 0 || c.Duration <= 0 {
@@ -111,6 +111,11 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	var regErr error
 	var regMu sync.Mutex
 	var wg sync.WaitGroup
+	// A registered agent heartbeats at once, as a real one does, while the
+	// others still register: registering 100,000 takes minutes, longer
+	// than the lost deadline.
+	registered := make([]atomic.Bool, c.Agents)
+	stopKeep := c.keepAlive(ctx, host, machines, registered, stats)
 	for range c.Register {
 		wg.Go(func() {
 			for {
@@ -135,10 +140,12 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 					return
 				}
 				machines[i] = m.ID
+				registered[i].Store(true)
 			}
 		})
 	}
 	wg.Wait()
+	stopKeep()
 	if regErr != nil {
 		return regErr
 	}
@@ -425,6 +432,63 @@ func (c *loadtestCmd) killSome(ctx context.Context, out io.Writer, host *apiclie
 		errs = append(errs, fmt.Errorf("%d machines that kept heartbeating were taken offline", len(falsePos)))
 	}
 	return errors.Join(errs...)
+}
+
+// keepAlive heartbeats every registered agent's machine at least every
+// half heartbeat period until the returned function is called (and has
+// waited for the heartbeats in flight). Its calls count as "keepalive".
+func (c *loadtestCmd) keepAlive(ctx context.Context, host *apiclient.Client, machines []market.MachineID, registered []atomic.Bool, stats *loadStats) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	work := make(chan int, c.Conns)
+	var wg sync.WaitGroup
+	for range c.Conns {
+		wg.Go(func() {
+			for i := range work {
+				t0 := time.Now()
+				_, err := host.Report(ctx, machines[i], market.Report{})
+				if ctx.Err() != nil {
+					return
+				}
+				stats.record("keepalive", t0, err)
+			}
+		})
+	}
+	wg.Go(func() {
+		defer close(work)
+		last := make([]time.Time, len(machines))
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for i := range machines {
+				if !registered[i].Load() {
+					continue
+				}
+				now := time.Now()
+				if last[i].IsZero() {
+					last[i] = now // it just registered: that was its heartbeat
+					continue
+				}
+				if now.Sub(last[i]) < c.Heartbeat/2 {
+					continue
+				}
+				last[i] = now
+				select {
+				case <-ctx.Done():
+					return
+				case work <- i:
+				}
+			}
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}
 }
 
 // loadtestAccount signs up an account and returns a client with its key.

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,13 +143,30 @@ func (c *call) querySeconds(name string) (time.Duration, error) {
 
 // wrap authenticates, runs the handler, and writes its result or error.
 func (s *Server) wrap(rt route) http.Handler {
+	// The route's series are looked up once here, not per request: the
+	// heartbeat route alone takes thousands of requests a second.
+	// A status class's series is made on first use, so /metrics lists only
+	// the classes a route has answered with.
+	name := rt.Method + " " + rt.Path
+	var counts [6]struct { // by status class, 1xx..5xx; 0 for none written
+		once sync.Once
+		c    prometheus.Counter
+	}
+	var latency prometheus.Observer
+	if s.reqs != nil {
+		latency = s.latency.WithLabelValues(name)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
-			if s.reqs != nil {
-				s.reqs.WithLabelValues(rt.Method+" "+rt.Path, strconv.Itoa(sw.code/100)+"xx").Inc()
-				s.latency.WithLabelValues(rt.Method + " " + rt.Path).Observe(time.Since(start).Seconds())
+			if latency != nil {
+				if class := sw.code / 100; class >= 0 && class < len(counts) {
+					n := &counts[class]
+					n.once.Do(func() { n.c = s.reqs.WithLabelValues(name, strconv.Itoa(class)+"xx") })
+					n.c.Inc()
+				}
+				latency.Observe(time.Since(start).Seconds())
 			}
 		}()
 		c := &call{r: r}
