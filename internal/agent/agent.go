@@ -617,7 +617,7 @@ func (l *loop) report(ctx context.Context, force bool) bool {
 			r.Queue = &n // sent with changes and heartbeats; not a change itself
 		}
 		if as, ok := l.desired[id]; ok && r.State == market.ObservedRunning {
-			r.Healthy = l.health.result(ctx, as, r, l.clk.Now())
+			r.Healthy = l.health.result(ctx, l.cfg.Runner, as, r, l.clk.Now())
 		}
 		if prev, ok := l.reported[id]; !ok || !sameReport(prev, r) {
 			changed = true

@@ -11,15 +11,26 @@ import (
 )
 
 // Health checks of deployment replicas. A replica whose assignment carries
-// $GPUMARKET_HEALTH_CHECK ("PORT PATH") is probed with an HTTP GET every
-// healthEvery while it runs: on the machine's PORT for plain processes, on
-// the host port the runner published PORT/tcp at for containers. The
-// latest result goes out with the agent's reports.
+// $GPUMARKET_HEALTH_CHECK is checked every healthEvery while it runs. An
+// HTTP check ("PORT PATH") is a GET on the machine's PORT for plain
+// processes, on the host port the runner published PORT/tcp at for
+// containers. A command check is run inside the instance by the runner
+// (docker exec, or a child process with the instance's environment),
+// healthy when it exits 0 within its timeout. The latest result goes out
+// with the agent's reports.
 
 const (
 	healthEvery   = 2 * time.Second
 	healthTimeout = 2 * time.Second
 )
+
+// execer is a Runner that can run a command inside a running instance of
+// a, returning its exit code; err says why it could not run it. ctx
+// bounds the command: it is killed (or, in a container, abandoned) when
+// ctx ends.
+type execer interface {
+	Exec(ctx context.Context, a market.Assignment, cmd []string) (int, error)
+}
 
 // prober runs health checks in the background. The zero value is ready;
 // wait returns once no probe is in flight.
@@ -39,7 +50,7 @@ type probeState struct {
 // result returns the latest health of instance as (assignment), starting
 // a probe when one is due. It returns nil when the assignment has no
 // check or none has finished yet.
-func (p *prober) result(ctx context.Context, as market.Assignment, obs market.InstanceReport, now time.Time) *bool {
+func (p *prober) result(ctx context.Context, run Runner, as market.Assignment, obs market.InstanceReport, now time.Time) *bool {
 	spec, ok := as.Env[market.HealthEnv]
 	if !ok {
 		return nil
@@ -62,11 +73,14 @@ func (p *prober) result(ctx context.Context, as market.Assignment, obs market.In
 	}
 	if !st.busy && now.Sub(st.last) >= healthEvery {
 		st.busy, st.last = true, now
-		url := healthURL(h, obs.Ports)
+		check := func() bool { return probe(ctx, p.client, healthURL(h, obs.Ports)) }
+		if !h.HTTP() {
+			check = func() bool { return execCheck(ctx, run, as, h) }
+		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			ok := probe(ctx, p.client, url)
+			ok := check()
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			st.busy, st.result = false, &ok
@@ -114,6 +128,20 @@ func probe(ctx context.Context, c *http.Client, url string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode >= 200 && resp.StatusCode < 300
+}
+
+// execCheck runs h's command in the instance of as: healthy when it exits
+// 0 within its timeout. A runner that cannot run commands in instances
+// reports every replica unhealthy.
+func execCheck(ctx context.Context, run Runner, as market.Assignment, h market.HealthCheck) bool {
+	e, ok := run.(execer)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.CommandTimeout())
+	defer cancel()
+	code, err := e.Exec(ctx, as, h.Command)
+	return err == nil && code == 0 && ctx.Err() == nil
 }
 
 // healthOf encodes a health result for comparison: unknown, false, true.

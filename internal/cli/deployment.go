@@ -51,7 +51,9 @@ type specFlags struct {
 	MaxPrice   string   `name:"max-price-per-day" placeholder:"TOKENS" help:"Highest price of one replica per day; dearer machines are not used."`
 	Env        []string `name:"env" sep:"none" placeholder:"KEY=VALUE" help:"Environment variable of each replica; repeat for more."`
 	Grace      string   `name:"grace" placeholder:"DURATION" help:"SIGTERM-to-SIGKILL time of each replica, such as 30s."`
-	Health     string   `name:"health" placeholder:"PORT/PATH" help:"HTTP health check the agent makes (2xx within 2 s), such as 8080/healthz; rolling updates wait for it. Plain-process replicas then never share a machine. 'none' removes it."`
+	Health     string   `name:"health" placeholder:"PORT/PATH" help:"HTTP health check the agent makes (2xx within 2 s), such as 8080/healthz; rolling updates wait for it. Plain-process replicas then never share a machine. 'none' removes any check."`
+	HealthCmd  string   `name:"health-cmd" placeholder:"COMMAND" help:"Health check command the agent runs inside each replica with sh -c (in its container, or with its environment for plain processes): healthy when it exits 0, such as 'curl -fs localhost:8080/healthz'. Instead of --health."`
+	HealthTime string   `name:"health-timeout" placeholder:"DURATION" help:"How long --health-cmd may run before it counts as failed (default 5s, at most 1m)."`
 	Command    []string `arg:"" optional:"" passthrough:"" help:"Command and arguments of each replica, after --."`
 }
 
@@ -150,16 +152,34 @@ func (f *specFlags) apply(spec *market.DeploymentSpec) error {
 		}
 		spec.Env[k] = v
 	}
-	switch f.Health {
-	case "":
-	case "none":
+	switch {
+	case f.Health != "" && f.HealthCmd != "":
+		return usagef("--health and --health-cmd: a replica has one health check; give one of them")
+	case f.Health == "none":
 		spec.Health = nil
-	default:
+	case f.Health != "":
 		h, err := market.ParseHealthCheck(f.Health)
 		if err != nil {
 			return usagef("--health: %v", err)
 		}
 		spec.Health = &h
+	case f.HealthCmd != "":
+		spec.Health = &market.HealthCheck{Command: []string{"sh", "-c", f.HealthCmd}}
+	}
+	if f.HealthTime != "" {
+		d, err := time.ParseDuration(f.HealthTime)
+		if err != nil {
+			return usagef("--health-timeout %q: write a duration such as 10s", f.HealthTime)
+		}
+		if spec.Health == nil || spec.Health.HTTP() {
+			return usagef("--health-timeout applies to a health check command; add --health-cmd")
+		}
+		spec.Health.Timeout = market.Duration(d)
+	}
+	if spec.Health != nil {
+		if err := spec.Health.Check(); err != nil {
+			return usagef("%v", err)
+		}
 	}
 	if f.Grace != "" {
 		d, err := time.ParseDuration(f.Grace)
@@ -259,7 +279,7 @@ Example spec.yaml:
   regions: [eu, us]
   max_latency: 80ms
   scale: {metric: gpu_util, target: 70, up_cooldown: 1m, down_cooldown: 5m}
-  health: {port: 8000, path: /health}
+  health: {port: 8000, path: /health}   # or {command: [sh, -c, 'curl -fs localhost:8000/health'], timeout: 5s}
   env: {MODEL: llama-3-8b}
 
 Examples:
@@ -407,8 +427,10 @@ func (c *deploymentShowCmd) Run(ctx context.Context, env *Env, api *apiclient.Cl
 	if s.Pool != "" {
 		fmt.Fprintf(w, "  pool        %s, priority %d\n", s.Pool, s.Priority)
 	}
-	if s.Health != nil {
-		fmt.Fprintf(w, "  health      GET :%d%s\n", s.Health.Port, s.Health.Path)
+	if h := s.Health; h != nil && h.HTTP() {
+		fmt.Fprintf(w, "  health      GET :%d%s\n", h.Port, h.Path)
+	} else if h != nil {
+		fmt.Fprintf(w, "  health      %s (exit 0 within %s)\n", strings.Join(h.Command, " "), h.CommandTimeout())
 	}
 	if s.MaxPricePerDay > 0 {
 		fmt.Fprintf(w, "  max price   %s per replica-day\n", money(s.MaxPricePerDay, ""))

@@ -858,7 +858,7 @@ func (s *Service) placeAll(ctx context.Context, byID map[market.DeploymentID]*ma
 func (s *Service) placeReplica(ctx context.Context, d *market.Deployment, pl deploy.Place, owner market.Account) (market.Instance, error) {
 	req := market.CreateInstanceRequest{Machine: pl.Machine, GPUs: d.Spec.GPUsPerReplica, Image: d.Spec.Image,
 		Command: d.Spec.Command, Env: d.Spec.Env, GraceSeconds: d.Spec.GraceSeconds}
-	if h := d.Spec.Health; h != nil && d.Spec.Image != "" {
+	if h := d.Spec.Health; h != nil && h.HTTP() && d.Spec.Image != "" {
 		req.Ports = []string{fmt.Sprintf("%d/tcp", h.Port)} // the agent checks it through the published port
 	}
 	return s.CreateInstance(forDeployment(ctx, d.ID, pl.Revision, d.Spec.Health), owner, req)

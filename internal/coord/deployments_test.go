@@ -207,6 +207,14 @@ func TestDeploymentSpecErrors(t *testing.T) {
 		{"unknown pool", with(func(s *market.DeploymentSpec) { s.Pool = "nope" }), market.Invalid, `pool "nope" does not exist`},
 		{"reserved env", with(func(s *market.DeploymentSpec) { s.Env = map[string]string{"GPUMARKET_X": "1"} }), market.Invalid, "cannot be overridden"},
 		{"nothing to run", with(func(s *market.DeploymentSpec) { s.Command = nil }), market.Invalid, "give an image"},
+		{"health command and path", with(func(s *market.DeploymentSpec) {
+			s.Health = &market.HealthCheck{Port: 8080, Path: "/healthz", Command: []string{"true"}}
+		}), market.Invalid, "not both"},
+		{"health command timeout", with(func(s *market.DeploymentSpec) {
+			s.Health = &market.HealthCheck{Command: []string{"true"}, Timeout: market.Duration(time.Hour)}
+		}), market.Invalid, "between 1s and 1m0s"},
+		{"empty health command", with(func(s *market.DeploymentSpec) { s.Health = &market.HealthCheck{Command: []string{""}} }),
+			market.Invalid, "no program"},
 		{"fixed replicas with a scale rule", with(func(s *market.DeploymentSpec) {
 			s.MaxReplicas = 1
 			s.Scale = &market.ScaleRule{Metric: market.ScaleQueue, Target: 5}
@@ -338,4 +346,60 @@ func TestDeploymentUpdateWaitsForHealth(t *testing.T) {
 	_, err := e.svc.CreateDeployment(e.ctx, e.renter, market.DeploymentSpec{Name: "bad", Command: []string{"x"}, GPUsPerReplica: 1,
 		MinReplicas: 1, MaxReplicas: 1, Health: &market.HealthCheck{Port: 0, Path: "healthz"}})
 	wantKind(t, err, market.Invalid, "not a port number")
+}
+
+// TestDeploymentHealthCommand: a replica with a health check command gets
+// it in its environment for the agent, publishes no port, and replicas of
+// plain processes may share a machine (no port to clash on); a rolling
+// update waits for the command to pass.
+func TestDeploymentHealthCommand(t *testing.T) {
+	e := newEnv(t)
+	check := &market.HealthCheck{Command: []string{"sh", "-c", "curl -fs localhost:8080/healthz"}, Timeout: market.Duration(3 * time.Second)}
+	spec := market.DeploymentSpec{Name: "api", Command: []string{"serve", "v1"}, GPUsPerReplica: 1, MinReplicas: 2, MaxReplicas: 2, Health: check}
+	must(e.svc.CreateDeployment(e.ctx, e.renter, spec))
+	e.tick()
+	reps := e.replicas("api")
+	if len(reps) != 2 || reps[0].Machine != reps[1].Machine {
+		t.Fatalf("replicas %+v, want 2 on the one machine", reps)
+	}
+	got, err := market.ParseHealthCheck(reps[0].Env[market.HealthEnv])
+	if err != nil || !slices.Equal(got.Command, check.Command) || got.CommandTimeout() != 3*time.Second || len(reps[0].Ports) != 0 {
+		t.Errorf("replica env %s = %q (%v), ports %v; want the command check and no port", market.HealthEnv, reps[0].Env[market.HealthEnv], err, reps[0].Ports)
+	}
+	healthy := true
+	for _, r := range reps {
+		must(e.svc.Report(e.ctx, e.host, r.Machine, market.Report{Instances: []market.InstanceReport{{Instance: r.ID,
+			Generation: r.Generation, State: market.ObservedRunning, Healthy: &healthy}}}))
+	}
+	spec.Command = []string{"serve", "v2"}
+	must(e.svc.UpdateDeployment(e.ctx, e.renter, "api", spec))
+	e.tick()
+	var fresh market.Instance
+	for _, r := range e.replicas("api") {
+		if r.DeploymentRevision == 2 {
+			fresh = r
+		}
+	}
+	if fresh.ID == "" {
+		t.Fatal("no replica of revision 2 started")
+	}
+	e.report(fresh, market.ObservedRunning)
+	e.tick()
+	for _, r := range reps {
+		if got := e.inst(r.ID); got.State != market.InstanceRunning {
+			t.Fatalf("old replica %s while the new one has no check result, want running", got.State)
+		}
+	}
+	must(e.svc.Report(e.ctx, e.host, fresh.Machine, market.Report{Instances: []market.InstanceReport{{Instance: fresh.ID,
+		Generation: fresh.Generation, State: market.ObservedRunning, Healthy: &healthy}}}))
+	e.tick()
+	stopping := 0
+	for _, r := range reps {
+		if e.inst(r.ID).State == market.InstanceStopping {
+			stopping++
+		}
+	}
+	if stopping != 1 {
+		t.Errorf("%d old replicas stopping once the new one passes its check, want 1", stopping)
+	}
 }

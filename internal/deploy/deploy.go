@@ -635,7 +635,7 @@ func (p *pass) placeOne(d *dep) bool {
 		best, bestKey := -1, [3]int{}
 		for i, o := range offers {
 			m := p.ms[o.Machine]
-			if spec.Health != nil && spec.Image == "" && d.onHost[o.Machine] > 0 {
+			if spec.Health != nil && spec.Health.HTTP() && spec.Image == "" && d.onHost[o.Machine] > 0 {
 				continue // plain processes share the machine's ports: one per machine
 			}
 			other := 0

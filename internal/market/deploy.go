@@ -1,6 +1,7 @@
 package market
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -144,18 +145,32 @@ type DeploymentSpec struct {
 	Health *HealthCheck `json:"health,omitempty"`
 }
 
-// HealthCheck is an HTTP GET the agent makes to a replica every few
-// seconds: healthy when it answers 2xx within 2 s. Port is the port the
-// workload listens on: on the machine for plain processes (replicas then
-// never share a machine), in the container for images (the coordinator
-// publishes it).
+// HealthCheck is what the agent checks of a replica every few seconds:
+// either an HTTP GET (Port and Path), healthy when it answers 2xx within
+// 2 s, or a command run inside the replica (Command), healthy when it
+// exits 0 within Timeout. Port is the port the workload listens on: on
+// the machine for plain processes (replicas then never share a machine),
+// in the container for images (the coordinator publishes it). Command
+// runs in the replica's container (docker exec) or, for plain processes,
+// as a child process with the replica's environment and directory.
 type HealthCheck struct {
-	Port int    `json:"port"`
-	Path string `json:"path"` // "/healthz"
+	Port    int      `json:"port,omitempty"`
+	Path    string   `json:"path,omitempty"` // "/healthz"
+	Command []string `json:"command,omitempty"`
+	// Timeout bounds a command; zero means DefaultHealthTimeout.
+	Timeout Duration `json:"timeout,omitempty"`
 }
 
-// HealthEnv carries a replica's health check to its agent, as "PORT PATH".
+// HealthEnv carries a replica's health check to its agent: "PORT PATH"
+// for an HTTP check, the check as JSON for a command.
 const HealthEnv = "GPUMARKET_HEALTH_CHECK"
+
+// Limits of a health check command.
+const (
+	DefaultHealthTimeout = 5 * time.Second
+	MaxHealthTimeout     = time.Minute
+	maxHealthCommand     = 4096 // bytes, all arguments together
+)
 
 // DeploymentEnv gives a replica the ID of its deployment; coordinators
 // tell replicas from other instances by it.
@@ -163,7 +178,32 @@ const DeploymentEnv = "GPUMARKET_DEPLOYMENT"
 
 // Check reports what is wrong with a health check.
 func (h HealthCheck) Check() error {
+	if len(h.Command) > 0 {
+		n := 0
+		for _, a := range h.Command {
+			n += len(a)
+			if strings.ContainsRune(a, 0) {
+				return fmt.Errorf("health check command must not contain NUL bytes")
+			}
+		}
+		t := time.Duration(h.Timeout)
+		switch {
+		case h.Port != 0 || h.Path != "":
+			return fmt.Errorf("a health check is an HTTP path or a command, not both; drop --health or --health-cmd")
+		case h.Command[0] == "":
+			return fmt.Errorf("health check command has no program to run")
+		case n > maxHealthCommand:
+			return fmt.Errorf("health check command is %d bytes; the limit is %d", n, maxHealthCommand)
+		case t < 0 || t > MaxHealthTimeout:
+			return fmt.Errorf("health check timeout %s must be between 1s and %s (0 for the default %s)", t, MaxHealthTimeout, DefaultHealthTimeout)
+		case t > 0 && t < time.Second:
+			return fmt.Errorf("health check timeout %s is under 1s; a command needs time to start", t)
+		}
+		return nil
+	}
 	switch {
+	case h.Timeout != 0:
+		return fmt.Errorf("a health check timeout applies to a command (--health-cmd); HTTP checks wait 2 s")
 	case h.Port < 1 || h.Port > 65535:
 		return fmt.Errorf("health check port %d is not a port number (1..65535)", h.Port)
 	case !strings.HasPrefix(h.Path, "/") || strings.ContainsAny(h.Path, " \t\n"):
@@ -172,13 +212,37 @@ func (h HealthCheck) Check() error {
 	return nil
 }
 
-// String writes the check as HealthEnv carries it.
-func (h HealthCheck) String() string { return strconv.Itoa(h.Port) + " " + h.Path }
+// HTTP reports whether the check is an HTTP GET (not a command).
+func (h HealthCheck) HTTP() bool { return len(h.Command) == 0 }
 
-// ParseHealthCheck reads "PORT PATH" (HealthEnv) or "PORT/PATH" as the
+// CommandTimeout is how long a command check may run.
+func (h HealthCheck) CommandTimeout() time.Duration {
+	if h.Timeout <= 0 {
+		return DefaultHealthTimeout
+	}
+	return time.Duration(h.Timeout)
+}
+
+// String writes the check as HealthEnv carries it.
+func (h HealthCheck) String() string {
+	if !h.HTTP() {
+		b, _ := json.Marshal(h) // strings and a duration: cannot fail
+		return string(b)
+	}
+	return strconv.Itoa(h.Port) + " " + h.Path
+}
+
+// ParseHealthCheck reads what HealthEnv carries, or "PORT/PATH" as the
 // CLI takes it (8080/healthz).
 func ParseHealthCheck(s string) (HealthCheck, error) {
 	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "{") {
+		var h HealthCheck
+		if err := json.Unmarshal([]byte(s), &h); err != nil {
+			return HealthCheck{}, fmt.Errorf("health check %q: %w", s, err)
+		}
+		return h, h.Check()
+	}
 	port, path, ok := strings.Cut(s, " ")
 	if !ok {
 		port, path, ok = strings.Cut(s, "/")

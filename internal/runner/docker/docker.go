@@ -34,6 +34,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -1239,6 +1240,63 @@ func (r *Runner) Stop(ctx context.Context, id market.InstanceID, grace time.Dura
 		return nil
 	}
 	return market.Errorf(op, market.Internal, "%s: container %.12s survived SIGKILL for 30s", id, cid)
+}
+
+// Exec runs cmd in the running container of a's instance (docker exec,
+// as the container's user with its environment) and returns its exit
+// code; its output is discarded. When ctx ends first it returns ctx's
+// error and stops waiting; the daemon has no way to kill an exec, so the
+// command may run on in the container until it ends.
+func (r *Runner) Exec(ctx context.Context, a market.Assignment, cmd []string) (int, error) {
+	const op = "exec in instance"
+	r.mu.Lock()
+	cid := ""
+	if in := r.insts[a.Instance]; in != nil && running(in.state) {
+		cid = in.container
+	}
+	r.mu.Unlock()
+	switch {
+	case cid == "":
+		return 0, market.Errorf(op, market.NotFound, "instance %s has no running container here", a.Instance)
+	case len(cmd) == 0:
+		return 0, market.Errorf(op, market.Invalid, "no command to run")
+	}
+	cr, err := r.cli.ExecCreate(ctx, cid, client.ExecCreateOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %s", op, a.Instance, daemonMessage(err))
+	}
+	att, err := r.cli.ExecAttach(ctx, cr.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %s", op, a.Instance, daemonMessage(err))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(io.Discard, att.Reader) // ends when the command does
+	}()
+	select {
+	case <-done:
+		att.Close()
+	case <-ctx.Done():
+		att.Close()
+		<-done
+		return 0, fmt.Errorf("%s %s: %w", op, a.Instance, ctx.Err())
+	}
+	// The exit code is set just after the output ends.
+	for {
+		res, err := r.cli.ExecInspect(ctx, cr.ID, client.ExecInspectOptions{})
+		if err != nil {
+			return 0, fmt.Errorf("%s %s: %s", op, a.Instance, daemonMessage(err))
+		}
+		if !res.Running {
+			return res.ExitCode, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%s %s: %w", op, a.Instance, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // stopTarget marks id as asked to stop and returns its container, waiting

@@ -291,6 +291,45 @@ func (r *Runner) Stop(ctx context.Context, id market.InstanceID, grace time.Dura
 	return nil
 }
 
+// Exec runs cmd for a running instance of a, as a child process with the
+// instance's environment and working directory, and returns its exit code
+// (128+N when killed by signal N). Its output is discarded. When ctx ends
+// first, its process group is killed and ctx's error returned.
+func (r *Runner) Exec(ctx context.Context, a market.Assignment, cmd []string) (int, error) {
+	const op = "exec in instance"
+	r.mu.Lock()
+	p, ok := r.procs[a.Instance]
+	run := ok && running(p.rec.State)
+	r.mu.Unlock()
+	switch {
+	case !run:
+		return 0, market.Errorf(op, market.NotFound, "instance %s is not running here", a.Instance)
+	case len(cmd) == 0:
+		return 0, market.Errorf(op, market.Invalid, "no command to run")
+	}
+	c := exec.CommandContext(ctx, cmd[0], cmd[1:]...)
+	c.Dir = filepath.Join(r.instDir(a.Instance), "work")
+	c.Env = append(Env(a), "GPUMARKET_NOTICE_FILE="+r.noticePath(a.Instance))
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = time.Second // a grandchild holding no pipe cannot hold Wait up
+	err := c.Run()
+	if ctx.Err() != nil {
+		return 0, fmt.Errorf("%s: %s: %w", op, a.Instance, ctx.Err())
+	}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return ee.ExitCode(), nil
+	case err != nil:
+		return 0, market.Errorf(op, market.Invalid, "run %q: %v", cmd[0], err)
+	}
+	return 0, nil
+}
+
 // noticePath is the file an instance finds in $GPUMARKET_NOTICE_FILE: it
 // appears, just before SIGTERM, when the instance is told to stop.
 func (r *Runner) noticePath(id market.InstanceID) string {

@@ -1,0 +1,54 @@
+package docker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// TestExec runs health check commands in a running container: exit codes
+// as they are, an error at the deadline, and not found for an instance
+// without a running container.
+func TestExec(t *testing.T) {
+	r := newRunner(t, Options{})
+	a := assignment("i-exec", "-sleep", "60s")
+	if err := r.Start(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Stop(context.Background(), a.Instance, 0) })
+	for _, tc := range []struct {
+		name string
+		cmd  []string
+		want int
+	}{
+		{"healthy", []string{"/testprog"}, 0},
+		{"exit code", []string{"/testprog", "-exit", "3"}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := r.Exec(t.Context(), a, tc.cmd)
+			if err != nil || got != tc.want {
+				t.Errorf("Exec(%q) = %d, %v; want %d, nil", tc.cmd, got, err, tc.want)
+			}
+		})
+	}
+	t.Run("timeout", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+		defer cancel()
+		if _, err := r.Exec(ctx, a, []string{"/testprog", "-sleep", "30s"}); err == nil {
+			t.Error("Exec past its deadline: no error, want one")
+		}
+	})
+	t.Run("no program", func(t *testing.T) {
+		if code, err := r.Exec(t.Context(), a, []string{"/no/such/program"}); err == nil && code == 0 {
+			t.Error("Exec of a missing program: exit 0, want a failure")
+		}
+	})
+	t.Run("not running", func(t *testing.T) {
+		_, err := r.Exec(t.Context(), assignment("i-none"), []string{"/testprog"})
+		if !market.IsKind(err, market.NotFound) {
+			t.Errorf("Exec in an unknown instance: %v, want not found", err)
+		}
+	})
+}
