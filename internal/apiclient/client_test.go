@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,6 +48,7 @@ func (f *fakeAPI) handler() http.Handler {
 		}
 	}
 	mux.HandleFunc("POST /api/v1/instances", auth(func(w http.ResponseWriter, r *http.Request) {
+		f.lastIdem = r.Header.Get("Idempotency-Key")
 		var req market.CreateInstanceRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			fail(w, http.StatusBadRequest, "invalid", err.Error())
@@ -124,6 +126,54 @@ func TestCreateInstanceRoundTrip(t *testing.T) {
 	}
 	if f.lastAuth != "Bearer secret-1" {
 		t.Errorf("Authorization = %q, want Bearer secret-1", f.lastAuth)
+	}
+	// A create holds money: it always carries an Idempotency-Key, a fresh
+	// one per call unless the caller keeps its own.
+	first := f.lastIdem
+	if _, err := c.CreateInstance(context.Background(), req); err != nil || first == "" || f.lastIdem == first {
+		t.Errorf("CreateInstance sent keys %q then %q (%v); want two different random keys", first, f.lastIdem, err)
+	}
+	if _, err := c.CreateInstanceOnce(context.Background(), req, "mine-1"); err != nil || f.lastIdem != "mine-1" {
+		t.Errorf("CreateInstanceOnce sent key %q (%v), want mine-1", f.lastIdem, err)
+	}
+	if _, err := c.CreateInstanceOnce(context.Background(), req, ""); !market.IsKind(err, market.Invalid) {
+		t.Errorf("CreateInstanceOnce without a key: %v, want invalid", err)
+	}
+}
+
+// TestCreateRetriedElsewhereWithItsKey: a create whose connection broke
+// after it was sent may have taken effect, so it is retried on another
+// replica only because it carries an Idempotency-Key, the same one.
+func TestCreateRetriedElsewhereWithItsKey(t *testing.T) {
+	var keys []string
+	var mu sync.Mutex
+	seen := func(r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+	}
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen(r)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // the request arrived; the answer never leaves
+		}
+	}))
+	defer broken.Close()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen(r)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"id":"i-1"}`))
+	}))
+	defer up.Close()
+	c := New(broken.URL+","+up.URL, "gmk_x", nil)
+	inst, err := c.CreateInstance(t.Context(), market.CreateInstanceRequest{Machine: "m-1", GPUs: 1})
+	if err != nil || inst.ID != "i-1" {
+		t.Fatalf("create = %+v, %v", inst, err)
+	}
+	if len(keys) != 2 || keys[0] == "" || keys[0] != keys[1] {
+		t.Errorf("keys sent = %q; want one key, sent to both replicas", keys)
 	}
 }
 

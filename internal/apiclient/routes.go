@@ -135,10 +135,24 @@ func offerQuery(f market.OfferFilter) url.Values {
 
 // Instances.
 
-// CreateInstance rents GPUs of a machine on demand.
+// CreateInstance rents GPUs of a machine on demand. It holds money in
+// escrow, so it sends a random Idempotency-Key: the client's own retries
+// and failover to another replica make one instance. To retry across
+// calls (after a crash, say), use CreateInstanceOnce with a key kept.
 func (c *Client) CreateInstance(ctx context.Context, req market.CreateInstanceRequest) (market.Instance, error) {
+	return c.CreateInstanceOnce(ctx, req, "create-"+market.RandomToken(16))
+}
+
+// CreateInstanceOnce is CreateInstance with the caller's idempotency key:
+// sending it again with the same key and request returns the first
+// answer and makes no second instance.
+func (c *Client) CreateInstanceOnce(ctx context.Context, req market.CreateInstanceRequest, idempotencyKey string) (market.Instance, error) {
 	var out market.Instance
-	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/instances", body: req, out: &out})
+	h, err := idem("create instance", idempotencyKey)
+	if err != nil {
+		return out, err
+	}
+	err = c.do(ctx, call{method: http.MethodPost, path: "/api/v1/instances", body: req, out: &out, header: h})
 	return out, err
 }
 

@@ -31,6 +31,7 @@ type fakeCoordinator struct {
 	idemKeys   []string
 	revoked    []string
 	lastCreate market.CreateInstanceRequest
+	createKeys []string // the Idempotency-Key of each create
 }
 
 func newFake() *fakeCoordinator {
@@ -87,6 +88,7 @@ func (f *fakeCoordinator) handler() http.Handler {
 		var req market.CreateInstanceRequest
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		f.lastCreate = req
+		f.createKeys = append(f.createKeys, r.Header.Get("Idempotency-Key"))
 		if req.GPUs > 2 {
 			fail(w, http.StatusConflict, market.Conflict, "machine m-1 has 2 free GPUs; ask for at most 2")
 			return
@@ -284,6 +286,10 @@ func TestInstanceCreate(t *testing.T) {
 	}
 	if inst.ID != "i-2" || inst.PricePerHour != market.Micro/2 || !strings.Contains(r.stdout, "\n  \"id\": \"i-2\"") {
 		t.Errorf("json output = %s", r.stdout)
+	}
+	// Each invocation holds money under its own idempotency key.
+	if k := h.fake.createKeys; len(k) != 2 || !strings.HasPrefix(k[0], "cli-") || !strings.HasPrefix(k[1], "cli-") || k[0] == k[1] {
+		t.Errorf("create keys = %q; want two different cli- keys", k)
 	}
 }
 

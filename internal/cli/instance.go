@@ -120,7 +120,9 @@ func (c *instanceCreateCmd) Run(ctx context.Context, env *Env, api *apiclient.Cl
 		}
 		req.Env[k] = v
 	}
-	inst, err := api.CreateInstance(ctx, req)
+	// One key per invocation: the client's retries and failover reuse it,
+	// so a create that reached a coordinator is not made twice.
+	inst, err := api.CreateInstanceOnce(ctx, req, "cli-"+market.RandomToken(16))
 	if err != nil {
 		return err
 	}

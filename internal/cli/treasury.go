@@ -37,17 +37,20 @@ func parseAmount(s string) (market.Money, error) {
 
 type walletWithdrawCmd struct {
 	Amount string `arg:"" placeholder:"AMOUNT" help:"Tokens to withdraw from your settled earnings."`
+	Asset  string `default:"GMT" help:"The asset to withdraw: the platform token or a project asset you earned (see 'gpumarket earnings')."`
 	idemFlag
 }
 
 func (c *walletWithdrawCmd) Help() string {
 	return `Earnings become withdrawable after the coordinator's settlement delay
-(see 'gpumarket earnings'). The amount is held until an admin pays it out
-or rejects it (the money then returns to your earnings).
+(see 'gpumarket earnings'), in every asset alike. The amount is held until
+an admin pays it out or rejects it (the money then returns to your
+earnings).
 
 Examples:
   gpumarket wallet withdraw 25
-  gpumarket wallet withdraw 25 --idempotency-key payout-2026-03`
+  gpumarket wallet withdraw 25 --idempotency-key payout-2026-03
+  gpumarket wallet withdraw 100 --asset DPN`
 }
 
 func (c *walletWithdrawCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {
@@ -55,8 +58,12 @@ func (c *walletWithdrawCmd) Run(ctx context.Context, env *Env, api *apiclient.Cl
 	if err != nil {
 		return err
 	}
+	req := market.WithdrawRequest{Amount: amt}
+	if a := market.Asset(c.Asset); a != market.DefaultAsset {
+		req.Asset = a // the platform token goes unnamed, as to older coordinators
+	}
 	key := c.key()
-	w, err := api.Withdraw(ctx, market.WithdrawRequest{Amount: amt}, key)
+	w, err := api.Withdraw(ctx, req, key)
 	if err != nil {
 		return err
 	}

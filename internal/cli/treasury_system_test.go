@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/gpumarket/gpumarket/internal/market"
 )
 
@@ -57,10 +59,55 @@ func testMoneyCLI(t *testing.T, db string) {
 	if out, code := gm(user, "wallet", "withdraw", "1"); code != 1 || !strings.Contains(out, "you can withdraw 0.00 GMT now") {
 		t.Errorf("withdraw without earnings: exit %d: %s", code, out)
 	}
-	if out := ok(user, "earnings"); !strings.Contains(out, "Withdrawable:") {
+	if out := ok(user, "earnings"); !strings.Contains(out, "WITHDRAWABLE") || !strings.Contains(out, "GMT") {
 		t.Errorf("earnings: %s", out)
 	}
-	out := ok(admin, "admin", "ledger", "check")
+
+	// A project token paid to ada as a host: history and earnings show its
+	// asset, and it is withdrawn once settled, like the platform token.
+	ok(admin, "admin", "asset", "create", "DPN")
+	project := t.TempDir() + "/project.json"
+	ok(project, "signup", "--email", "project@example.com", "--password", "password-1", "--role", "renter")
+	ok(project, "login", "--email", "project@example.com", "--password", "password-1")
+	ok(admin, "wallet", "deposit", "--email", "project@example.com", "--asset", "DPN", "300")
+	ada := must[market.Account](t, "me")(s.login(t, "ada@example.com", "password-1").Me(s.ctx))
+	ok(project, "wallet", "pay", "--host", string(ada.ID), "--asset", "DPN", "250")
+	if out := ok(user, "wallet", "history"); !strings.Contains(out, "250.00 DPN") {
+		t.Errorf("wallet history does not show the DPN payment as DPN:\n%s", out)
+	}
+	var hist []market.HistoryEntry
+	if err := json.Unmarshal([]byte(ok(user, "wallet", "history", "-o", "json")), &hist); err != nil || len(hist) == 0 || hist[0].Asset != "DPN" || hist[len(hist)-1].Asset != market.DefaultAsset {
+		t.Errorf("wallet history -o json: newest %+v, %v; want the DPN payment first, GMT last", hist, err)
+	}
+	if out, code := gm(user, "wallet", "withdraw", "100", "--asset", "DPN"); code != 1 || !strings.Contains(out, "you can withdraw 0.00 DPN now; 250.00 more is pending") {
+		t.Errorf("withdraw of unsettled DPN: exit %d: %s", code, out)
+	}
+	s.clock.Advance(25 * time.Hour) // past the settlement delay
+	if out := ok(user, "wallet", "withdraw", "100", "--asset", "DPN"); !strings.Contains(out, "of 100.00 DPN queued") {
+		t.Errorf("withdraw DPN: %s", out)
+	}
+	out := ok(user, "earnings")
+	t.Logf("gpumarket earnings:\n%s", out)
+	if !strings.Contains(out, "DPN    150.00") {
+		t.Errorf("earnings lack the DPN row (150 left, 100 being withdrawn):\n%s", out)
+	}
+	var earn market.EarningsReport
+	if err := json.Unmarshal([]byte(ok(user, "earnings", "-o", "json")), &earn); err != nil {
+		t.Fatal(err)
+	}
+	wantAssets := []market.AssetEarnings{{Asset: market.DefaultAsset}, {Asset: "DPN", Total: market.Tokens(150), Withdrawable: market.Tokens(150), Withdrawing: market.Tokens(100)}}
+	if diff := cmp.Diff(wantAssets, earn.Assets); diff != "" {
+		t.Errorf("earnings per asset (-want +got):\n%s", diff)
+	}
+	ws := must[[]market.Withdrawal](t, "withdrawals")(s.admin.Withdrawals(s.ctx, true, market.WithdrawalPending))
+	if len(ws) != 1 || ws[0].Asset != "DPN" {
+		t.Fatalf("pending withdrawals = %+v; want the DPN one", ws)
+	}
+	if out := ok(admin, "admin", "withdrawals", "complete", string(ws[0].ID)); !strings.Contains(out, "DPN") {
+		t.Errorf("complete the DPN withdrawal: %s", out)
+	}
+
+	out = ok(admin, "admin", "ledger", "check")
 	t.Logf("gpumarket admin ledger check:\n%s", out)
 	if !strings.Contains(out, "ok      each transfer's entries sum to zero") || !strings.Contains(out, "0 of 12 invariants broken") {
 		t.Errorf("admin ledger check:\n%s", out)

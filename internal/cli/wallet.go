@@ -232,7 +232,7 @@ func (c *walletHistoryCmd) Run(ctx context.Context, env *Env, api *apiclient.Cli
 	t := newTable(env.Stdout, "SEQ", "TIME", "KIND", "ACCOUNT", "AMOUNT", "INSTANCE", "MEMO")
 	for _, h := range hs {
 		t.row(strconv.FormatInt(h.Seq, 10), env.time(h.At), string(h.Kind), string(h.Account),
-			money(h.Amount, ""), dash(string(h.Instance)), dash(h.Memo))
+			money(h.Amount, h.Asset), dash(string(h.Instance)), dash(h.Memo))
 	}
 	return t.flush()
 }
@@ -299,7 +299,12 @@ func (c *walletFaucetCmd) Run(ctx context.Context, env *Env, api *apiclient.Clie
 type earningsCmd struct{}
 
 func (c *earningsCmd) Help() string {
-	return `Examples:
+	return `Shows the billed minutes per machine and per day (paid in the platform
+token), then your earnings in each asset: pending ones settle after the
+coordinator's settlement delay and can then be withdrawn with
+'gpumarket wallet withdraw AMOUNT --asset ASSET'.
+
+Examples:
   gpumarket earnings
   gpumarket earnings -o json`
 }
@@ -312,28 +317,35 @@ func (c *earningsCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) 
 	if env.JSON() {
 		return env.printJSON(r)
 	}
-	t := newTable(env.Stdout, "MACHINE", "GPU-MINUTES", "EARNED", "PENDING")
+	t := newTable(env.Stdout, "MACHINE", "MINUTES", "GPU-MINUTES", "EARNED", "PENDING")
 	for _, m := range r.Machines {
-		t.row(string(m.Machine), strconv.FormatInt(m.Minutes, 10), money(m.Amount, r.Asset), money(m.Pending, r.Asset))
+		t.row(string(m.Machine), strconv.FormatInt(m.Minutes, 10), strconv.FormatInt(m.GPUMinutes, 10), money(m.Amount, r.Asset), money(m.Pending, r.Asset))
 	}
 	if err := t.flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(env.Stdout)
-	t = newTable(env.Stdout, "DAY (UTC)", "GPU-MINUTES", "EARNED", "PENDING")
+	t = newTable(env.Stdout, "DAY (UTC)", "MINUTES", "GPU-MINUTES", "EARNED", "PENDING")
 	for _, d := range r.Days {
-		t.row(d.Day, strconv.FormatInt(d.Minutes, 10), money(d.Amount, r.Asset), money(d.Pending, r.Asset))
+		t.row(d.Day, strconv.FormatInt(d.Minutes, 10), strconv.FormatInt(d.GPUMinutes, 10), money(d.Amount, r.Asset), money(d.Pending, r.Asset))
 	}
 	if err := t.flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(env.Stdout)
-	t = newTable(env.Stdout)
-	t.row("Earnings:", money(r.Total, r.Asset))
-	t.row("Pending:", money(r.Pending, r.Asset)+" (settles "+r.SettlementDelay+" after it was earned)")
-	t.row("Withdrawable:", money(r.Withdrawable, r.Asset))
-	t.row("Being withdrawn:", money(r.Withdrawing, r.Asset))
-	return t.flush()
+	assets := r.Assets
+	if len(assets) == 0 { // a coordinator from before per-asset earnings
+		assets = []market.AssetEarnings{{Asset: r.Asset, Total: r.Total, Pending: r.Pending, Withdrawable: r.Withdrawable, Withdrawing: r.Withdrawing}}
+	}
+	t = newTable(env.Stdout, "ASSET", "EARNINGS", "PENDING", "WITHDRAWABLE", "BEING WITHDRAWN")
+	for _, a := range assets {
+		t.row(string(a.Asset), a.Total.String(), a.Pending.String(), a.Withdrawable.String(), a.Withdrawing.String())
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "\nPending earnings settle %s after they were earned; then withdraw them with 'gpumarket wallet withdraw'.\n", r.SettlementDelay)
+	return nil
 }
 
 type eventsCmd struct {

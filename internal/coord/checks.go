@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,7 +72,7 @@ func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) 
 		if err != nil {
 			return err
 		}
-		var bal map[market.LedgerAccount]market.Money
+		bals := map[market.Asset]map[market.LedgerAccount]market.Money{}
 		for _, a := range assets {
 			b, err := tx.Balances(ctx, a)
 			if err != nil {
@@ -80,10 +81,9 @@ func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) 
 			if err := ledger.Check(b); err != nil {
 				add(checkBalances, "%s: %s", a, market.Message(err))
 			}
-			if a == market.DefaultAsset {
-				bal = b
-			}
+			bals[a] = b
 		}
+		bal := bals[market.DefaultAsset]
 
 		ts, err := tx.Transfers(ctx, "", 0, 0)
 		if err != nil {
@@ -130,9 +130,28 @@ func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) 
 		if err != nil {
 			return err
 		}
-		held := map[market.AccountID]market.Money{}
+		// Withdrawals hold their own asset: check each asset's holds.
+		held := map[market.Asset]map[market.AccountID]market.Money{}
 		for _, w := range ws {
-			held[w.Account] += w.Amount
+			a := cmp.Or(w.Asset, market.DefaultAsset)
+			if held[a] == nil {
+				held[a] = map[market.AccountID]market.Money{}
+			}
+			held[a][w.Account] += w.Amount
+		}
+		for _, a := range assets {
+			for _, acct := range slices.Sorted(maps.Keys(bals[a])) {
+				if owner := acct.Owner(); owner != "" && acct == market.Withdrawing(owner) && bals[a][acct] != held[a][owner] {
+					add(checkWithdrawal, "withdrawal hold of %s is %s %s but its pending withdrawals total %s", owner, bals[a][acct], a, held[a][owner])
+				}
+			}
+		}
+		for _, a := range slices.Sorted(maps.Keys(held)) {
+			for _, owner := range slices.Sorted(maps.Keys(held[a])) {
+				if held[a][owner] != bals[a][market.Withdrawing(owner)] {
+					add(checkWithdrawal, "pending withdrawals of %s total %s %s but the hold has %s", owner, held[a][owner], a, bals[a][market.Withdrawing(owner)])
+				}
+			}
 		}
 		us, err := tx.Unstakes(ctx, UnstakeFilter{Unreleased: true})
 		if err != nil {
@@ -148,8 +167,6 @@ func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) 
 			case owner == "":
 			case acct == market.Escrow(owner) && b != escrow[owner]:
 				add(checkEscrow, "escrow of %s is %s but its instances hold %s", owner, b, escrow[owner])
-			case acct == market.Withdrawing(owner) && b != held[owner]:
-				add(checkWithdrawal, "withdrawal hold of %s is %s but its pending withdrawals total %s", owner, b, held[owner])
 			case acct == market.Unstaking(owner) && b != cooling[owner]:
 				add(checkUnstaking, "unstaking account of %s is %s but its unreleased removals total %s", owner, b, cooling[owner])
 			}
@@ -157,11 +174,6 @@ func (s *Service) checkLedger(ctx context.Context) (market.LedgerReport, error) 
 		for _, owner := range slices.Sorted(maps.Keys(escrow)) {
 			if escrow[owner] != bal[market.Escrow(owner)] {
 				add(checkEscrow, "instances of %s hold %s in escrow but the account has %s", owner, escrow[owner], bal[market.Escrow(owner)])
-			}
-		}
-		for _, owner := range slices.Sorted(maps.Keys(held)) {
-			if held[owner] != bal[market.Withdrawing(owner)] {
-				add(checkWithdrawal, "pending withdrawals of %s total %s but the hold has %s", owner, held[owner], bal[market.Withdrawing(owner)])
 			}
 		}
 		for _, owner := range slices.Sorted(maps.Keys(cooling)) {

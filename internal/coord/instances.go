@@ -61,6 +61,9 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		SSHKeys:      req.SSHKeys,
 	}
 	err = s.store.Tx(ctx, func(tx Tx) error {
+		if err := beginCreate(ctx, tx); err != nil { // idempotency.go
+			return err
+		}
 		m, err := tx.Machine(ctx, req.Machine)
 		if market.IsKind(err, market.NotFound) {
 			return market.Errorf(op, market.NotFound, "machine %s not found; find one with `gpumarket offer search`", req.Machine)
@@ -125,8 +128,11 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		if _, err := tx.ApplyTransfer(ctx, ledger.Hold(caller.ID, inst.ID, inst.Escrow, now)); err != nil {
 			return err
 		}
-		return tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.created", Account: caller.ID, Machine: m.ID, Instance: inst.ID,
-			Message: fmt.Sprintf("%d GPUs %v at %s/h, %s held in escrow", len(inst.GPUs), inst.GPUs, inst.PricePerHour, inst.Escrow)})
+		if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.created", Account: caller.ID, Machine: m.ID, Instance: inst.ID,
+			Message: fmt.Sprintf("%d GPUs %v at %s/h, %s held in escrow", len(inst.GPUs), inst.GPUs, inst.PricePerHour, inst.Escrow)}); err != nil {
+			return err
+		}
+		return s.recordCreate(ctx, tx, inst)
 	})
 	if err != nil {
 		return market.Instance{}, err

@@ -202,7 +202,7 @@ func (s *Service) refund(ctx context.Context, tx Tx, req market.RefundRequest, b
 		hostShare += c.Amount - c.Fee
 		r.Host = c.Host
 	}
-	pending, err := s.pendingEarnings(ctx, tx, r.Host, r.At)
+	pending, err := s.pendingEarnings(ctx, tx, r.Host, r.Asset, r.At)
 	if err != nil {
 		return market.Refund{}, err
 	}

@@ -98,12 +98,8 @@ func statementOf(owner market.AccountID, from, to time.Time, ts []market.Transfe
 	// runs of consecutive minutes per instance and account.
 	lines := []market.StatementLine{}
 	open := map[string]int{} // instance and account -> index of its last charge line
-	assetOf := map[int64]market.Asset{}
-	for _, t := range month {
-		assetOf[t.Seq] = t.Asset
-	}
 	for _, h := range historyOf(owner, month, mcs) {
-		asset := assetOf[h.Seq]
+		asset := h.Asset
 		if h.Kind == market.TransferCharge && h.Instance != "" {
 			k := fmt.Sprintf("%s|%s|%s", h.Instance, h.Account, asset)
 			if i, ok := open[k]; ok && lines[i].ToMinute == h.Minute {

@@ -110,7 +110,8 @@ type Tx interface {
 	SpendAlerts(ctx context.Context) ([]SpendLimit, error)
 
 	// Flow sums the entries of f.Account in transfers of kind f.Kind (or
-	// f.Kinds) made in [f.From, f.To) (a zero To: no upper bound).
+	// f.Kinds) made in [f.From, f.To) (a zero To: no upper bound), in
+	// asset f.Asset (empty: every asset).
 	Flow(ctx context.Context, f FlowFilter) (market.Money, error)
 	// FeesByDay sums the platform fee account's entries in charges and
 	// refunds of the platform token per UTC day, for transfers made in
@@ -419,6 +420,7 @@ type FlowFilter struct {
 	Kind     market.TransferKind
 	Kinds    []market.TransferKind // more kinds, besides Kind
 	From, To time.Time
+	Asset    market.Asset // "" sums every asset
 }
 
 // DayFlow is the sum of an account's entries on one UTC day.

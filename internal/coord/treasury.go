@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,63 +21,70 @@ const (
 )
 
 // Settlement. A host's earnings become withdrawable once the settlement
-// delay has passed since the charge that credited them. Rather than move
-// each charge from a pending to a settled account (one more transfer per
-// billed minute), the coordinator computes:
+// delay has passed since the charge, payment or pool reward that credited
+// them, in every asset alike. Rather than move each charge from a pending
+// to a settled account (one more transfer per billed minute), the
+// coordinator computes, per asset:
 //
-//	pending      = earnings credited by charges made in the last SettlementDelay
+//	pending      = earnings credited in the last SettlementDelay (charges, payments, pool rewards)
 //	withdrawable = earnings balance - pending
 //
 // Only withdrawals take money out of the earnings account, and only up to
 // withdrawable, so pending earnings always stay in it: a refund for host
 // downtime can still take them.
 
-// pendingEarnings is what charges credited host within the settlement
-// delay, less what refunds took back from it in that time (refunds take
-// only unsettled earnings).
-func (s *Service) pendingEarnings(ctx context.Context, tx Tx, host market.AccountID, now time.Time) (market.Money, error) {
-	p, err := tx.Flow(ctx, FlowFilter{Account: market.Earnings(host), Kind: market.TransferCharge,
-		Kinds: []market.TransferKind{market.TransferCharges, market.TransferRefund}, From: now.Add(-s.cfg.SettlementDelay)})
+// pendingEarnings is what charges, payments and pool rewards credited
+// host in asset within the settlement delay, less what refunds took back
+// from it in that time (refunds take only unsettled earnings).
+func (s *Service) pendingEarnings(ctx context.Context, tx Tx, host market.AccountID, asset market.Asset, now time.Time) (market.Money, error) {
+	p, err := tx.Flow(ctx, FlowFilter{Account: market.Earnings(host), Kind: market.TransferCharge, Asset: asset,
+		Kinds: []market.TransferKind{market.TransferCharges, market.TransferRefund, market.TransferPayment, market.TransferPoolRewards},
+		From:  now.Add(-s.cfg.SettlementDelay)})
 	return max(p, 0), err
 }
 
-func (s *Service) withdrawable(ctx context.Context, tx Tx, host market.AccountID, now time.Time) (bal, pending, free market.Money, err error) {
-	if bal, err = tx.Balance(ctx, market.Earnings(host), market.DefaultAsset); err != nil {
+func (s *Service) withdrawable(ctx context.Context, tx Tx, host market.AccountID, asset market.Asset, now time.Time) (bal, pending, free market.Money, err error) {
+	if bal, err = tx.Balance(ctx, market.Earnings(host), asset); err != nil {
 		return
 	}
-	if pending, err = s.pendingEarnings(ctx, tx, host, now); err != nil {
+	if pending, err = s.pendingEarnings(ctx, tx, host, asset, now); err != nil {
 		return
 	}
 	return bal, pending, max(bal-pending, 0), nil
 }
 
-// Withdraw moves withdrawable earnings of the caller into its withdrawal
-// hold and queues a withdrawal for an admin (or a payout adapter) to
-// complete or reject.
+// Withdraw moves withdrawable earnings of the caller, in the platform
+// token or a project asset, into its withdrawal hold and queues a
+// withdrawal for an admin (or a payout adapter) to complete or reject.
+// Every asset has the same minimum amount and settlement delay.
 func (s *Service) Withdraw(ctx context.Context, caller market.Account, key string, req market.WithdrawRequest) (market.Withdrawal, error) {
 	const op = "withdraw"
 	return idempotent(ctx, s, caller, op, key, req, func(tx Tx) (market.Withdrawal, error) {
+		asset := cmp.Or(req.Asset, market.DefaultAsset)
+		if err := s.checkAsset(ctx, tx, asset); err != nil {
+			return market.Withdrawal{}, err
+		}
 		if req.Amount < s.cfg.MinWithdrawal {
-			return market.Withdrawal{}, market.Errorf(op, market.Invalid, "the smallest withdrawal is %s %s; you asked for %s", s.cfg.MinWithdrawal, market.DefaultAsset, req.Amount)
+			return market.Withdrawal{}, market.Errorf(op, market.Invalid, "the smallest withdrawal is %s %s; you asked for %s", s.cfg.MinWithdrawal, asset, req.Amount)
 		}
 		now := s.now()
-		_, pending, free, err := s.withdrawable(ctx, tx, caller.ID, now)
+		_, pending, free, err := s.withdrawable(ctx, tx, caller.ID, asset, now)
 		if err != nil {
 			return market.Withdrawal{}, err
 		}
 		if req.Amount > free {
 			return market.Withdrawal{}, market.Errorf(op, market.InsufficientFunds,
-				"you can withdraw %s %s now; %s more is pending and becomes withdrawable %s after it was earned", free, market.DefaultAsset, pending, s.cfg.SettlementDelay)
+				"you can withdraw %s %s now; %s more is pending and becomes withdrawable %s after it was earned", free, asset, pending, s.cfg.SettlementDelay)
 		}
-		w := market.Withdrawal{ID: market.WithdrawalID(market.NewID(market.WithdrawalPrefix)), Account: caller.ID, Asset: market.DefaultAsset,
+		w := market.Withdrawal{ID: market.WithdrawalID(market.NewID(market.WithdrawalPrefix)), Account: caller.ID, Asset: asset,
 			Amount: req.Amount, State: market.WithdrawalPending, CreatedAt: now}
 		if err := tx.InsertWithdrawal(ctx, w); err != nil {
 			return w, err
 		}
-		if _, err := tx.ApplyTransfer(ctx, ledger.Withdraw(caller.ID, w.ID, w.Amount, now)); err != nil {
+		if _, err := tx.ApplyTransfer(ctx, ledger.Withdraw(w, now)); err != nil {
 			return w, err
 		}
-		return w, tx.AppendEvent(ctx, market.Event{At: now, Type: "wallet.withdraw", Account: caller.ID, Message: fmt.Sprintf("withdrawal %s of %s queued", w.ID, w.Amount)})
+		return w, tx.AppendEvent(ctx, market.Event{At: now, Type: "wallet.withdraw", Account: caller.ID, Message: fmt.Sprintf("withdrawal %s of %s %s queued", w.ID, w.Amount, w.Asset)})
 	})
 }
 
@@ -138,9 +146,9 @@ func (s *Service) decideWithdrawal(ctx context.Context, caller market.Account, k
 			return w, market.Errorf(op, market.Conflict, "withdrawal %s is %s already", id, w.State)
 		}
 		now := s.now()
-		t := ledger.Payout(w.Account, w.ID, w.Amount, now)
+		t := ledger.Payout(w, now)
 		if to == market.WithdrawalRejected {
-			t = ledger.ReturnWithdrawal(w.Account, w.ID, w.Amount, reason, now)
+			t = ledger.ReturnWithdrawal(w, reason, now)
 		}
 		if _, err := tx.ApplyTransfer(ctx, t); err != nil {
 			return w, err
@@ -150,7 +158,7 @@ func (s *Service) decideWithdrawal(ctx context.Context, caller market.Account, k
 			return w, err
 		}
 		return w, tx.AppendEvent(ctx, market.Event{At: now, Type: "withdrawal." + string(to), Account: w.Account,
-			Message: fmt.Sprintf("withdrawal %s of %s %s by %s %s", w.ID, w.Amount, to, caller.Email, reason)})
+			Message: fmt.Sprintf("withdrawal %s of %s %s %s by %s %s", w.ID, w.Amount, w.Asset, to, caller.Email, reason)})
 	})
 }
 

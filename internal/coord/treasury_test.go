@@ -4,12 +4,15 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
 	"github.com/gpumarket/gpumarket/internal/sqlite"
 )
 
@@ -17,13 +20,18 @@ import (
 // file with an admin, a host with a listed 4-GPU machine at 0.60 per
 // GPU-hour and a renter with 100 tokens.
 func newEnvConfig(t testing.TB, tweak func(*coord.Config)) *env {
-	tt, _ := t.(*testing.T)
-	ctx := t.Context()
-	store, err := sqlite.Open(ctx, t.TempDir()+"/test.db")
+	store, err := sqlite.Open(t.Context(), t.TempDir()+"/test.db")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	return newEnvOn(t, store, tweak)
+}
+
+// newEnvOn is newEnvConfig on the given store.
+func newEnvOn(t testing.TB, store coord.Store, tweak func(*coord.Config)) *env {
+	tt, _ := t.(*testing.T)
+	ctx := t.Context()
 	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}
 	cfg := coord.Config{Store: store, Clock: clock, Passwords: plainPasswords{}}
 	if tweak != nil {
@@ -273,17 +281,56 @@ func TestLedgerCheckReportsEachInvariant(t *testing.T) {
 }
 
 // TestConcurrentSpendingNeverGoesNegative has 100 goroutines spend one
-// balance at once: exactly as many succeed as it covers.
+// balance at once, staking it or paying a host with it, through four
+// coordinators on one database: exactly as many succeed as it covers.
+// On SQLite the single writer serialises them; on Postgres (when
+// GPUMARKET_TEST_POSTGRES is set) they run concurrently in SERIALIZABLE
+// transactions over several connection pools, which collide and are
+// retried. A spend the database was too busy to finish (Unavailable) is
+// retried with its idempotency key, as a client would.
 func TestConcurrentSpendingNeverGoesNegative(t *testing.T) {
-	e := newEnvConfig(t, shortMoney)
+	for name, open := range replicaStores(t, 4) {
+		t.Run(name, func(t *testing.T) {
+			if name == "postgres" {
+				pgtest.ServerURL(t) // skips without a server
+			}
+			testConcurrentSpending(t, open(t))
+		})
+	}
+}
+
+func testConcurrentSpending(t *testing.T, stores []coord.Store) {
+	e := newEnvOn(t, stores[0], shortMoney)
+	var svcs []*coord.Service
+	for i, st := range stores {
+		svcs = append(svcs, coord.New(coord.Config{Store: st, Clock: e.clock, Passwords: plainPasswords{}, Node: fmt.Sprintf("c%d", i+1)}))
+	}
 	spender := e.account("spender@example.com", market.RoleRenter)
 	e.deposit(spender, market.Tokens(50)+500_000)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	ok, short := 0, 0
+	ok, short, busy := 0, 0, 0
+	start := make(chan struct{})
 	for i := range 100 {
+		svc := svcs[i%len(svcs)]
+		key := fmt.Sprintf("spend-%d", i)
+		spend := func() error {
+			if i%2 == 0 {
+				_, err := svc.AddStake(e.ctx, spender, key, market.StakeRequest{Amount: market.Tokens(1)})
+				return err
+			}
+			_, err := svc.PayHost(e.ctx, spender, key, market.PayRequest{Host: e.host.ID, Amount: market.Tokens(1)})
+			return err
+		}
 		wg.Go(func() {
-			_, err := e.svc.AddStake(e.ctx, spender, fmt.Sprintf("spend-%d", i), market.StakeRequest{Amount: market.Tokens(1)})
+			<-start
+			err := spend()
+			for try := 0; market.IsKind(err, market.Unavailable) && try < 20; try++ {
+				mu.Lock()
+				busy++
+				mu.Unlock()
+				err = spend()
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -296,7 +343,9 @@ func TestConcurrentSpendingNeverGoesNegative(t *testing.T) {
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
+	t.Logf("%d spent, %d refused, %d retries of a busy database", ok, short, busy)
 	w := e.wallet(spender)
 	if ok != 50 || short != 50 || w.Available != 500_000 {
 		t.Errorf("%d spent, %d refused, %s left; want 50, 50, 0.5", ok, short, w.Available)
@@ -355,8 +404,17 @@ func TestConcurrentReplaysHaveOneEffect(t *testing.T) {
 			t, err := e.svc.PayHost(e.ctx, e.renter, "same-pay", market.PayRequest{Host: e.host.ID, Amount: market.Tokens(1)})
 			return fmt.Sprint(t.Seq), err
 		}},
+		{"create instance", func() (string, error) {
+			i, err := e.svc.CreateInstanceOnce(e.ctx, e.renter, "same-ci", market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"x"}})
+			return string(i.ID), err
+		}},
+		{"create instance on the best offer", func() (string, error) {
+			i, err := e.svc.CreateInstanceOnce(e.ctx, e.renter, "same-auto", market.CreateInstanceRequest{Auto: "gpu_name=RTX_4090", GPUs: 1, Command: []string{"x"}})
+			return string(i.ID), err
+		}},
 	}
 	before := e.wallet(e.renter)
+	instsBefore := len(must(e.svc.Instances(e.ctx, e.renter, false)))
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {
 			var wg sync.WaitGroup
@@ -381,8 +439,14 @@ func TestConcurrentReplaysHaveOneEffect(t *testing.T) {
 	}
 	after := e.wallet(e.renter)
 	// Refunded: minutes 0-3 of one GPU at 0.60 per GPU-hour, 0.01 each.
-	if d := after.Available - before.Available; d != market.Tokens(7-3-1)+40_000 {
-		t.Errorf("renter's available changed by %s; want +7 deposit -3 stake -1 payment +0.04 refunds", d)
+	if d := after.Available - before.Available; d != market.Tokens(7-3-1)+40_000-1_200_000 {
+		t.Errorf("renter's available changed by %s; want +7 deposit -3 stake -1 payment +0.04 refunds -1.2 held for two creates", d)
+	}
+	if d := after.Escrow - before.Escrow; d != 1_200_000 {
+		t.Errorf("renter's escrow changed by %s; want 1.2: one hour of one GPU for each of the two creates", d)
+	}
+	if n := len(must(e.svc.Instances(e.ctx, e.renter, false))) - instsBefore; n != 2 {
+		t.Errorf("the replayed creates made %d instances, want 2 (one per key)", n)
 	}
 	in := must(e.svc.Stake(e.ctx, e.renter))
 	if in.Staked != market.Tokens(10+3-4) || in.Unstaking != market.Tokens(4) {
@@ -394,36 +458,64 @@ func TestConcurrentReplaysHaveOneEffect(t *testing.T) {
 	}
 }
 
-// TestSimulation runs random sequences of deposits, rentals, clock
-// advances, stops, host losses, withdrawals and stakes, and checks every
-// ledger invariant after every step. A failure names its seed; run one
-// seed with -run 'TestSimulation/seed=N'.
+// TestSimulation runs random sequences of deposits, rentals, spot bids
+// (placed, changed, cancelled, won and lost in the clearing rounds that
+// come as the clock advances), agent reports, clock advances, stops, host
+// losses, withdrawals, stakes, refunds, payments in a project asset and
+// coordinator restarts, and checks every ledger invariant, and that no
+// GPU is given twice, after every step. It runs on SQLite, and on
+// Postgres too when GPUMARKET_TEST_POSTGRES is set. A failure names its
+// store and seed; run one seed with -run 'TestSimulation/sqlite/seed=N'.
 //
-// -sim.seeds N runs N seeds (default 300; 40 with -short or -race).
+// Seeds per store: -sim.seeds N or GPUMARKET_SIM_SEEDS=N; by default 300
+// on SQLite and 50 on Postgres (40 and 10 with -short or -race).
 func TestSimulation(t *testing.T) {
-	seeds, steps := *simSeeds, 40
-	if seeds == 0 {
-		seeds = 300
-		if testing.Short() || raceEnabled {
-			seeds = 40
+	seeds := *simSeeds
+	if v := os.Getenv("GPUMARKET_SIM_SEEDS"); seeds == 0 && v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("GPUMARKET_SIM_SEEDS=%q: want a number of seeds, at least 1", v)
 		}
+		seeds = n
 	}
-	for seed := range seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			t.Parallel()
-			simulate(t, uint64(seed), steps)
+	const steps = 40
+	quick := testing.Short() || raceEnabled
+	for name, open := range replicaStores(t, 1) {
+		n := seeds
+		switch {
+		case n > 0:
+		case name == "postgres" && quick:
+			n = 10
+		case name == "postgres":
+			n = 50 // a database per seed
+		case quick:
+			n = 40
+		default:
+			n = 300
+		}
+		t.Run(name, func(t *testing.T) {
+			if name == "postgres" {
+				pgtest.ServerURL(t) // skips without a server
+			}
+			for seed := range n {
+				t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+					t.Parallel()
+					simulate(t, open(t)[0], uint64(seed), steps)
+				})
+			}
 		})
 	}
 }
 
-var simSeeds = flag.Int("sim.seeds", 0, "seeds TestSimulation runs (0: 300, 40 with -short or -race)")
+var simSeeds = flag.Int("sim.seeds", 0, "seeds TestSimulation runs per store (0: GPUMARKET_SIM_SEEDS, else 300 on SQLite and 50 on Postgres, 40 and 10 with -short or -race)")
 
-func simulate(t *testing.T, seed uint64, steps int) {
+func simulate(t *testing.T, store coord.Store, seed uint64, steps int) {
 	var cfg coord.Config
-	e := newEnvConfig(t, func(c *coord.Config) {
+	e := newEnvOn(t, store, func(c *coord.Config) {
 		shortMoney(c)
 		c.LostAfter = time.Hour
-		c.Node = "sim" // a restarted coordinator keeps the lease
+		c.SpotInterval = 2 * time.Minute // rounds come often as the clock advances
+		c.Node = "sim"                   // a restarted coordinator keeps the lease
 		cfg = *c
 	})
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
@@ -432,6 +524,17 @@ func simulate(t *testing.T, seed uint64, steps int) {
 	// A project asset, which must balance on its own.
 	must(e.svc.CreateAsset(e.ctx, e.admin, market.CreateAssetRequest{Name: "DPN"}))
 	must(e.svc.Deposit(e.ctx, e.admin, "dpn-seed", market.DepositRequest{Account: e.renter.ID, Asset: "DPN", Amount: market.Tokens(int64(1 + rng.IntN(20)))}))
+	// Spot terms (reserve 1 token per GPU-day, 0.10 per kWh, at most
+	// 400 W) and a second bidder, who may run out of money.
+	reserve, energy, maxW := market.Tokens(1), market.Money(100_000), 400
+	must(e.svc.UpdateMachine(e.ctx, e.host, e.mach.ID, market.MachineUpdate{SpotReservePerGPUDay: &reserve, EnergyPerKWh: &energy, MaxPowerW: &maxW}))
+	bidder := e.account("bidder@example.com", market.RoleRenter)
+	e.deposit(bidder, market.Tokens(int64(1+rng.IntN(30))))
+	type bidRef struct {
+		id  market.BidID
+		who market.Account
+	}
+	var bids []bidRef
 	var live, rented []market.Instance
 	var log []string
 	fail := func(format string, args ...any) {
@@ -448,13 +551,44 @@ func simulate(t *testing.T, seed uint64, steps int) {
 	key := func() string { return fmt.Sprintf("k-%d", rng.Uint64()) }
 	alive := true
 	done := map[string]int{}
-	defer func() { t.Logf("seed %d: successful steps %v", seed, done) }()
+	defer func() {
+		spot, spotMins, preempted := 0, int64(0), 0
+		if insts, err := e.svc.Instances(e.ctx, e.admin, true); err == nil {
+			for _, inst := range insts {
+				if inst.Kind == market.Spot {
+					spot++
+					spotMins += inst.BilledMins
+				}
+				if inst.State == market.InstancePreempted {
+					preempted++
+				}
+			}
+		}
+		t.Logf("seed %d: successful steps %v; %d spot instances billed %d minutes, %d preempted", seed, done, spot, spotMins, preempted)
+	}()
+	// agentSync is the agent reconciling: it starts what it should run
+	// (most of the time) and reports stopped what it was told to stop.
+	agentSync := func() error {
+		var reps []market.InstanceReport
+		for _, inst := range must(e.svc.Instances(e.ctx, e.admin, true)) {
+			switch {
+			case inst.State == market.InstanceStopping:
+				reps = append(reps, market.InstanceReport{Instance: inst.ID, Generation: inst.Generation, State: market.ObservedStopped})
+			case (inst.State == market.InstancePending || inst.State == market.InstanceStarting) && rng.IntN(4) > 0:
+				reps = append(reps, market.InstanceReport{Instance: inst.ID, Generation: inst.Generation, State: market.ObservedRunning})
+			}
+		}
+		_, err := e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{Instances: reps})
+		return err
+	}
 	for range steps {
 		var err error
-		op := rng.IntN(18)
+		op := rng.IntN(23)
 		switch {
-		case op == 6 && (!alive || rng.IntN(3) > 0), op >= 11 && op < 13:
+		case op == 6 && (!alive || rng.IntN(3) > 0), op == 12:
 			op = 3 // mostly, time passes
+		case op == 11:
+			op = 5 // stops, so that rentals do not fill the machine for good
 		case op >= 13 && op < 15:
 			op = 7 + (op-13)*1 // withdrawals and their decisions
 		}
@@ -465,7 +599,22 @@ func simulate(t *testing.T, seed uint64, steps int) {
 		case 1, 2:
 			log = append(log, "rent")
 			var inst market.Instance
-			if inst, err = e.create(1 + rng.IntN(2)); err == nil {
+			k := key()
+			req := market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1 + rng.IntN(2), Command: []string{"sleep", "60"}}
+			if rng.IntN(3) == 0 {
+				req.Machine, req.Auto = "", "gpu_name=RTX_4090"
+			}
+			inst, err = e.svc.CreateInstanceOnce(e.ctx, e.renter, k, req)
+			if rng.IntN(4) == 0 {
+				// A retry of the same call: the same answer, no second
+				// instance or hold.
+				log = append(log, "rent replayed")
+				again, err2 := e.svc.CreateInstanceOnce(e.ctx, e.renter, k, req)
+				if again.ID != inst.ID || market.KindOf(err2) != market.KindOf(err) {
+					fail("replayed create answered %s (%v), first %s (%v)", again.ID, err2, inst.ID, err)
+				}
+			}
+			if err == nil {
 				live = append(live, inst)
 				rented = append(rented, inst)
 				if rng.IntN(4) > 0 && alive {
@@ -499,8 +648,12 @@ func simulate(t *testing.T, seed uint64, steps int) {
 			alive = false
 			e.clock.Advance(2 * time.Hour)
 		case 7:
-			log = append(log, "withdraw")
-			_, err = e.svc.Withdraw(e.ctx, e.host, key(), market.WithdrawRequest{Amount: market.Money(rng.Int64N(200_000))})
+			req := market.WithdrawRequest{Amount: market.Money(rng.Int64N(200_000))}
+			if rng.IntN(3) == 0 {
+				req.Asset, req.Amount = "DPN", market.Money(rng.Int64N(int64(market.Tokens(3))))
+			}
+			log = append(log, "withdraw "+string(req.Asset))
+			_, err = e.svc.Withdraw(e.ctx, e.host, key(), req)
 		case 8:
 			ws, lerr := e.svc.Withdrawals(e.ctx, e.admin, true, market.WithdrawalPending)
 			if lerr != nil || len(ws) == 0 {
@@ -522,6 +675,42 @@ func simulate(t *testing.T, seed uint64, steps int) {
 			who := []market.Account{e.renter, staker}[rng.IntN(2)]
 			log = append(log, "unstake")
 			_, err = e.svc.RemoveStake(e.ctx, who, key(), market.StakeRequest{Amount: market.Money(rng.Int64N(int64(market.Tokens(10))) + 1)})
+		}
+		switch op {
+		case 18, 22:
+			who := []market.Account{e.renter, bidder}[rng.IntN(2)]
+			req := market.CreateBidRequest{Machine: e.mach.ID, GPUs: []int{0, 1, 1, 1, 2, 2, 3}[rng.IntN(7)], // 0: all of them
+				PricePerGPUDay: []market.Money{market.Tokens(1), market.Tokens(2), 14_400_000, market.Tokens(30)}[rng.IntN(4)],
+				PowerLimitW:    150 + 50*rng.IntN(6), NoticeSeconds: 20 * rng.IntN(4), Command: []string{"sleep", "inf"}}
+			if rng.IntN(4) == 0 {
+				req.LifetimeSeconds = int64(60 * (1 + rng.IntN(90))) // it may expire
+			}
+			log = append(log, fmt.Sprintf("bid %d GPUs at %s", req.GPUs, req.PricePerGPUDay))
+			var b market.Bid
+			if b, err = e.svc.CreateBid(e.ctx, who, req); err == nil {
+				bids = append(bids, bidRef{b.ID, who})
+			}
+		case 19, 20:
+			if len(bids) == 0 {
+				continue
+			}
+			i := rng.IntN(len(bids))
+			b := bids[i]
+			if op == 19 {
+				log = append(log, "cancel bid")
+				_, err = e.svc.CancelBid(e.ctx, b.who, b.id)
+				bids = append(bids[:i], bids[i+1:]...)
+			} else {
+				log = append(log, "change bid")
+				price := market.Money(1+rng.Int64N(30)) * market.Tokens(1)
+				_, err = e.svc.ChangeBid(e.ctx, b.who, b.id, market.BidChange{PricePerGPUDay: &price})
+			}
+		case 21:
+			if !alive {
+				continue
+			}
+			log = append(log, "agent reports")
+			err = agentSync()
 		}
 		if op == 17 {
 			// The coordinator restarts: everything it kept in memory
@@ -552,11 +741,31 @@ func simulate(t *testing.T, seed uint64, steps int) {
 		if err == nil && len(log) > 0 {
 			done[log[len(log)-1]]++
 		}
+		if alive && rng.IntN(2) == 0 {
+			// The agent polls between steps as well.
+			if err := agentSync(); err != nil && !allowed(err) {
+				fail("agent report: %v", err)
+			}
+		}
 		if err := e.svc.Tick(e.ctx); err != nil {
 			fail("tick: %v", err)
 		}
 		if err := e.svc.CheckLedger(e.ctx); err != nil {
 			fail("%v", err)
+		}
+		// No GPU is given to two instances that may run on it: an
+		// instance told to stop may still hold GPUs a new one got.
+		held := map[int]market.InstanceID{}
+		for _, inst := range must(e.svc.Instances(e.ctx, e.admin, true)) {
+			if inst.State != market.InstancePending && inst.State != market.InstanceStarting && inst.State != market.InstanceRunning {
+				continue
+			}
+			for _, g := range inst.GPUs {
+				if other, ok := held[g]; ok {
+					fail("GPU %d is given to both %s and %s", g, other, inst.ID)
+				}
+				held[g] = inst.ID
+			}
 		}
 	}
 }

@@ -85,10 +85,10 @@ func historyOf(owner market.AccountID, ts []market.Transfer, mcs []market.Minute
 			for _, c := range bySeq[t.Seq] {
 				memo := fmt.Sprintf("minute %d of %s", c.Minute, c.Instance)
 				if c.From.Owner() == owner {
-					out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: market.TransferCharge, Account: c.From, Amount: -c.Amount, Instance: c.Instance, Minute: c.Minute, Memo: memo})
+					out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: market.TransferCharge, Account: c.From, Asset: t.Asset, Amount: -c.Amount, Instance: c.Instance, Minute: c.Minute, Memo: memo})
 				}
 				if c.Host == owner {
-					out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: market.TransferCharge, Account: market.Earnings(owner), Amount: c.Amount - c.Fee, Instance: c.Instance, Minute: c.Minute, Memo: memo})
+					out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: market.TransferCharge, Account: market.Earnings(owner), Asset: t.Asset, Amount: c.Amount - c.Fee, Instance: c.Instance, Minute: c.Minute, Memo: memo})
 				}
 			}
 			continue
@@ -97,7 +97,7 @@ func historyOf(owner market.AccountID, ts []market.Transfer, mcs []market.Minute
 			if e.Account.Owner() != owner {
 				continue
 			}
-			out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: t.Kind, Account: e.Account, Amount: e.Amount, Instance: t.Instance, Minute: t.Minute, Memo: t.Memo})
+			out = append(out, market.HistoryEntry{Seq: t.Seq, At: t.At, Kind: t.Kind, Account: e.Account, Asset: t.Asset, Amount: e.Amount, Instance: t.Instance, Minute: t.Minute, Memo: t.Memo})
 		}
 	}
 	return out
@@ -156,20 +156,33 @@ func (s *Service) Faucet(ctx context.Context, caller market.Account) (market.Wal
 	return s.Wallet(ctx, caller)
 }
 
-// Earnings reports what the caller earned as a host: the earnings balance
-// split into pending (still in the settlement delay) and withdrawable, what
-// is queued for withdrawal, and the charges per machine and per UTC day.
+// Earnings reports what the caller earned as a host: per asset, the
+// earnings balance split into pending (still in the settlement delay) and
+// withdrawable, and what is queued for withdrawal; and the billed minutes
+// per machine and per UTC day.
 func (s *Service) Earnings(ctx context.Context, caller market.Account) (market.EarningsReport, error) {
 	r := market.EarningsReport{Account: caller.ID, Asset: market.DefaultAsset, SettlementDelay: s.cfg.SettlementDelay.String(),
-		Machines: []market.MachineEarnings{}, Days: []market.DayEarnings{}}
+		Assets: []market.AssetEarnings{}, Machines: []market.MachineEarnings{}, Days: []market.DayEarnings{}}
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		now := s.now()
-		var err error
-		if r.Total, r.Pending, r.Withdrawable, err = s.withdrawable(ctx, tx, caller.ID, now); err != nil {
+		assets, err := assetNames(ctx, tx)
+		if err != nil {
 			return err
 		}
-		if r.Withdrawing, err = tx.Balance(ctx, market.Withdrawing(caller.ID), market.DefaultAsset); err != nil {
-			return err
+		for _, a := range assets {
+			e := market.AssetEarnings{Asset: a}
+			if e.Total, e.Pending, e.Withdrawable, err = s.withdrawable(ctx, tx, caller.ID, a, now); err != nil {
+				return err
+			}
+			if e.Withdrawing, err = tx.Balance(ctx, market.Withdrawing(caller.ID), a); err != nil {
+				return err
+			}
+			if a == market.DefaultAsset {
+				r.Total, r.Pending, r.Withdrawable, r.Withdrawing = e.Total, e.Pending, e.Withdrawable, e.Withdrawing
+			} else if e == (market.AssetEarnings{Asset: a}) {
+				continue // a project asset this host never earned
+			}
+			r.Assets = append(r.Assets, e)
 		}
 		ts, err := tx.Transfers(ctx, caller.ID, 0, 0)
 		if err != nil {
@@ -180,7 +193,11 @@ func (s *Service) Earnings(ctx context.Context, caller market.Account) (market.E
 		if err != nil {
 			return err
 		}
-		machineOf := map[market.InstanceID]market.MachineID{}
+		type rented struct {
+			machine market.MachineID
+			gpus    int64
+		}
+		instOf := map[market.InstanceID]rented{}
 		idx := map[market.MachineID]int{}
 		days := map[string]int{}
 		for _, c := range mcs {
@@ -188,15 +205,16 @@ func (s *Service) Earnings(ctx context.Context, caller market.Account) (market.E
 				continue
 			}
 			earned := c.Amount - c.Fee
-			mid, ok := machineOf[c.Instance]
+			in, ok := instOf[c.Instance]
 			if !ok {
 				inst, err := tx.Instance(ctx, c.Instance)
 				if err != nil {
 					return err
 				}
-				mid = inst.Machine
-				machineOf[c.Instance] = mid
+				in = rented{inst.Machine, int64(len(inst.GPUs))}
+				instOf[c.Instance] = in
 			}
+			mid := in.machine
 			i, ok := idx[mid]
 			if !ok {
 				i = len(r.Machines)
@@ -211,8 +229,10 @@ func (s *Service) Earnings(ctx context.Context, caller market.Account) (market.E
 				r.Days = append(r.Days, market.DayEarnings{Day: day})
 			}
 			r.Machines[i].Minutes++
+			r.Machines[i].GPUMinutes += in.gpus
 			r.Machines[i].Amount += earned
 			r.Days[d].Minutes++
+			r.Days[d].GPUMinutes += in.gpus
 			r.Days[d].Amount += earned
 			if !c.At.Before(cutoff) {
 				r.Machines[i].Pending += earned

@@ -80,7 +80,7 @@ func TestBadRequestsGetClearJSONErrors(t *testing.T) {
 		{"unknown route", "GET", "/api/v1/nope", key, ``, 404, "not_found", "no API endpoint GET /api/v1/nope"},
 		{"bad query number", "GET", "/api/v1/offers?num_gpus=two", key, ``, 400, "invalid", "num_gpus"},
 		{"bad query money", "GET", "/api/v1/offers?max_price=cheap", key, ``, 400, "invalid", "max_price"},
-		{"create on unknown machine", "POST", "/api/v1/instances", key, `{"machine":"m-nope","gpus":1,"command":["x"]}`, 404, "not_found", "m-nope not found"},
+		{"create without an Idempotency-Key", "POST", "/api/v1/instances", key, `{"machine":"m-nope","gpus":1,"command":["x"]}`, 400, "invalid", "needs an Idempotency-Key header"},
 		{"deposit as renter", "POST", "/api/v1/wallet/deposit", key, `{"email":"r@example.com","amount":"5"}`, 403, "forbidden", "admin role"},
 		{"wrong password", "POST", "/api/v1/login", "", `{"email":"r@example.com","password":"nope-nope"}`, 401, "unauthorized", "wrong email or password"},
 		{"instance metrics without key", "GET", "/api/v1/instances/i-1/metrics", "", ``, 401, "unauthorized", "missing API key"},
@@ -130,6 +130,40 @@ func TestBadRequestsGetClearJSONErrors(t *testing.T) {
 				t.Error("401 without WWW-Authenticate")
 			}
 		})
+	}
+}
+
+// TestCreateInstanceIdempotencyKey: a create, which holds money in
+// escrow, takes an Idempotency-Key like every money call; its answer,
+// an error included, is replayed for the same key and body.
+func TestCreateInstanceIdempotencyKey(t *testing.T) {
+	srv, key := newServer(t)
+	post := func(idem, body string) (int, string) {
+		req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/api/v1/instances", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Idempotency-Key", idem)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	body := `{"machine":"m-nope","gpus":1,"command":["x"]}`
+	for i := range 2 {
+		if status, got := post("k-1", body); status != 404 || !strings.Contains(got, "m-nope not found") {
+			t.Errorf("call %d: %d %s; want 404 not found", i, status, got)
+		}
+	}
+	if status, got := post("k-1", `{"machine":"m-other","gpus":1,"command":["x"]}`); status != 409 || !strings.Contains(got, "use a new key") {
+		t.Errorf("key reused for another body: %d %s; want 409", status, got)
+	}
+	if status, got := post(strings.Repeat("k", 201), body); status != 400 || !strings.Contains(got, "at most 200") {
+		t.Errorf("long key: %d %s; want 400", status, got)
 	}
 }
 
@@ -187,6 +221,20 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	}
 	if n < 25 {
 		t.Errorf("only %d operations described", n)
+	}
+	// Every call that moves money says it needs the header.
+	for _, want := range []string{"POST /api/v1/instances", "POST /api/v1/wallet/deposit", "POST /api/v1/wallet/withdraw", "POST /api/v1/stake/add"} {
+		method, path, _ := strings.Cut(want, " ")
+		params, _ := doc.Paths[path][strings.ToLower(method)]["parameters"].([]any)
+		found := false
+		for _, p := range params {
+			if p, _ := p.(map[string]any); p["name"] == "Idempotency-Key" && p["in"] == "header" && p["required"] == true {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s does not describe its required Idempotency-Key header: %v", want, params)
+		}
 	}
 	if _, ok := doc.Components.Schemas["CreateInstanceRequest"].Properties["gpus"]; !ok {
 		t.Errorf("CreateInstanceRequest schema lacks gpus: %+v", doc.Components.Schemas["CreateInstanceRequest"])

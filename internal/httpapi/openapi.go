@@ -33,7 +33,7 @@ func OpenAPI() map[string]any {
 		for _, q := range r.Query {
 			params = append(params, map[string]any{"name": q.Name, "in": "query", "description": q.Doc, "schema": map[string]any{"type": q.Type}})
 		}
-		if strings.HasSuffix(r.Path, "/deposit") {
+		if r.Idem {
 			params = append(params, map[string]any{"name": "Idempotency-Key", "in": "header", "required": true, "schema": map[string]any{"type": "string"}})
 		}
 		if params != nil {

@@ -14,8 +14,9 @@ import (
 type route struct {
 	Method, Path, Summary string
 	Auth                  bool
-	Status                int // success status; 0 = 200
-	Req, Resp             any // samples of the body types, for OpenAPI
+	Idem                  bool // moves money: needs an Idempotency-Key header
+	Status                int  // success status; 0 = 200
+	Req, Resp             any  // samples of the body types, for OpenAPI
 	Query                 []param
 	Handle                func(s *Server, c *call) (any, error)
 }
@@ -158,14 +159,14 @@ var routes = []route{
 	{Method: "GET", Path: "/api/v1/offers/fields", Summary: "The fields of the offer query language, with types and units", Resp: []match.Field{},
 		Handle: func(s *Server, c *call) (any, error) { return match.Fields(), nil }},
 
-	{Method: "POST", Path: "/api/v1/instances", Summary: "Rent GPUs of a machine on demand", Auth: true, Status: http.StatusCreated,
+	{Method: "POST", Path: "/api/v1/instances", Summary: "Rent GPUs of a machine on demand; one hour is held in escrow (needs an Idempotency-Key header)", Auth: true, Idem: true, Status: http.StatusCreated,
 		Req: market.CreateInstanceRequest{}, Resp: market.Instance{},
 		Handle: func(s *Server, c *call) (any, error) {
 			var req market.CreateInstanceRequest
 			if err := c.decode(&req); err != nil {
 				return nil, err
 			}
-			return s.svc.CreateInstance(c.ctx(), c.caller, req)
+			return s.svc.CreateInstanceOnce(c.ctx(), c.caller, idemKey(c), req)
 		}},
 	{Method: "GET", Path: "/api/v1/instances", Summary: "List your instances (admins: all=1)", Auth: true, Resp: []market.Instance{},
 		Query: []param{{"all", "boolean", "admins only: every instance"}},
@@ -250,7 +251,7 @@ var routes = []route{
 		Handle: func(s *Server, c *call) (any, error) {
 			return s.svc.Statement(c.ctx(), c.caller, c.r.URL.Query().Get("month"))
 		}},
-	{Method: "POST", Path: "/api/v1/wallet/deposit", Summary: "Credit tokens to an account (admins; needs an Idempotency-Key header)", Auth: true,
+	{Method: "POST", Path: "/api/v1/wallet/deposit", Summary: "Credit tokens to an account (admins; needs an Idempotency-Key header)", Auth: true, Idem: true,
 		Req: market.DepositRequest{}, Resp: market.Transfer{},
 		Handle: func(s *Server, c *call) (any, error) {
 			var req market.DepositRequest
@@ -263,7 +264,7 @@ var routes = []route{
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Faucet(c.ctx(), c.caller) }},
 	{Method: "GET", Path: "/api/v1/earnings", Summary: "What your machines earned", Auth: true, Resp: market.EarningsReport{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Earnings(c.ctx(), c.caller) }},
-	{Method: "POST", Path: "/api/v1/wallet/withdraw", Summary: "Withdraw settled earnings: they are held and queued for payout (needs an Idempotency-Key header)", Auth: true, Status: http.StatusCreated,
+	{Method: "POST", Path: "/api/v1/wallet/withdraw", Summary: "Withdraw settled earnings: they are held and queued for payout (needs an Idempotency-Key header)", Auth: true, Idem: true, Status: http.StatusCreated,
 		Req: market.WithdrawRequest{}, Resp: market.Withdrawal{},
 		Handle: func(s *Server, c *call) (any, error) {
 			var req market.WithdrawRequest
@@ -278,11 +279,11 @@ var routes = []route{
 			q := c.r.URL.Query()
 			return s.svc.Withdrawals(c.ctx(), c.caller, q.Get("all") != "", market.WithdrawalState(q.Get("state")))
 		}},
-	{Method: "POST", Path: "/api/v1/admin/withdrawals/{id}/complete", Summary: "Pay out a pending withdrawal (admins; needs an Idempotency-Key header)", Auth: true, Resp: market.Withdrawal{},
+	{Method: "POST", Path: "/api/v1/admin/withdrawals/{id}/complete", Summary: "Pay out a pending withdrawal (admins; needs an Idempotency-Key header)", Auth: true, Idem: true, Resp: market.Withdrawal{},
 		Handle: func(s *Server, c *call) (any, error) {
 			return s.svc.CompleteWithdrawal(c.ctx(), c.caller, idemKey(c), market.WithdrawalID(c.pathID("id")))
 		}},
-	{Method: "POST", Path: "/api/v1/admin/withdrawals/{id}/reject", Summary: "Reject a pending withdrawal and return the money (admins; needs an Idempotency-Key header)", Auth: true,
+	{Method: "POST", Path: "/api/v1/admin/withdrawals/{id}/reject", Summary: "Reject a pending withdrawal and return the money (admins; needs an Idempotency-Key header)", Auth: true, Idem: true,
 		Req: market.RejectRequest{}, Resp: market.Withdrawal{},
 		Handle: func(s *Server, c *call) (any, error) {
 			var req market.RejectRequest
@@ -293,7 +294,7 @@ var routes = []route{
 		}},
 	{Method: "GET", Path: "/api/v1/admin/ledger/check", Summary: "Check every ledger invariant and report each (admins)", Auth: true, Resp: market.LedgerReport{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.LedgerCheck(c.ctx(), c.caller) }},
-	{Method: "POST", Path: "/api/v1/admin/refunds", Summary: "Refund a renter for minutes of an instance (host downtime): from the host's unsettled earnings first, then the platform's fees (admins; needs an Idempotency-Key header)", Auth: true, Status: http.StatusCreated,
+	{Method: "POST", Path: "/api/v1/admin/refunds", Summary: "Refund a renter for minutes of an instance (host downtime): from the host's unsettled earnings first, then the platform's fees (admins; needs an Idempotency-Key header)", Auth: true, Idem: true, Status: http.StatusCreated,
 		Req: market.RefundRequest{}, Resp: market.Refund{},
 		Handle: func(s *Server, c *call) (any, error) {
 			var req market.RefundRequest
@@ -313,7 +314,7 @@ var routes = []route{
 		}},
 	{Method: "GET", Path: "/api/v1/assets", Summary: "The platform token and the project assets", Auth: true, Resp: []market.AssetInfo{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Assets(c.ctx()) }},
-	{Method: "POST", Path: "/api/v1/wallet/pay", Summary: "Pay a host in any asset, from your available balance to its earnings (needs an Idempotency-Key header)", Auth: true,
+	{Method: "POST", Path: "/api/v1/wallet/pay", Summary: "Pay a host in any asset, from your available balance to its earnings (needs an Idempotency-Key header)", Auth: true, Idem: true,
 		Req: market.PayRequest{}, Resp: market.Transfer{},
 		Handle: func(s *Server, c *call) (any, error) {
 			var req market.PayRequest
@@ -341,7 +342,7 @@ var routes = []route{
 		}},
 	{Method: "GET", Path: "/api/v1/stake", Summary: "Your stake, its cooldowns and the total staked", Auth: true, Resp: market.StakeInfo{},
 		Handle: func(s *Server, c *call) (any, error) { return s.svc.Stake(c.ctx(), c.caller) }},
-	{Method: "POST", Path: "/api/v1/stake/add", Summary: "Stake tokens from your available balance (needs an Idempotency-Key header)", Auth: true,
+	{Method: "POST", Path: "/api/v1/stake/add", Summary: "Stake tokens from your available balance (needs an Idempotency-Key header)", Auth: true, Idem: true,
 		Req: market.StakeRequest{}, Resp: market.StakeInfo{},
 		Handle: func(s *Server, c *call) (any, error) {
 			var req market.StakeRequest
@@ -350,7 +351,7 @@ var routes = []route{
 			}
 			return s.svc.AddStake(c.ctx(), c.caller, idemKey(c), req)
 		}},
-	{Method: "POST", Path: "/api/v1/stake/remove", Summary: "Unstake tokens; they return after the cooldown (needs an Idempotency-Key header)", Auth: true,
+	{Method: "POST", Path: "/api/v1/stake/remove", Summary: "Unstake tokens; they return after the cooldown (needs an Idempotency-Key header)", Auth: true, Idem: true,
 		Req: market.StakeRequest{}, Resp: market.Unstake{},
 		Handle: func(s *Server, c *call) (any, error) {
 			var req market.StakeRequest

@@ -17,22 +17,31 @@ func move(kind market.TransferKind, key, memo string, from, to market.LedgerAcco
 		market.Entry{Account: to, Amount: amount})
 }
 
-// Withdraw moves withdrawable earnings of a host into its withdrawal hold.
-func Withdraw(host market.AccountID, id market.WithdrawalID, amount market.Money, at time.Time) market.Transfer {
-	return move(market.TransferWithdraw, "withdraw:"+string(id), "withdrawal "+string(id)+" queued",
-		market.Earnings(host), market.Withdrawing(host), amount, at)
+// Withdraw moves withdrawable earnings of a host into its withdrawal
+// hold, in the asset of w.
+func Withdraw(w market.Withdrawal, at time.Time) market.Transfer {
+	return inAsset(w.Asset, move(market.TransferWithdraw, "withdraw:"+string(w.ID), "withdrawal "+string(w.ID)+" queued",
+		market.Earnings(w.Account), market.Withdrawing(w.Account), w.Amount, at))
 }
 
 // Payout pays a queued withdrawal out of the ledger, to the world.
-func Payout(host market.AccountID, id market.WithdrawalID, amount market.Money, at time.Time) market.Transfer {
-	return move(market.TransferPayout, "payout:"+string(id), "withdrawal "+string(id)+" paid out",
-		market.Withdrawing(host), market.WorldAccount, amount, at)
+func Payout(w market.Withdrawal, at time.Time) market.Transfer {
+	return inAsset(w.Asset, move(market.TransferPayout, "payout:"+string(w.ID), "withdrawal "+string(w.ID)+" paid out",
+		market.Withdrawing(w.Account), market.WorldAccount, w.Amount, at))
 }
 
 // ReturnWithdrawal gives a rejected withdrawal back to the host's earnings.
-func ReturnWithdrawal(host market.AccountID, id market.WithdrawalID, amount market.Money, reason string, at time.Time) market.Transfer {
-	return move(market.TransferWithdrawReturn, "withdraw-return:"+string(id), "withdrawal "+string(id)+" rejected: "+reason,
-		market.Withdrawing(host), market.Earnings(host), amount, at)
+func ReturnWithdrawal(w market.Withdrawal, reason string, at time.Time) market.Transfer {
+	return inAsset(w.Asset, move(market.TransferWithdrawReturn, "withdraw-return:"+string(w.ID), "withdrawal "+string(w.ID)+" rejected: "+reason,
+		market.Withdrawing(w.Account), market.Earnings(w.Account), w.Amount, at))
+}
+
+// inAsset is t in asset a; an empty a is the platform token.
+func inAsset(a market.Asset, t market.Transfer) market.Transfer {
+	if a != "" {
+		t.Asset = a
+	}
+	return t
 }
 
 // Stake moves tokens from a user's available balance into its stake.

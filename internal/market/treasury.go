@@ -57,9 +57,11 @@ type Withdrawal struct {
 	DecidedBy AccountID       `json:"decided_by,omitempty"`
 }
 
-// WithdrawRequest asks to withdraw earnings.
+// WithdrawRequest asks to withdraw earnings in one asset; an empty Asset
+// is the platform token.
 type WithdrawRequest struct {
 	Amount Money `json:"amount"`
+	Asset  Asset `json:"asset,omitempty"`
 }
 
 // RejectRequest says why a withdrawal is rejected.
@@ -145,8 +147,9 @@ type DayRevenue struct {
 
 // DayEarnings is what a host earned on one UTC day.
 type DayEarnings struct {
-	Day     string `json:"day"` // YYYY-MM-DD, UTC
-	Minutes int64  `json:"minutes"`
-	Amount  Money  `json:"amount"`
-	Pending Money  `json:"pending"` // of Amount, still in the settlement delay
+	Day        string `json:"day"` // YYYY-MM-DD, UTC
+	Minutes    int64  `json:"minutes"`
+	GPUMinutes int64  `json:"gpu_minutes"`
+	Amount     Money  `json:"amount"`
+	Pending    Money  `json:"pending"` // of Amount, still in the settlement delay
 }

@@ -245,9 +245,12 @@ type Wallet struct {
 	Assets    []AssetBalances `json:"assets,omitempty"` // project assets with a balance
 }
 
-// Earnings summarises what a host earned, per machine and per day. Total
-// is the earnings account's balance: Pending (charged within the settlement
-// delay) plus Withdrawable. Withdrawing is queued for payout.
+// EarningsReport summarises what a host earned. Total is the earnings
+// account's balance: Pending (credited within the settlement delay) plus
+// Withdrawable. Withdrawing is queued for payout. The top-level amounts
+// are in the platform token (Asset); Assets has the same per asset, the
+// platform token first. Machines and Days break down the billed minutes,
+// which are paid in the platform token.
 type EarningsReport struct {
 	Account         AccountID         `json:"account"`
 	Asset           Asset             `json:"asset"`
@@ -256,16 +259,29 @@ type EarningsReport struct {
 	Withdrawable    Money             `json:"withdrawable"`
 	Withdrawing     Money             `json:"withdrawing"`
 	SettlementDelay string            `json:"settlement_delay"`
+	Assets          []AssetEarnings   `json:"assets"`
 	Machines        []MachineEarnings `json:"machines"`
 	Days            []DayEarnings     `json:"days"`
 }
 
-// MachineEarnings is a host's earnings from one machine.
+// AssetEarnings is a host's earnings in one asset: the platform token
+// (billed minutes) or a project token (payments).
+type AssetEarnings struct {
+	Asset        Asset `json:"asset"`
+	Total        Money `json:"total"`
+	Pending      Money `json:"pending"`
+	Withdrawable Money `json:"withdrawable"`
+	Withdrawing  Money `json:"withdrawing"`
+}
+
+// MachineEarnings is a host's earnings from one machine. Minutes counts
+// billed instance-minutes; GPUMinutes weighs each by the instance's GPUs.
 type MachineEarnings struct {
-	Machine MachineID `json:"machine"`
-	Minutes int64     `json:"minutes"`
-	Amount  Money     `json:"amount"`
-	Pending Money     `json:"pending"` // of Amount, still in the settlement delay
+	Machine    MachineID `json:"machine"`
+	Minutes    int64     `json:"minutes"`
+	GPUMinutes int64     `json:"gpu_minutes"`
+	Amount     Money     `json:"amount"`
+	Pending    Money     `json:"pending"` // of Amount, still in the settlement delay
 }
 
 // HistoryEntry is one transfer as seen from one user's accounts.
@@ -274,6 +290,7 @@ type HistoryEntry struct {
 	At       time.Time     `json:"at"`
 	Kind     TransferKind  `json:"kind"`
 	Account  LedgerAccount `json:"account"`
+	Asset    Asset         `json:"asset"`
 	Amount   Money         `json:"amount"`
 	Instance InstanceID    `json:"instance,omitempty"`
 	Minute   int64         `json:"minute,omitempty"`

@@ -19,7 +19,7 @@ import (
 const (
 	// $1 account, $2 from, $3 to (0 = none), then the kinds.
 	qFlowPrefix = `SELECT COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
-WHERE e.account = $1 AND t.at >= $2 AND ($3 <= 0 OR t.at < $3) AND t.kind IN ` // + ($4, ...)
+WHERE e.account = $1 AND t.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR t.at < $3) AND t.kind IN ` // + ($4, ...); the CAST keeps Postgres from taking $3 for an int4
 	// $1 the fee account, $2 from, $3 to (0 = none), $4 the platform
 	// token (fees are taken in it). The subquery finds the first transfer
 	// since from through the partial index transfers_fees_at (0012),
@@ -76,8 +76,13 @@ func (t *sqlTx) Flow(ctx context.Context, f coord.FlowFilter) (market.Money, err
 		args = append(args, string(k))
 		ph = append(ph, "$"+strconv.Itoa(len(args)))
 	}
+	q := qFlowPrefix + "(" + strings.Join(ph, ", ") + ")"
+	if f.Asset != "" {
+		args = append(args, string(f.Asset))
+		q += " AND t.asset = $" + strconv.Itoa(len(args))
+	}
 	var v int64
-	if err := t.tx.QueryRowContext(ctx, qFlowPrefix+"("+strings.Join(ph, ", ")+")", args...).Scan(&v); err != nil {
+	if err := t.tx.QueryRowContext(ctx, q, args...).Scan(&v); err != nil {
 		return 0, fmt.Errorf("flow of %s: %w", f.Account, err)
 	}
 	return market.Money(v), nil
