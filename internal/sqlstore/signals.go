@@ -11,7 +11,7 @@ import (
 	"github.com/gpumarket/gpumarket/internal/market"
 )
 
-// Replica signals (migration 0014).
+// Replica signals (migration 0013).
 
 const (
 	signalColumns = `instance_id, queue, queue_at, healthy, health_at, util, util_at, at`

@@ -22,7 +22,7 @@ const (
 WHERE e.account = $1 AND t.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR t.at < $3) AND t.kind IN ` // + ($4, ...); the CAST keeps Postgres from taking $3 for an int4
 	// $1 the fee account, $2 from, $3 to (0 = none), $4 the platform
 	// token (fees are taken in it). The subquery finds the first transfer
-	// since from through the partial index transfers_fees_at (0012),
+	// since from through the partial index transfers_fees_at (0011),
 	// whose kinds are written out as the index says them so that both
 	// databases may use it; MIN(+seq), not MIN(seq), or SQLite walks the
 	// primary key from the ledger's start instead. The fee entries are
