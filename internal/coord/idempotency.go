@@ -183,7 +183,7 @@ func replay[T any](c idemCall, rec IdemRecord) (T, error) {
 // Instance creates. CreateInstance may try several offers, one
 // transaction each (createAuto), so its key travels in the context: each
 // of its transactions begins with beginCreate and the one that rents ends
-// with recordCreate. Creates made without a key (the web UI, deployments)
+// with recordCreate. Creates made without a key (deployments)
 // carry none and are unaffected.
 
 type createKey struct{}

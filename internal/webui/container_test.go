@@ -134,6 +134,7 @@ func TestRentContainerFields(t *testing.T) {
 
 	// The review's hidden fields carry the form to the confirmation.
 	form.Set("confirm", "yes")
+	form.Set("idem", idem(t, rec.Body.String()))
 	rec = u.post(u.cookie, u.csrf, path, form)
 	if rec.Code != http.StatusSeeOther {
 		t.Fatalf("rent: %d\n%s", rec.Code, rec.Body)
@@ -147,7 +148,7 @@ func TestRentContainerFields(t *testing.T) {
 	}
 
 	// Without a template: an image and a command of one's own, no ports.
-	rec = u.post(u.cookie, u.csrf, path, url.Values{"gpus": {"1"}, "image": {"alpine:3"}, "command": {"sleep 1"}, "confirm": {"yes"}})
+	rec = u.post(u.cookie, u.csrf, path, url.Values{"gpus": {"1"}, "image": {"alpine:3"}, "command": {"sleep 1"}, "confirm": {"yes"}, "idem": {"web-plain"}})
 	if rec.Code != http.StatusSeeOther {
 		t.Fatalf("rent without a template: %d\n%s", rec.Code, rec.Body)
 	}

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type fakeService struct {
 	instances map[market.InstanceID]market.Instance
 	logs      map[market.InstanceID][]market.LogChunk
 	wallets   map[market.AccountID]market.Wallet
+	created   map[string]keyedCreate // by caller and idempotency key
 	faucet    bool
 	broken    error // returned by every call when set: a store failure
 	n         int
@@ -36,6 +38,7 @@ func newFake() *fakeService {
 		accounts: map[string]market.Account{}, passwords: map[string]string{}, keys: map[string]market.APIKey{},
 		machines: map[market.MachineID]market.Machine{}, instances: map[market.InstanceID]market.Instance{},
 		logs: map[market.InstanceID][]market.LogChunk{}, wallets: map[market.AccountID]market.Wallet{},
+		created: map[string]keyedCreate{},
 	}
 }
 
@@ -157,9 +160,36 @@ func (f *fakeService) Machine(ctx context.Context, caller market.Account, id mar
 	return m, f.broken
 }
 
-func (f *fakeService) CreateInstance(ctx context.Context, caller market.Account, req market.CreateInstanceRequest) (market.Instance, error) {
+// keyedCreate is a create made under an idempotency key: what was asked
+// and the instance it made.
+type keyedCreate struct {
+	req  market.CreateInstanceRequest
+	inst market.InstanceID
+}
+
+// CreateInstanceOnce keeps the coordinator's rules for keys: a repeat
+// with the same request returns the first instance, another request is
+// refused with Conflict.
+func (f *fakeService) CreateInstanceOnce(ctx context.Context, caller market.Account, key string, req market.CreateInstanceRequest) (market.Instance, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if key == "" {
+		return market.Instance{}, market.Errorf("create instance", market.Invalid, "this call moves money and needs an Idempotency-Key header")
+	}
+	if c, ok := f.created[string(caller.ID)+"\n"+key]; ok {
+		if !reflect.DeepEqual(c.req, req) {
+			return market.Instance{}, market.Errorf("create instance", market.Conflict, "idempotency key %q was used for a different create instance request; use a new key for a new request", key)
+		}
+		return f.instances[c.inst], nil
+	}
+	inst, err := f.createInstance(caller, req)
+	if err == nil {
+		f.created[string(caller.ID)+"\n"+key] = keyedCreate{req: req, inst: inst.ID}
+	}
+	return inst, err
+}
+
+func (f *fakeService) createInstance(caller market.Account, req market.CreateInstanceRequest) (market.Instance, error) {
 	if !caller.Has(market.RoleRenter) {
 		return market.Instance{}, market.Errorf("create instance", market.Forbidden, "this needs the renter role")
 	}

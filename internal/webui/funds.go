@@ -25,11 +25,16 @@ func newFormKey() string { return "web-" + market.RandomToken(16) }
 // formKey returns the posted idempotency key, or records a form error.
 func formKey(p *page, field string) string {
 	k := p.Form.Get(keyField)
-	if k == "" || len(k) > 64 || strings.ContainsAny(k, " \t\r\n") {
+	if !validFormKey(k) {
 		p.fieldError(field, "this form is incomplete; reload the page and send it again")
 		return ""
 	}
 	return k
+}
+
+// validFormKey reports whether k can be a key that newFormKey made.
+func validFormKey(k string) bool {
+	return k != "" && len(k) <= 64 && !strings.ContainsAny(k, " \t\r\n")
 }
 
 // parseAmount reads a token amount from a form field, or records why not.

@@ -3,10 +3,12 @@ package webui
 import (
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -288,7 +290,7 @@ func TestRentPage(t *testing.T) {
 		{"bad env", url.Values{"env": {"1X=2"}}, 400, "line 1: write NAME=value"},
 		{"env twice", url.Values{"env": {"A=1\nA=2"}}, 400, "A is set twice"},
 		{"review", nil, 200, `id="review-escrow"><strong>1.00</strong>`},
-		{"not enough funds", url.Values{"gpus": {"2"}, "confirm": {"yes"}}, 200, ""},
+		{"not enough funds", url.Values{"gpus": {"2"}, "confirm": {"yes"}, "idem": {"web-funds"}}, 200, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			form := url.Values{}
@@ -309,12 +311,12 @@ func TestRentPage(t *testing.T) {
 		})
 	}
 	// The host has no renter role.
-	check(t, u.post(u.hostCk, u.hostTok, path, url.Values{"gpus": {"1"}, "command": {"x"}, "confirm": {"yes"}}), http.StatusForbidden, "renter role")
+	check(t, u.post(u.hostCk, u.hostTok, path, url.Values{"gpus": {"1"}, "command": {"x"}, "confirm": {"yes"}, "idem": {"web-host"}}), http.StatusForbidden, "renter role")
 }
 
 func TestRentCreates(t *testing.T) {
 	u := newUI(t)
-	rec := u.post(u.cookie, u.csrf, "/rent/"+string(u.machine), url.Values{"gpus": {"1"}, "command": {"echo 'hi' && sleep 1"}, "env": {"A=1"}, "confirm": {"yes"}})
+	rec := u.post(u.cookie, u.csrf, "/rent/"+string(u.machine), url.Values{"gpus": {"1"}, "command": {"echo 'hi' && sleep 1"}, "env": {"A=1"}, "confirm": {"yes"}, "idem": {"web-creates"}})
 	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(rec.Header().Get("Location"), "/instances/i-") {
 		t.Fatalf("rent: %d to %q\n%s", rec.Code, rec.Header().Get("Location"), rec.Body)
 	}
@@ -322,6 +324,78 @@ func TestRentCreates(t *testing.T) {
 	inst := u.svc.instances[market.InstanceID(id)]
 	if got := strings.Join(inst.Command, "|"); got != "sh|-c|echo 'hi' && sleep 1" || inst.Env["A"] != "1" {
 		t.Errorf("instance runs %q with env %v", got, inst.Env)
+	}
+}
+
+// TestRentOnce: the review carries an idempotency key to the
+// confirmation, so a double click or a resent form rents once, and a
+// confirmation without the key rents nothing.
+func TestRentOnce(t *testing.T) {
+	u := newUI(t)
+	path := "/rent/" + string(u.machine)
+	renter := u.svc.accounts["renter@example.com"].ID
+	form := url.Values{"gpus": {"1"}, "command": {"sleep 1"}}
+	review := u.post(u.cookie, u.csrf, path, form)
+	check(t, review, http.StatusOK, `id="review"`)
+	key := idem(t, review.Body.String())
+	if again := idem(t, u.post(u.cookie, u.csrf, path, form).Body.String()); again == key {
+		t.Errorf("two reviews carry the same key %q", key)
+	}
+
+	before, wallet := len(u.svc.instances), u.svc.wallets[renter]
+	form.Set("confirm", "yes")
+	form.Set(keyField, key)
+	var recs [2]*httptest.ResponseRecorder
+	var wg sync.WaitGroup
+	for i := range recs { // a double click: both sent before either is answered
+		f := maps.Clone(form) // post sets the token in its form
+		wg.Go(func() { recs[i] = u.post(u.cookie, u.csrf, path, f) })
+	}
+	wg.Wait()
+	resent := u.post(u.cookie, u.csrf, path, form) // a resend after the answer, as from the history
+	var where []string
+	for _, rec := range append(recs[:], resent) {
+		if rec.Code != http.StatusSeeOther || !strings.HasPrefix(rec.Header().Get("Location"), "/instances/i-") {
+			t.Fatalf("confirm: %d to %q\n%s", rec.Code, rec.Header().Get("Location"), rec.Body)
+		}
+		where = append(where, rec.Header().Get("Location"))
+	}
+	for _, w := range where[1:] {
+		if w != where[0] {
+			t.Errorf("the same confirmation went to %q and %q, want one instance", where[0], w)
+		}
+	}
+	if got := len(u.svc.instances) - before; got != 1 {
+		t.Errorf("%d instances made by one confirmation sent several times, want 1", got)
+	}
+	price := u.svc.machines[u.machine].PricePerGPUHour
+	if got := u.svc.wallets[renter].Escrow - wallet.Escrow; got != price {
+		t.Errorf("escrow held %s, want %s (one hour, once)", got, price)
+	}
+
+	// The key with another request is refused, not replayed.
+	changed := url.Values{"gpus": {"2"}, "command": {"sleep 1"}, "confirm": {"yes"}, keyField: {key}}
+	check(t, u.post(u.cookie, u.csrf, path, changed), http.StatusConflict, `id="rent-error"`, "different create instance request")
+
+	before = len(u.svc.instances)
+	for _, tc := range []struct {
+		name string
+		key  []string
+	}{
+		{"missing", nil},
+		{"empty", []string{""}},
+		{"spaces", []string{"web- x"}},
+		{"too long", []string{"web-" + strings.Repeat("k", 61)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			form := url.Values{"gpus": {"1"}, "command": {"sleep 2"}, "confirm": {"yes"}, keyField: tc.key}
+			// The form comes back, filled in, to review again.
+			check(t, u.post(u.cookie, u.csrf, path, form), http.StatusBadRequest,
+				`id="rent-error"`, "did not come from the review", `id="review-button"`, `value="sleep 2"`)
+		})
+	}
+	if got := len(u.svc.instances) - before; got != 0 {
+		t.Errorf("%d instances made by confirmations without a key, want 0", got)
 	}
 }
 

@@ -127,6 +127,7 @@ type rentData struct {
 	Escrow    market.Money
 	Available market.Money
 	Review    bool
+	Key       string // the review's idempotency key, carried to the confirmation
 }
 
 // Limits of the rent form.
@@ -185,6 +186,14 @@ func parseEnv(text string) (map[string]string, error) {
 
 // rent validates the form; the first post shows the review with the price
 // and the escrow, the confirmed one creates the instance.
+//
+// The review carries a fresh idempotency key to the confirmation, and the
+// instance is created under it, so a double click, a resent form or a
+// confirmation sent again from the history rents once: the repeat is
+// answered with the first instance. A confirmation without a well-formed
+// key is refused rather than given a new key here: a key made at confirm
+// time would differ on every resend and guard nothing, and such a post
+// comes from a stale page or a hand-made request, not from the review.
 func (s *server) rent(w http.ResponseWriter, r *http.Request, p *page, sess session) {
 	p.Title, p.Nav = "Rent", "offers"
 	p.Form = r.PostForm
@@ -247,8 +256,14 @@ func (s *server) rent(w http.ResponseWriter, r *http.Request, p *page, sess sess
 			s.fail(w, r, p, err)
 			return
 		}
-		d.Available, d.Review = wal.Available, true
+		d.Available, d.Review, d.Key = wal.Available, true, newFormKey()
 		s.render(w, r, http.StatusOK, "rent", p)
+		return
+	}
+	key := f.Get(keyField)
+	if !validFormKey(key) {
+		p.Error = "this confirmation did not come from the review, so it could rent twice; press Review and confirm again"
+		s.render(w, r, http.StatusBadRequest, "rent", p)
 		return
 	}
 	req := market.CreateInstanceRequest{Machine: m.ID, GPUs: d.GPUs, Image: d.Image, Env: env, Template: d.Template, SSHKeys: keys}
@@ -258,7 +273,7 @@ func (s *server) rent(w http.ResponseWriter, r *http.Request, p *page, sess sess
 	if cmd != "" {
 		req.Command = []string{"sh", "-c", cmd}
 	}
-	inst, err := s.svc.CreateInstance(r.Context(), sess.account, req)
+	inst, err := s.svc.CreateInstanceOnce(r.Context(), sess.account, key, req)
 	if err != nil {
 		if !userError(err) {
 			s.fail(w, r, p, err)

@@ -23,7 +23,9 @@ type Service interface {
 	ExplainOffers(ctx context.Context, f market.OfferFilter) (match.Explanation, error)
 	Machine(ctx context.Context, caller market.Account, id market.MachineID) (market.Machine, error)
 
-	CreateInstance(ctx context.Context, caller market.Account, req market.CreateInstanceRequest) (market.Instance, error)
+	// CreateInstanceOnce creates an instance under an idempotency key: a
+	// repeat with the key and the same request returns the first result.
+	CreateInstanceOnce(ctx context.Context, caller market.Account, key string, req market.CreateInstanceRequest) (market.Instance, error)
 	Instances(ctx context.Context, caller market.Account, all bool) ([]market.Instance, error)
 	Instance(ctx context.Context, caller market.Account, id market.InstanceID) (market.Instance, error)
 	StopInstance(ctx context.Context, caller market.Account, id market.InstanceID) (market.Instance, error)
