@@ -31,6 +31,8 @@ var (
 	_ agent.Sampler     = (*fake.Control)(nil)
 	_ agent.Sampler     = nvidiasmi.Control{}
 	_ agent.Sampler     = (*nvml.Lib)(nil)
+	_ agent.GPUControl  = nvidiasmi.Control{}
+	_ agent.GPUControl  = (*nvml.Lib)(nil)
 )
 
 type agentCmd struct {
@@ -58,7 +60,9 @@ nvidia-smi, or --fake-gpus), registers the machine with the coordinator under th
 account of --token, long-polls for work, runs it and reports back.
 
 NVML is used when this binary was built with cgo and the driver's
-libnvidia-ml is installed; GPU metrics are sent with each report.
+libnvidia-ml is installed; GPU metrics are sent with each report. Spot
+winners' power limits and clocks are set with NVML then (clock offsets
+need it), else with nvidia-smi; either needs the agent to run as root.
 
 Workloads run as hardened Docker containers when a Docker daemon answers
 (--runner docker), else as plain processes (--runner process); the machine
@@ -245,21 +249,22 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 	}
 	hw.Hostname, _ = os.Hostname()
 	var metrics agent.Sampler // NVML when it loaded, else the GPU control's own
+	var lib *nvml.Lib         // nil when discovery did not use NVML
 	if o.FakeGPUs != "" {
 		if hw.GPUs, err = fake.Parse(o.FakeGPUs, fp); err != nil {
 			return nil, usagef("--fake-gpus: %s", market.Message(err))
 		}
 		hw.DriverVersion, hw.CUDAVersion = "fake", "fake"
-	} else if lib, nerr := nvml.Open(); nerr == nil {
+	} else if l, nerr := nvml.Open(); nerr == nil {
 		// NVML first: no process per reading, and it reads what
 		// nvidia-smi reads, from the same library.
-		info, err := lib.Discover(ctx)
+		info, err := l.Discover(ctx)
 		if err != nil {
-			lib.Close()
+			l.Close()
 			return nil, fmt.Errorf("discover GPUs with NVML: %w", err)
 		}
 		hw.GPUs, hw.DriverVersion, hw.CUDAVersion = info.GPUs, info.DriverVersion, info.CUDAVersion
-		metrics = lib
+		metrics, lib = l, l
 		if o.Logger != nil {
 			o.Logger.Info("GPUs discovered with NVML", "gpus", len(info.GPUs), "driver", info.DriverVersion, "mig", info.MIG)
 		}
@@ -284,9 +289,13 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 		hw.Runner = "process"
 	}
 	// Spot winners' power limits and clocks: simulated on fake GPUs, set
-	// with nvidia-smi on real ones.
+	// with NVML on real ones when discovery used it (it alone can set clock
+	// offsets), else with nvidia-smi.
 	var ctl agent.GPUControl = fake.NewControl(hw.GPUs)
-	if o.FakeGPUs == "" {
+	switch {
+	case lib != nil:
+		ctl = lib
+	case o.FakeGPUs == "":
 		defaults := map[string]int{}
 		for _, g := range hw.GPUs {
 			defaults[g.UUID] = g.DefaultPowerW

@@ -22,7 +22,7 @@ type Control struct {
 // Apply sets the power limit and locks the clocks of each GPU.
 func (c Control) Apply(ctx context.Context, uuids []string, powerW int, clocks market.Clocks) error {
 	if clocks.CoreOffsetMHz != 0 || clocks.MemOffsetMHz != 0 {
-		return fmt.Errorf("clock offsets need NVML, which this agent was built without; bid without --core-offset/--mem-offset")
+		return fmt.Errorf("clock offsets need NVML, which this agent could not load (built without cgo, or no libnvidia-ml); bid without --core-offset/--mem-offset")
 	}
 	for _, u := range uuids {
 		if powerW > 0 {

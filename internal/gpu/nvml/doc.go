@@ -1,4 +1,5 @@
-// Package nvml discovers NVIDIA GPUs and reads their metrics through NVML
+// Package nvml discovers NVIDIA GPUs, reads their metrics and sets their
+// power limits and clocks (offsets included) through NVML
 // (github.com/NVIDIA/go-nvml), which loads the driver's libnvidia-ml.so at
 // run time. It needs cgo to build; without cgo (or off Linux) Open says so
 // and the agent falls back to nvidia-smi.

@@ -25,3 +25,9 @@ func (l *Lib) Discover(context.Context) (Info, error) { return Info{}, ErrUnavai
 
 // Sample is never reached: Open fails.
 func (l *Lib) Sample(context.Context) ([]market.GPUSample, error) { return nil, ErrUnavailable }
+
+// Apply is never reached: Open fails.
+func (l *Lib) Apply(context.Context, []string, int, market.Clocks) error { return ErrUnavailable }
+
+// Reset is never reached: Open fails.
+func (l *Lib) Reset(context.Context, []string) error { return ErrUnavailable }
