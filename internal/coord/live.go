@@ -3,6 +3,7 @@ package coord
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -185,19 +186,78 @@ func (s *Service) claimSilence() time.Duration {
 	return s.cfg.LostAfter * time.Duration(s.cfg.Speedup) * 3 / 4
 }
 
-// flushSeen writes claims, releases and this coordinator's vouch in one
-// transaction (see liveSet). The machines it finds offline (another
-// coordinator's leader took them offline) are forgotten, so that their
-// next report brings them back online through the store.
+// flushSlice bounds the machines one flush transaction claims or
+// releases: SQLite has one connection, and a heartbeat that needs the
+// store (a machine back online) must not wait behind 100,000 rows.
+const flushSlice = 2000
+
+// slices splits a batch into parts of at most n machines each. A machine
+// claimed and released in one go stays in one part: the pair is one change.
+func (b flushBatch) slices(n int) []flushBatch {
+	ids := make([]market.MachineID, 0, len(b.claim)+len(b.release))
+	for id := range b.claim {
+		ids = append(ids, id)
+	}
+	for id := range b.release {
+		if _, ok := b.claim[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	var out []flushBatch
+	for len(ids) > 0 {
+		k := min(n, len(ids))
+		part := flushBatch{claim: map[market.MachineID]time.Time{}, release: map[market.MachineID]time.Time{}}
+		for _, id := range ids[:k] {
+			if t, ok := b.claim[id]; ok {
+				part.claim[id] = t
+			}
+			if t, ok := b.release[id]; ok {
+				part.release[id] = t
+			}
+		}
+		out = append(out, part)
+		ids = ids[k:]
+	}
+	return out
+}
+
+// flushSeen writes claims and releases in transactions of at most
+// flushSlice machines, then, with the replica signals, this coordinator's
+// vouch (see liveSet). The vouch comes last: until it is written the
+// previous one stands, which covers no machine released meanwhile (its
+// claim is gone) and only machines that beat to this coordinator. The
+// machines it finds offline (another coordinator's leader took them
+// offline) are forgotten, so that their next report brings them back
+// online through the store.
 func (s *Service) flushSeen(ctx context.Context) error {
 	now := s.now()
 	silence := s.claimSilence()
 	b := s.live.take(now, silence, silence/2)
+	for _, part := range b.slices(flushSlice) {
+		var missed []market.MachineID
+		err := s.store.Tx(ctx, func(tx Tx) error {
+			missed = nil
+			if len(part.claim) > 0 {
+				var err error
+				if missed, err = tx.ClaimMachines(ctx, s.cfg.Node, part.claim); err != nil {
+					return err
+				}
+			}
+			if len(part.release) > 0 {
+				return tx.ReleaseMachines(ctx, s.cfg.Node, part.release)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("write heartbeat claims (%d claims, %d releases): %w", len(part.claim), len(part.release), err)
+		}
+		s.live.apply(part, missed, now)
+		s.beats.flushed.Add(int64(len(part.claim) + len(part.release)))
+	}
 	sigs := s.signals.take(now, s.metrics) // signals.go
 	prune := s.signals.prune(now)
-	var missed []market.MachineID
 	err := s.store.Tx(ctx, func(tx Tx) error {
-		missed = nil
 		if len(sigs) > 0 {
 			if err := tx.PutReplicaSignals(ctx, sigs); err != nil {
 				return err
@@ -208,29 +268,16 @@ func (s *Service) flushSeen(ctx context.Context) error {
 				return err
 			}
 		}
-		if len(b.claim) > 0 {
-			var err error
-			if missed, err = tx.ClaimMachines(ctx, s.cfg.Node, b.claim); err != nil {
-				return err
-			}
-		}
-		if len(b.release) > 0 {
-			if err := tx.ReleaseMachines(ctx, s.cfg.Node, b.release); err != nil {
-				return err
-			}
-		}
 		return tx.BeatNode(ctx, s.cfg.Node, now)
 	})
 	if err != nil {
-		return fmt.Errorf("write heartbeat claims (%d claims, %d releases, %d replica signals): %w", len(b.claim), len(b.release), len(sigs), err)
+		return fmt.Errorf("write heartbeat vouch (%d replica signals): %w", len(sigs), err)
 	}
-	s.live.apply(b, missed, now)
 	s.signals.written(sigs, now)
 	if prune {
 		s.signals.pruned(now)
 	}
 	s.beats.flushes.Add(1)
-	s.beats.flushed.Add(int64(len(b.claim) + len(b.release)))
 	return nil
 }
 

@@ -1,0 +1,69 @@
+package coord
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+func TestFlushBatchSlices(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	b := flushBatch{claim: map[market.MachineID]time.Time{}, release: map[market.MachineID]time.Time{}}
+	for i := range 10 {
+		id := market.MachineID(fmt.Sprintf("m-%02d", i))
+		switch {
+		case i < 4: // claimed
+			b.claim[id] = at
+		case i < 7: // claimed and released in one go
+			b.claim[id], b.release[id] = at, at
+		default: // released
+			b.release[id] = at
+		}
+	}
+	for _, n := range []int{1, 3, 4, 10, 100} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			parts := b.slices(n)
+			if want := (10 + n - 1) / n; len(parts) != want {
+				t.Fatalf("%d parts, want %d", len(parts), want)
+			}
+			claims, releases := map[market.MachineID]int{}, map[market.MachineID]int{}
+			for _, p := range parts {
+				ids := map[market.MachineID]bool{}
+				for id := range p.claim {
+					ids[id] = true
+					claims[id]++
+				}
+				for id := range p.release {
+					ids[id] = true
+					releases[id]++
+					if _, both := b.claim[id]; both {
+						if _, ok := p.claim[id]; !ok {
+							t.Errorf("%s is claimed and released in one go but its claim is in another part", id)
+						}
+					}
+				}
+				if len(ids) > n {
+					t.Errorf("a part has %d machines, want at most %d", len(ids), n)
+				}
+			}
+			if len(claims) != len(b.claim) || len(releases) != len(b.release) {
+				t.Errorf("parts hold %d claims and %d releases, want %d and %d", len(claims), len(releases), len(b.claim), len(b.release))
+			}
+			for id, k := range claims {
+				if k != 1 {
+					t.Errorf("%s claimed in %d parts", id, k)
+				}
+			}
+			for id, k := range releases {
+				if k != 1 {
+					t.Errorf("%s released in %d parts", id, k)
+				}
+			}
+		})
+	}
+	if parts := (flushBatch{}).slices(5); len(parts) != 0 {
+		t.Errorf("an empty batch gave %d parts", len(parts))
+	}
+}
