@@ -288,8 +288,9 @@ func (s *Service) detectLost(ctx context.Context) error {
 
 func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline time.Time) error {
 	var ended []market.InstanceID
+	lost := false
 	err := s.store.Tx(ctx, func(tx Tx) error {
-		ended = nil
+		ended, lost = nil, false
 		m, err := tx.Machine(ctx, id)
 		if err != nil {
 			return err
@@ -302,6 +303,7 @@ func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline
 		} else if !vouched[id].Before(deadline) {
 			return nil // a coordinator claimed it meanwhile
 		}
+		lost = true
 		now := s.now()
 		m.Online = false
 		if err := tx.UpdateMachine(ctx, m); err != nil {
@@ -336,7 +338,11 @@ func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline
 		}
 		return s.slashForDowntime(ctx, tx, m, insts) // bond.go
 	})
-	if err == nil {
+	if err == nil && lost {
+		// Only a machine taken offline is forgotten: one that a claim
+		// saved (this coordinator's own flush, between the list and this
+		// transaction) must stay, or nothing would ever release its claim
+		// and the vouch would keep it online after its agent died.
 		s.live.forget(id)
 		s.instancesEnded(id, ended)
 		s.reindex(ctx, id)

@@ -707,3 +707,33 @@ func TestRegisterAgain(t *testing.T) {
 		t.Errorf("back from offline: online %v, %d new events; want online and a machine.online event", back.Online, registered()-before)
 	}
 }
+
+// Lost-host detection lists a machine as silent, and before its
+// transaction runs this coordinator's flush claims the machine (its agent
+// beat in memory). The detection must leave it online and remembered:
+// when the agent then dies, the claim is released and the machine goes
+// offline, instead of staying online for ever under the vouch.
+func TestClaimedDuringDetectionStillGoesOffline(t *testing.T) {
+	e := newEnv(t) // lost after 60 s
+	start := e.clock.Now()
+	e.clock.Advance(70 * time.Second)
+	must(e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{})) // in memory
+	must(0, e.svc.FlushSeen(e.ctx))                                  // claims it, seen at start+70s
+	e.clock.Advance(10 * time.Second)
+	must(e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{}))
+	must(0, e.svc.FlushSeen(e.ctx)) // vouches at start+80s
+	// Detection listed it when its stored heartbeat was start+70s.
+	must(0, e.svc.LoseMachine(e.ctx, e.mach.ID, start.Add(75*time.Second)))
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
+		t.Fatal("a machine its coordinator vouches for was taken offline")
+	}
+	// The agent dies: no heartbeat after start+80s.
+	for range 12 {
+		e.clock.Advance(10 * time.Second)
+		must(0, e.svc.FlushSeen(e.ctx))
+		e.tick()
+	}
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); m.Online {
+		t.Fatalf("the machine is still online 120 s after its last heartbeat (last seen %s)", m.LastSeenAt)
+	}
+}

@@ -3,6 +3,9 @@ package coord
 import (
 	"context"
 	"errors"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
 )
 
 // PassAs runs the leader's background work as if this coordinator held the
@@ -15,3 +18,12 @@ func (s *Service) PassAs(ctx context.Context, gen int64) error {
 
 // IsNotLeader reports whether err is a write refused by the leader fence.
 func IsNotLeader(err error) bool { return errors.Is(err, errNotLeader) }
+
+// FlushSeen writes this coordinator's heartbeat claims and vouch now.
+func (s *Service) FlushSeen(ctx context.Context) error { return s.flushSeen(ctx) }
+
+// LoseMachine is lost-host detection's step for one machine it listed as
+// silent since deadline.
+func (s *Service) LoseMachine(ctx context.Context, id market.MachineID, deadline time.Time) error {
+	return s.loseMachine(ctx, id, deadline)
+}
