@@ -111,20 +111,7 @@ func testDeployment(t *testing.T, db string) {
 	renter := s.signup(t, "renter@example.com", market.RoleRenter)
 	must[market.Transfer](t, "deposit")(s.admin.Deposit(ctx, market.DepositRequest{Email: "renter@example.com", Amount: market.Tokens(100)}, "d-1"))
 
-	cfg := t.TempDir() + "/config.json"
-	gm := func(args ...string) (string, string, int) {
-		var out, errOut strings.Builder
-		code := run(ctx, append([]string{"--config", cfg, "--coordinator", s.co.URL}, args...), strings.NewReader(""), &out, &errOut, nil)
-		return out.String(), errOut.String(), code
-	}
-	ok := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := gm(args...)
-		if code != 0 {
-			t.Fatalf("gpumarket %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
-		}
-		return out
-	}
+	gm, ok := cliUser(t, ctx, s.co.URL)
 	ok("login", "--email", "renter@example.com", "--password", "password-1")
 
 	// Bad input says what is wrong.

@@ -72,20 +72,7 @@ func TestSystemDockerCLI(t *testing.T) {
 	must[market.Machine](t, "price")(host.UpdateMachine(s.ctx, m.ID, market.MachineUpdate{PricePerGPUHour: &price}))
 	must[market.Machine](t, "list")(host.ListMachine(s.ctx, m.ID))
 
-	cfg := t.TempDir() + "/config.json"
-	gm := func(args ...string) (string, string, int) {
-		var out, errOut strings.Builder
-		code := run(s.ctx, append([]string{"--config", cfg, "--coordinator", s.co.URL}, args...), strings.NewReader(""), &out, &errOut, nil)
-		return out.String(), errOut.String(), code
-	}
-	ok := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := gm(args...)
-		if code != 0 {
-			t.Fatalf("gpumarket %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
-		}
-		return out
-	}
+	gm, ok := cliUser(t, s.ctx, s.co.URL)
 	ok("signup", "--email", "renter@example.com", "--password", "password-1")
 	ok("login", "--email", "renter@example.com", "--password", "password-1")
 	must[market.Transfer](t, "deposit")(s.admin.Deposit(s.ctx, market.DepositRequest{Email: "renter@example.com", Amount: market.Tokens(5)}, "d"))

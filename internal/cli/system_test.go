@@ -552,20 +552,7 @@ func TestSystemCLI(t *testing.T) {
 		}
 		return len(ms) == 1, err
 	})
-	cfg := t.TempDir() + "/config.json"
-	gm := func(args ...string) (string, string, int) {
-		var out, errOut strings.Builder
-		code := run(s.ctx, append([]string{"--config", cfg, "--coordinator", s.co.URL}, args...), strings.NewReader(""), &out, &errOut, nil)
-		return out.String(), errOut.String(), code
-	}
-	ok := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := gm(args...)
-		if code != 0 {
-			t.Fatalf("gpumarket %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
-		}
-		return out
-	}
+	gm, ok := cliUser(t, s.ctx, s.co.URL)
 	hostCfg := t.TempDir() + "/host.json"
 	for _, args := range [][]string{
 		{"login", "--email", "host@example.com", "--password", "password-1"},
@@ -614,4 +601,26 @@ func TestSystemCLI(t *testing.T) {
 		t.Errorf("wallet after a stop within the first minute (nothing billed):\n%s", out)
 	}
 	s.checkLedger(t)
+}
+
+// cliUser returns two ways to run gpumarket commands as one user against
+// the coordinator at url, with a config file of their own: gm returns the
+// output, the errors and the exit code; ok fails the test on a non-zero
+// exit and returns the output.
+func cliUser(t *testing.T, ctx context.Context, url string) (gm func(args ...string) (string, string, int), ok func(args ...string) string) {
+	cfg := t.TempDir() + "/config.json"
+	gm = func(args ...string) (string, string, int) {
+		var out, errOut strings.Builder
+		code := run(ctx, append([]string{"--config", cfg, "--coordinator", url}, args...), strings.NewReader(""), &out, &errOut, nil)
+		return out.String(), errOut.String(), code
+	}
+	ok = func(args ...string) string {
+		t.Helper()
+		out, errOut, code := gm(args...)
+		if code != 0 {
+			t.Fatalf("gpumarket %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	return gm, ok
 }

@@ -718,7 +718,7 @@ func TestClaimedDuringDetectionStillGoesOffline(t *testing.T) {
 	start := e.clock.Now()
 	e.clock.Advance(70 * time.Second)
 	must(e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{})) // in memory
-	must(0, e.svc.FlushSeen(e.ctx))                                  // claims it, seen at start+70s
+	must(0, e.svc.FlushSeen(e.ctx))                               // claims it, seen at start+70s
 	e.clock.Advance(10 * time.Second)
 	must(e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{}))
 	must(0, e.svc.FlushSeen(e.ctx)) // vouches at start+80s
