@@ -130,8 +130,10 @@ func isNice(v float64) bool {
 	return false
 }
 
-// tick formats a value-axis label.
-func tick(v float64) string {
+// tick formats a value-axis label of an axis whose labels are step apart,
+// with as many decimals as the step needs: 0.0025 apart reads 0.0025,
+// 0.005, 0.0075, not 0.00, 0.01, 0.01.
+func tick(v, step float64) string {
 	a := math.Abs(v)
 	switch {
 	case a >= 1e6:
@@ -141,7 +143,15 @@ func tick(v float64) string {
 	case a == math.Trunc(a):
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
+	decimals := 2
+	if step > 0 && !math.IsInf(step, 0) {
+		decimals = max(0, int(math.Ceil(-math.Log10(step)-1e-9)))
+		for decimals < 12 && math.Abs(step*math.Pow(10, float64(decimals))-math.Round(step*math.Pow(10, float64(decimals)))) > 1e-6 {
+			decimals++ // 2.5 x 10^k needs one more
+		}
+	}
+	// Round to those decimals, then drop trailing zeros: 0.0050 reads 0.005.
+	return strconv.FormatFloat(math.Round(v*math.Pow(10, float64(decimals)))/math.Pow(10, float64(decimals)), 'f', -1, 64)
 }
 
 // yAxis draws the grid lines and labels of [lo, hi] and returns the
@@ -164,7 +174,7 @@ func (s *svg) yAxis(lo, hi float64) func(float64) float64 {
 		v := lo + (hi-lo)*float64(i)/float64(n)
 		yy := num(y(v))
 		s.f(`<line class="chart-grid" x1="%d" y1="%s" x2="%d" y2="%s"/>`, padL, yy, padL+plotW, yy)
-		s.f(`<text class="chart-tick" x="%d" y="%s" text-anchor="end">%s</text>`, padL-6, num(y(v)+4), tick(v))
+		s.f(`<text class="chart-tick" x="%d" y="%s" text-anchor="end">%s</text>`, padL-6, num(y(v)+4), tick(v, (hi-lo)/float64(n)))
 	}
 	return y
 }

@@ -103,3 +103,25 @@ func TestIsNice(t *testing.T) {
 		}
 	}
 }
+
+func TestTickLabels(t *testing.T) {
+	for _, c := range []struct {
+		v, step float64
+		want    string
+	}{
+		{0, 0.0025, "0"},
+		{0.0025, 0.0025, "0.0025"},
+		{0.005, 0.0025, "0.005"},
+		{0.0075, 0.0025, "0.0075"},
+		{0.3, 0.1, "0.3"},
+		{0.30000000000000004, 0.1, "0.3"},
+		{12.5, 2.5, "12.5"},
+		{25, 5, "25"},
+		{20000, 5000, "20k"},
+		{2e6, 5e5, "2M"},
+	} {
+		if got := tick(c.v, c.step); got != c.want {
+			t.Errorf("tick(%v, %v) = %q, want %q", c.v, c.step, got, c.want)
+		}
+	}
+}
