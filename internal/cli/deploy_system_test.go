@@ -118,7 +118,7 @@ func testDeployment(t *testing.T, db string) {
 	if _, errOut, code := gm("deployment", "create", "web", "--replicas", "5..2", "--", "true"); code != 2 || !strings.Contains(errOut, "MIN <= MAX") {
 		t.Errorf("bad --replicas: exit %d, %q", code, errOut)
 	}
-	if _, errOut, code := gm("deployment", "create", "web", "--spot", "--", "true"); code != 2 || !strings.Contains(errOut, "not supported yet") {
+	if _, errOut, code := gm("deployment", "create", "web", "--spot", "--", "true"); code != 2 || !strings.Contains(errOut, "--spot needs --max-price-per-day") {
 		t.Errorf("--spot: exit %d, %q", code, errOut)
 	}
 	if _, errOut, code := gm("deployment", "create", "web", "--query", "gpu_nam=x", "--", "true"); code != 1 || !strings.Contains(errOut, "did you mean") {

@@ -47,8 +47,9 @@ type specFlags struct {
 	MaxStep    int      `name:"max-step" placeholder:"N" help:"At most this many replicas added or removed per scaling decision (default 2)."`
 	Pool       string   `name:"pool" placeholder:"POOL" help:"Capacity pool to run in (see 'gpumarket admin pool list'); empty: the open market."`
 	Priority   int      `name:"priority" default:"-1" placeholder:"N" help:"Priority within the pool, 0..1000: higher is placed first when capacity is short."`
-	Spot       bool     `name:"spot" help:"Run replicas as spot capacity (not supported yet)."`
-	MaxPrice   string   `name:"max-price-per-day" placeholder:"TOKENS" help:"Highest price of one replica per day; dearer machines are not used."`
+	Spot       bool     `name:"spot" help:"Run each replica as a spot bid of --max-price-per-day per GPU-day on the machine the coordinator chooses; outbid replicas wait or move."`
+	MaxPrice   string   `name:"max-price-per-day" placeholder:"TOKENS" help:"On demand: highest price of one replica per day; dearer machines are not used. With --spot: the bid per GPU-day."`
+	PowerLimit int      `name:"power-limit" placeholder:"WATTS" help:"Spot replicas: power limit of each GPU (default: the machine's maximum)."`
 	Env        []string `name:"env" sep:"none" placeholder:"KEY=VALUE" help:"Environment variable of each replica; repeat for more."`
 	Grace      string   `name:"grace" placeholder:"DURATION" help:"SIGTERM-to-SIGKILL time of each replica, such as 30s."`
 	Health     string   `name:"health" placeholder:"PORT/PATH" help:"HTTP health check the agent makes (2xx within 2 s), such as 8080/healthz; rolling updates wait for it. Plain-process replicas then never share a machine. 'none' removes any check."`
@@ -60,7 +61,16 @@ type specFlags struct {
 // apply sets the flags that were given on spec.
 func (f *specFlags) apply(spec *market.DeploymentSpec) error {
 	if f.Spot {
-		return usagef("--spot: spot deployments are not supported yet; replicas run on demand. Drop --spot (--max-price-per-day caps the on-demand price)")
+		if f.MaxPrice == "" && spec.MaxPricePerDay == 0 {
+			return usagef("--spot needs --max-price-per-day: the bid of each replica per GPU-day")
+		}
+		spec.Spot = true
+	}
+	if f.PowerLimit < 0 {
+		return usagef("--power-limit must not be negative, got %d", f.PowerLimit)
+	}
+	if f.PowerLimit > 0 {
+		spec.PowerLimitW = f.PowerLimit
 	}
 	if f.Image != "" {
 		spec.Image = f.Image
@@ -432,7 +442,14 @@ func (c *deploymentShowCmd) Run(ctx context.Context, env *Env, api *apiclient.Cl
 	} else if h != nil {
 		fmt.Fprintf(w, "  health      %s (exit 0 within %s)\n", strings.Join(h.Command, " "), h.CommandTimeout())
 	}
-	if s.MaxPricePerDay > 0 {
+	switch {
+	case s.Spot:
+		power := "each machine's maximum"
+		if s.PowerLimitW > 0 {
+			power = fmt.Sprintf("%d W", s.PowerLimitW)
+		}
+		fmt.Fprintf(w, "  spot        bids %s per GPU-day, power limit %s\n", money(s.MaxPricePerDay, ""), power)
+	case s.MaxPricePerDay > 0:
 		fmt.Fprintf(w, "  max price   %s per replica-day\n", money(s.MaxPricePerDay, ""))
 	}
 	fmt.Fprintln(w)
@@ -443,12 +460,33 @@ func (c *deploymentShowCmd) Run(ctx context.Context, env *Env, api *apiclient.Cl
 	if err := t.flush(); err != nil {
 		return err
 	}
+	if len(v.Bids) > 0 {
+		fmt.Fprintln(w, "\nSpot bids:")
+		t = newTable(w, "BID", "MACHINE", "STATE", "REPLICA", "PRICE/GPU-DAY")
+		for _, b := range v.Bids {
+			t.row(string(b.ID), string(b.Machine), bidReplicaState(b.State), dash(string(b.Instance)), money(b.PricePerGPUDay, ""))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintln(w, "\nDecisions, newest first:")
 	t = newTable(w, "TIME", "KIND", "REPLICA", "MACHINE", "REASON")
 	for _, h := range v.History {
 		t.row(env.time(h.At), h.Kind, dash(string(h.Instance)), dash(string(h.Machine)), h.Message)
 	}
 	return t.flush()
+}
+
+// bidReplicaState says what a spot replica's bid means for the replica.
+func bidReplicaState(s market.BidState) string {
+	switch s {
+	case market.BidActive:
+		return "bidding"
+	case market.BidWinning:
+		return "running"
+	}
+	return string(s) // outbid
 }
 
 type deploymentScaleCmd struct {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -106,6 +107,12 @@ func (s *Service) checkSpec(spec *market.DeploymentSpec) error {
 		return fmt.Errorf("priority must be between 0 and %d, got %d", maxDeploymentPriority, spec.Priority)
 	case spec.MaxPricePerDay < 0:
 		return fmt.Errorf("max price per day must not be negative")
+	case spec.Spot && spec.MaxPricePerDay == 0:
+		return fmt.Errorf("a spot deployment bids --max-price-per-day per GPU-day for each replica; give one")
+	case spec.PowerLimitW < 0:
+		return fmt.Errorf("power limit must not be negative, got %d W", spec.PowerLimitW)
+	case spec.PowerLimitW > 0 && !spec.Spot:
+		return fmt.Errorf("a power limit applies to spot replicas; add --spot or drop --power-limit")
 	case spec.Image == "" && len(spec.Command) == 0:
 		return fmt.Errorf("give an image (--image) or a command to run (after --)")
 	}
@@ -269,11 +276,23 @@ func (s *Service) Deployment(ctx context.Context, caller market.Account, ref str
 		if v.Replicas, err = tx.Replicas(ctx, ReplicaFilter{Deployment: d.ID, ActiveOnly: true}); err != nil {
 			return err
 		}
+		if d.Spec.Spot {
+			if v.Bids, err = deploymentBids(ctx, tx, d.Owner, d.ID); err != nil {
+				return err
+			}
+		}
 		v.History, err = tx.DeploymentHistory(ctx, d.ID, deploymentHistoryShown)
 		return err
 	})
 	v.Replicas, v.History = orEmpty(v.Replicas), orEmpty(v.History)
 	return v, err
+}
+
+// deploymentBids lists the open bids a spot deployment placed for its
+// replicas.
+func deploymentBids(ctx context.Context, tx Tx, owner market.AccountID, id market.DeploymentID) ([]market.Bid, error) {
+	bs, err := tx.Bids(ctx, BidFilter{Bidder: owner, OpenOnly: true})
+	return slices.DeleteFunc(bs, func(b market.Bid) bool { return b.Env[market.DeploymentEnv] != string(id) }), err
 }
 
 // UpdateDeployment replaces a deployment's spec. A change of what the
@@ -295,6 +314,10 @@ func (s *Service) UpdateDeployment(ctx context.Context, caller market.Account, r
 		}
 		if spec.Name != d.Spec.Name {
 			return market.Errorf(op, market.Invalid, "a deployment cannot be renamed (%s to %s); create a new one", d.Spec.Name, spec.Name)
+		}
+		if spec.Spot != d.Spec.Spot {
+			// Its replicas are bids or rentals; the pass does not convert one into the other.
+			return market.Errorf(op, market.Invalid, "deployment %s cannot switch between spot and on-demand; create a new one", d.Spec.Name)
 		}
 		if err := s.checkPool(ctx, tx, spec, op); err != nil {
 			return err
@@ -574,6 +597,7 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 	var pools []market.Pool
 	var assigned map[market.MachineID]string
 	var stored map[market.InstanceID]ReplicaSignal
+	var bids []deploy.Bid
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
 		if ds, err = tx.Deployments(ctx, DeploymentFilter{}); err != nil || len(ds) == 0 {
@@ -594,6 +618,9 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 		if pools, err = tx.Pools(ctx); err != nil {
 			return err
 		}
+		if bids, err = s.replicaBids(ctx, tx, ds); err != nil {
+			return err
+		}
 		assigned, err = tx.MachinePools(ctx)
 		return err
 	})
@@ -603,7 +630,13 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 	if err := s.fillAll(ctx, ms); err != nil {
 		return err
 	}
-	in := deploy.Input{Now: now, Deployments: ds, Pools: pools, HoldUntil: holdUntil(failed)}
+	in := deploy.Input{Now: now, Deployments: ds, Pools: pools, HoldUntil: holdUntil(failed), Bids: bids}
+	bidOf := map[market.InstanceID]market.BidID{}
+	for _, b := range bids {
+		if b.Instance != "" {
+			bidOf[b.Instance] = b.ID
+		}
+	}
 	if s.cfg.Ranking != nil {
 		in.Latency = s.cfg.Ranking.Latency
 	} else {
@@ -629,7 +662,7 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 		healthy := sig.Healthy != nil && *sig.Healthy
 		ready := r.State == market.InstanceRunning && (!checked[r.Deployment] || healthy)
 		dr := deploy.Replica{Instance: r.Instance, Deployment: r.Deployment, Machine: r.Machine, GPUs: r.GPUs, State: r.State,
-			Revision: r.Revision, Ready: ready, CreatedAt: r.CreatedAt, Util: sig.Util}
+			Revision: r.Revision, Ready: ready, CreatedAt: r.CreatedAt, Util: sig.Util, Bid: bidOf[r.Instance]}
 		if sig.Queue != nil && !sig.QueueAt.Before(now.Add(-failureWindow)) {
 			dr.Queue = sig.Queue
 		}
@@ -637,13 +670,43 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 	}
 	s.signals.keep(active)
 	read := time.Now()
-	plan := deploy.Reconcile(in, deploy.Config{})
+	plan := deploy.Reconcile(in, deploy.Config{MoveBidAfter: 3 * s.cfg.SpotInterval})
 	decided := time.Now()
 	err = s.applyPlan(ctx, ds, reps, plan, now)
 	s.log.Debug("deployments pass", "deployments", len(ds), "replicas", len(reps), "machines", len(ms),
 		"placed", len(plan.Places), "stopped", len(plan.Stops), "scaled", len(plan.Scales),
 		"read_ms", read.Sub(start).Milliseconds(), "reconcile_ms", decided.Sub(read).Milliseconds(), "apply_ms", time.Since(decided).Milliseconds())
 	return err
+}
+
+// replicaBids reads the open bids of the spot deployments among ds, each
+// with the time it was placed or last lost its instance.
+func (s *Service) replicaBids(ctx context.Context, tx Tx, ds []market.Deployment) ([]deploy.Bid, error) {
+	var out []deploy.Bid
+	for _, d := range ds {
+		if !d.Spec.Spot {
+			continue
+		}
+		bs, err := deploymentBids(ctx, tx, d.Owner, d.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bs {
+			rev, _ := strconv.ParseInt(b.Env[market.DeploymentRevisionEnv], 10, 64)
+			db := deploy.Bid{ID: b.ID, Deployment: d.ID, Machine: b.Machine, State: b.State, Instance: b.Instance, Revision: rev, Since: b.CreatedAt}
+			if b.Instance != "" {
+				inst, err := tx.Instance(ctx, b.Instance)
+				if err != nil && !market.IsKind(err, market.NotFound) {
+					return nil, err
+				}
+				if inst.EndedAt != nil && inst.EndedAt.After(db.Since) {
+					db.Since = *inst.EndedAt
+				}
+			}
+			out = append(out, db)
+		}
+	}
+	return out, nil
 }
 
 // holdUntil computes the crash-loop backoff: a deployment whose replicas
@@ -694,7 +757,7 @@ func (s *Service) applyPlan(ctx context.Context, ds []market.Deployment, reps []
 		if st.Preempt {
 			kind = "preempt"
 		}
-		if err := s.stopReplica(ctx, st.Instance, "deployment: "+st.Reason); err != nil {
+		if err := s.stopOrCancel(ctx, byID[st.Deployment], st); err != nil {
 			if errors.Is(err, errNotLeader) {
 				return err
 			}
@@ -713,6 +776,8 @@ func (s *Service) applyPlan(ctx context.Context, ds []market.Deployment, reps []
 			st.Replicas--
 			st.Why = fmt.Sprintf("could not start a replica on %s: %v", r.pl.Machine, r.err)
 			plan.Status[r.pl.Deployment] = st
+		case r.pl.Spot:
+			note(r.pl.Deployment, "bid", "", r.pl.Machine, fmt.Sprintf("%s; bid %s at revision %d", r.pl.Reason, r.bid, r.pl.Revision))
 		default:
 			note(r.pl.Deployment, "place", r.inst.ID, r.inst.Machine, fmt.Sprintf("%s; GPUs %v at revision %d", r.pl.Reason, r.inst.GPUs, r.pl.Revision))
 		}
@@ -779,6 +844,7 @@ const placeWorkers = 4
 type placeResult struct {
 	pl   deploy.Place
 	inst market.Instance
+	bid  market.BidID // spot replicas
 	err  error
 }
 
@@ -829,7 +895,9 @@ func (s *Service) placeAll(ctx context.Context, byID map[market.DeploymentID]*ma
 					r := &placeResult{pl: places[i]}
 					results[i] = r
 					var a market.Account
-					if a, r.err = owner(d.Owner); r.err == nil {
+					if a, r.err = owner(d.Owner); r.err == nil && places[i].Spot {
+						r.bid, r.err = s.placeBid(ctx, d, places[i], a)
+					} else if r.err == nil {
 						r.inst, r.err = s.placeReplica(ctx, d, places[i], a)
 					}
 					if r.err != nil {
@@ -862,6 +930,41 @@ func (s *Service) placeReplica(ctx context.Context, d *market.Deployment, pl dep
 		req.Ports = []string{fmt.Sprintf("%d/tcp", h.Port)} // the agent checks it through the published port
 	}
 	return s.CreateInstance(forDeployment(ctx, d.ID, pl.Revision, d.Spec.Health), owner, req)
+}
+
+// placeBid places a spot replica's bid: the deployment's price per
+// GPU-day, at its power limit or the machine's maximum.
+func (s *Service) placeBid(ctx context.Context, d *market.Deployment, pl deploy.Place, owner market.Account) (market.BidID, error) {
+	power := d.Spec.PowerLimitW
+	if power == 0 {
+		err := s.store.Tx(ctx, func(tx Tx) error {
+			m, err := tx.Machine(ctx, pl.Machine)
+			_, power = powerRange(m)
+			return err
+		})
+		if err != nil {
+			return "", err
+		}
+	}
+	req := market.CreateBidRequest{Machine: pl.Machine, GPUs: d.Spec.GPUsPerReplica, PricePerGPUDay: d.Spec.MaxPricePerDay,
+		PowerLimitW: power, Image: d.Spec.Image, Command: d.Spec.Command, Env: d.Spec.Env, NoticeSeconds: d.Spec.GraceSeconds}
+	b, err := s.CreateBid(forDeployment(ctx, d.ID, pl.Revision, d.Spec.Health), owner, req)
+	return b.ID, err
+}
+
+// stopOrCancel carries out a reconciler's stop: the instance stops and,
+// for a spot replica, its bid is cancelled so that it does not win again.
+func (s *Service) stopOrCancel(ctx context.Context, d *market.Deployment, st deploy.Stop) error {
+	if st.Instance != "" {
+		if err := s.stopReplica(ctx, st.Instance, "deployment: "+st.Reason); err != nil {
+			return err
+		}
+	}
+	if st.Bid == "" || d == nil {
+		return nil
+	}
+	_, err := s.CancelBid(ctx, market.Account{ID: d.Owner}, st.Bid)
+	return err
 }
 
 // stopReplica stops an instance with the reconciler's reason, as a stop by

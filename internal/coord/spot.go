@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -262,6 +264,19 @@ func (s *Service) CreateBid(ctx context.Context, caller market.Account, req mark
 		PricePerGPUDay: req.PricePerGPUDay, PowerLimitW: req.PowerLimitW, Clocks: req.Clocks, GPUClocks: req.GPUClocks,
 		Image: req.Image, Command: req.Command, Env: req.Env, Webhook: req.Webhook, NoticeSeconds: req.NoticeSeconds,
 		State: market.BidActive, CreatedAt: now, ExpiresAt: now.Add(lifetime),
+	}
+	if r, ok := ctx.Value(deploymentKey{}).(replicaOf); ok && r.id != "" {
+		// A spot deployment's replica: its instance is recorded as one
+		// when the bid wins (startSpot).
+		b.Env = maps.Clone(b.Env)
+		if b.Env == nil {
+			b.Env = map[string]string{}
+		}
+		b.Env[market.DeploymentEnv] = string(r.id)
+		b.Env[market.DeploymentRevisionEnv] = strconv.FormatInt(r.rev, 10)
+		if r.health != nil {
+			b.Env[market.HealthEnv] = r.health.String()
+		}
 	}
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		m, err := tx.Machine(ctx, req.Machine)
@@ -842,6 +857,13 @@ func (s *Service) startSpot(ctx context.Context, tx Tx, m market.Machine, b mark
 	inst.PricePerHour = inst.PricePerDay.MulDiv(1, 24) // shown to users; spot bills per day
 	if err := tx.InsertInstance(ctx, inst); err != nil {
 		return market.Instance{}, err
+	}
+	if d := market.DeploymentID(b.Env[market.DeploymentEnv]); d != "" {
+		rev, _ := strconv.ParseInt(b.Env[market.DeploymentRevisionEnv], 10, 64) // set by CreateBid
+		inst.Deployment, inst.DeploymentRevision = d, rev
+		if err := tx.SetInstanceDeployment(ctx, inst.ID, d, rev); err != nil {
+			return market.Instance{}, err
+		}
 	}
 	return inst, tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.created", Account: b.Bidder, Machine: m.ID, Instance: inst.ID,
 		Message: fmt.Sprintf("spot: bid %s won GPUs %v at %s per GPU-day, power limit %d W", b.ID, inst.GPUs, b.PricePerGPUDay, b.PowerLimitW)})

@@ -46,6 +46,23 @@ type Replica struct {
 	// percent over the replica's GPUs, and the workload's queue length.
 	Util  *float64
 	Queue *int64
+	// Bid is the spot bid behind a replica of a spot deployment. A bid
+	// that has no active instance (it has not won, or was outbid) is a
+	// replica with no Instance and no GPUs: it counts towards the
+	// deployment's replicas but never as ready.
+	Bid market.BidID
+}
+
+// Bid is an open spot bid of a spot deployment. The caller sets Since to
+// when the bid was placed or last lost its instance.
+type Bid struct {
+	ID         market.BidID
+	Deployment market.DeploymentID
+	Machine    market.MachineID
+	State      market.BidState
+	Instance   market.InstanceID // its current or last win
+	Revision   int64
+	Since      time.Time
 }
 
 func (r Replica) stopping() bool { return r.State == market.InstanceStopping }
@@ -55,9 +72,11 @@ type Input struct {
 	Now         time.Time
 	Deployments []market.Deployment
 	Replicas    []Replica // active instances of the deployments
-	Machines    []Machine
-	Pools       []market.Pool
-	Latency     match.LatencyTable
+	// Bids are the open bids of spot deployments, won or not.
+	Bids     []Bid
+	Machines []Machine
+	Pools    []market.Pool
+	Latency  match.LatencyTable
 	// HoldUntil delays placements of a deployment whose replicas keep
 	// failing to start (crash-loop backoff), until the time given.
 	HoldUntil map[market.DeploymentID]time.Time
@@ -70,6 +89,10 @@ type Config struct {
 	UpCooldown   time.Duration // default for rules without one: 1 min
 	DownCooldown time.Duration // default 5 min
 	MaxStep      int           // default 2
+	// MoveBidAfter is how long a spot replica's bid may go without
+	// winning before it moves to another machine; default 3 min (the
+	// coordinator passes a few clearing intervals).
+	MoveBidAfter time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -88,6 +111,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxStep <= 0 {
 		c.MaxStep = 2
 	}
+	if c.MoveBidAfter <= 0 {
+		c.MoveBidAfter = 3 * time.Minute
+	}
 	return c
 }
 
@@ -98,14 +124,21 @@ type Place struct {
 	GPUs       []int
 	Revision   int64
 	Reason     string
+	// Spot: place a bid for the replica on the machine (GPUs are the
+	// ones free now; the auction assigns the real ones).
+	Spot bool
 }
 
 // Stop ends a replica. Preempt marks a replica stopped to give borrowed
 // pool capacity back; it gets the instance's notice (grace) like any stop.
+//
+// A Stop of a spot replica also cancels its Bid; Instance is empty for a
+// bid that holds no instance.
 type Stop struct {
 	Deployment market.DeploymentID
 	Instance   market.InstanceID
 	Machine    market.MachineID
+	Bid        market.BidID
 	Reason     string
 	Preempt    bool
 }
@@ -148,6 +181,10 @@ type dep struct {
 	old       []*Replica
 	stoppingN int
 	held      bool // in crash-loop backoff
+	// moving are spot replicas whose bids have not won for
+	// MoveBidAfter: each moves if another machine takes it.
+	moving []*Replica
+	avoid  market.MachineID // a machine placeOne must not use
 }
 
 // pass is one reconcile run.
@@ -184,6 +221,9 @@ func Reconcile(in Input, cfg Config) Plan {
 		p.decide(d)
 	}
 	p.placeAll(deps)
+	for _, d := range deps {
+		p.moveBids(d)
+	}
 	for _, d := range deps {
 		st := market.DeploymentStatus{Replicas: len(d.reps) + d.placed, At: in.Now}
 		for _, r := range d.reps {
@@ -264,6 +304,7 @@ func (p *pass) deployments() []*dep {
 			p.used[d.d.Spec.Pool] += len(r.GPUs)
 		}
 	}
+	p.bidReplicas(byID)
 	slices.SortFunc(deps, func(a, b *dep) int {
 		return cmp.Or(cmp.Compare(a.d.Spec.Pool, b.d.Spec.Pool), -cmp.Compare(a.d.Spec.Priority, b.d.Spec.Priority),
 			a.d.CreatedAt.Compare(b.d.CreatedAt), cmp.Compare(a.d.ID, b.d.ID))
@@ -275,6 +316,53 @@ func (p *pass) deployments() []*dep {
 	}
 	p.byID = byID
 	return deps
+}
+
+// bidReplicas adds the open bids of spot deployments that hold no active
+// instance as replicas without GPUs.
+func (p *pass) bidReplicas(byID map[market.DeploymentID]*dep) {
+	held := map[market.InstanceID]bool{}
+	for _, r := range p.in.Replicas {
+		if r.Instance != "" && !r.stopping() { // a preempted instance's bid waits again
+			held[r.Instance] = true
+		}
+	}
+	for _, b := range p.in.Bids {
+		d := byID[b.Deployment]
+		if d == nil || !d.d.Spec.Spot || !b.State.Open() || (b.Instance != "" && held[b.Instance]) {
+			continue
+		}
+		r := &Replica{Deployment: b.Deployment, Machine: b.Machine, Revision: b.Revision, CreatedAt: b.Since, Bid: b.ID}
+		d.onHost[r.Machine]++
+		d.onDC[p.dcOf(r.Machine)]++
+		d.reps = append(d.reps, r)
+		if !d.d.Deleted && !p.in.Now.Before(b.Since.Add(p.cfg.MoveBidAfter)) {
+			d.moving = append(d.moving, r)
+		}
+	}
+}
+
+// moveBids moves each of d's spot replicas whose bid has not won for a
+// while to another machine: a new bid is placed there first, then the old
+// one is cancelled. A bid with nowhere else to go stays in the book.
+func (p *pass) moveBids(d *dep) {
+	for _, r := range d.moving {
+		if !slices.Contains(d.reps, r) || d.held {
+			continue // already stopped by this pass
+		}
+		why := d.why
+		d.need++
+		d.avoid = r.Machine
+		ok := p.placeOne(d)
+		d.avoid = ""
+		if !ok {
+			d.need--
+			d.why = why
+			continue
+		}
+		p.plan.Places[len(p.plan.Places)-1].Reason = fmt.Sprintf("the bid on %s has not won for %s; bidding on another machine", r.Machine, p.cfg.MoveBidAfter)
+		p.stop(d, r, fmt.Sprintf("the bid has not won for %s; moved to another machine", p.cfg.MoveBidAfter), false)
+	}
 }
 
 // dcOf names the failure domain of a machine beyond the host: its data
@@ -379,7 +467,7 @@ func (p *pass) decide(d *dep) {
 
 // stop records a stop and drops the replica from the deployment's counts.
 func (p *pass) stop(d *dep, r *Replica, reason string, preempt bool) {
-	p.plan.Stops = append(p.plan.Stops, Stop{Deployment: d.d.ID, Instance: r.Instance, Machine: r.Machine, Reason: reason, Preempt: preempt})
+	p.plan.Stops = append(p.plan.Stops, Stop{Deployment: d.d.ID, Instance: r.Instance, Machine: r.Machine, Bid: r.Bid, Reason: reason, Preempt: preempt})
 	d.reps = slices.DeleteFunc(d.reps, func(o *Replica) bool { return o == r })
 	d.stoppingN++
 	if d.d.Spec.Pool != "" {
@@ -609,7 +697,7 @@ func query(d *dep, region string) match.Query {
 		runner = "docker"
 	}
 	q.Filters = append(q.Filters, match.Filter{Field: match.FRunner, Op: match.OpEq, Strs: []string{runner}, Text: "runner=" + runner})
-	if spec.MaxPricePerDay > 0 {
+	if spec.MaxPricePerDay > 0 && !spec.Spot { // a spot deployment bids its price instead
 		perGPUHour := int64(spec.MaxPricePerDay) / 24 / max(g, 1)
 		q.Filters = append(q.Filters, match.Filter{Field: match.FPricePerGPUHour, Op: match.OpLe, Nums: []int64{perGPUHour},
 			Text: "price_per_gpu_hour<=" + market.Money(perGPUHour).String()})
@@ -635,6 +723,9 @@ func (p *pass) placeOne(d *dep) bool {
 		best, bestKey := -1, [3]int{}
 		for i, o := range offers {
 			m := p.ms[o.Machine]
+			if o.Machine == d.avoid {
+				continue
+			}
 			if spec.Health != nil && spec.Health.HTTP() && spec.Image == "" && d.onHost[o.Machine] > 0 {
 				continue // plain processes share the machine's ports: one per machine
 			}
@@ -674,7 +765,7 @@ func (p *pass) placeOne(d *dep) bool {
 		if t.latency > 0 {
 			reason += fmt.Sprintf("; no room in %s, so %s (%s away, within %s)", strings.Join(spec.Regions, ","), t.region, t.latency, time.Duration(spec.MaxLatency))
 		}
-		p.plan.Places = append(p.plan.Places, Place{Deployment: d.d.ID, Machine: m.ID, GPUs: gpus, Revision: d.d.Revision, Reason: reason})
+		p.plan.Places = append(p.plan.Places, Place{Deployment: d.d.ID, Machine: m.ID, GPUs: gpus, Revision: d.d.Revision, Reason: reason, Spot: spec.Spot})
 		return true
 	}
 	d.why = p.explain(d)

@@ -60,14 +60,22 @@ func withUsed(ms []Machine, rs []Replica) []Machine {
 func summary(p Plan) []string {
 	var out []string
 	for _, pl := range p.Places {
-		out = append(out, fmt.Sprintf("place %s on %s %v", pl.Deployment, pl.Machine, pl.GPUs))
+		line := fmt.Sprintf("place %s on %s %v", pl.Deployment, pl.Machine, pl.GPUs)
+		if pl.Spot {
+			line = fmt.Sprintf("bid %s on %s", pl.Deployment, pl.Machine)
+		}
+		out = append(out, line)
 	}
 	for _, s := range p.Stops {
 		kind := "stop"
 		if s.Preempt {
 			kind = "preempt"
 		}
-		out = append(out, fmt.Sprintf("%s %s of %s", kind, s.Instance, s.Deployment))
+		what := string(s.Instance)
+		if s.Bid != "" {
+			what = strings.TrimSpace(what + " " + string(s.Bid))
+		}
+		out = append(out, fmt.Sprintf("%s %s of %s", kind, what, s.Deployment))
 	}
 	for _, s := range p.Scales {
 		out = append(out, fmt.Sprintf("scale %s %d->%d", s.Deployment, s.From, s.To))
@@ -573,5 +581,136 @@ func TestParseScaleRule(t *testing.T) {
 		if got.String() != tc.in {
 			t.Errorf("String() = %q, want %q", got.String(), tc.in)
 		}
+	}
+}
+
+// spotDepl is a spot deployment bidding 10 tokens per GPU-day.
+func spotDepl(id string, gpus, n int) market.Deployment {
+	return depl(id, gpus, n, n, func(d *market.Deployment) {
+		d.Spec.Spot, d.Spec.MaxPricePerDay = true, market.Tokens(10)
+	})
+}
+
+func TestReconcileSpot(t *testing.T) {
+	bid := func(id, d, machine string, state market.BidState, inst string, since time.Time) Bid {
+		return Bid{ID: market.BidID(id), Deployment: market.DeploymentID(d), Machine: market.MachineID(machine), State: state,
+			Instance: market.InstanceID(inst), Revision: 1, Since: since}
+	}
+	won := func(r Replica, b string) Replica { r.Bid = market.BidID(b); return r }
+	three := []Machine{mach("m-1", "eu", "", 2, "RTX 4090"), mach("m-2", "eu", "", 2, "RTX 4090"), mach("m-3", "eu", "", 2, "RTX 4090")}
+	deleted := spotDepl("d-1", 1, 2)
+	deleted.Deleted = true
+	for _, tc := range []struct {
+		name       string
+		in         Input
+		want       []string
+		st         market.DeploymentStatus
+		wantReason string // substring of the first place's reason
+	}{
+		{
+			name: "bids for each replica, spread like on-demand, ignoring the on-demand price",
+			in: Input{
+				Deployments: []market.Deployment{spotDepl("d-1", 1, 2)},
+				Machines: func() []Machine {
+					ms := slices.Clone(three[:2])
+					ms[1].PricePerGPUHour = market.Tokens(100) // dearer on demand than the bid: spot does not care
+					return ms
+				}(),
+			},
+			want: []string{"bid d-1 on m-1", "bid d-1 on m-2"},
+			st:   market.DeploymentStatus{Replicas: 2},
+		},
+		{
+			name: "open bids count as replicas, not ready",
+			in: Input{
+				Deployments: []market.Deployment{spotDepl("d-1", 1, 2)},
+				Machines:    three,
+				Bids:        []Bid{bid("b-1", "d-1", "m-1", market.BidActive, "", t0), bid("b-2", "d-1", "m-2", market.BidOutbid, "i-old", t0)},
+			},
+			st: market.DeploymentStatus{Replicas: 2},
+		},
+		{
+			name: "a won bid is its instance, counted once",
+			in: Input{
+				Deployments: []market.Deployment{spotDepl("d-1", 1, 2)},
+				Machines:    three,
+				Replicas:    []Replica{won(rep("i-1", "d-1", "m-1", 0), "b-1")},
+				Bids:        []Bid{bid("b-1", "d-1", "m-1", market.BidWinning, "i-1", t0), bid("b-2", "d-1", "m-2", market.BidActive, "", t0)},
+			},
+			st: market.DeploymentStatus{Replicas: 2, Ready: 1},
+		},
+		{
+			name: "a bid outbid for long moves to another machine",
+			in: Input{
+				Now:         t0.Add(5 * time.Minute),
+				Deployments: []market.Deployment{spotDepl("d-1", 1, 2)},
+				Machines:    three,
+				Replicas:    []Replica{won(rep("i-1", "d-1", "m-1", 0), "b-1")},
+				Bids:        []Bid{bid("b-1", "d-1", "m-1", market.BidWinning, "i-1", t0), bid("b-2", "d-1", "m-2", market.BidOutbid, "i-2", t0)},
+			},
+			want:       []string{"bid d-1 on m-3", "stop b-2 of d-1"},
+			st:         market.DeploymentStatus{Replicas: 2, Ready: 1},
+			wantReason: "has not won",
+		},
+		{
+			name: "a bid with nowhere else to go stays in the book",
+			in: Input{
+				Now:         t0.Add(5 * time.Minute),
+				Deployments: []market.Deployment{spotDepl("d-1", 1, 1)},
+				Machines:    three[:1],
+				Bids:        []Bid{bid("b-1", "d-1", "m-1", market.BidOutbid, "i-1", t0)},
+			},
+			st: market.DeploymentStatus{Replicas: 1},
+		},
+		{
+			name: "a recent outbid bid stays",
+			in: Input{
+				Now:         t0.Add(time.Minute),
+				Deployments: []market.Deployment{spotDepl("d-1", 1, 1)},
+				Machines:    three,
+				Bids:        []Bid{bid("b-1", "d-1", "m-1", market.BidOutbid, "i-1", t0)},
+			},
+			st: market.DeploymentStatus{Replicas: 1},
+		},
+		{
+			name: "scaling down cancels waiting bids first",
+			in: Input{
+				Deployments: []market.Deployment{spotDepl("d-1", 1, 1)},
+				Machines:    three,
+				Replicas:    []Replica{won(rep("i-1", "d-1", "m-1", 0), "b-1")},
+				Bids:        []Bid{bid("b-1", "d-1", "m-1", market.BidWinning, "i-1", t0), bid("b-2", "d-1", "m-2", market.BidActive, "", t0)},
+			},
+			want: []string{"stop b-2 of d-1"},
+			st:   market.DeploymentStatus{Replicas: 1, Ready: 1},
+		},
+		{
+			name: "deleting cancels every bid and stops won instances",
+			in: Input{
+				Deployments: []market.Deployment{deleted},
+				Machines:    three,
+				Replicas:    []Replica{won(rep("i-1", "d-1", "m-1", 0), "b-1")},
+				Bids:        []Bid{bid("b-1", "d-1", "m-1", market.BidWinning, "i-1", t0), bid("b-2", "d-1", "m-2", market.BidOutbid, "i-2", t0.Add(-time.Hour))},
+			},
+			want: []string{"stop b-2 of d-1", "stop i-1 b-1 of d-1"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.in.Now.IsZero() {
+				tc.in.Now = t0
+			}
+			tc.in.Machines = withUsed(tc.in.Machines, tc.in.Replicas)
+			plan := Reconcile(tc.in, Config{})
+			if diff := cmp.Diff(tc.want, summary(plan)); diff != "" {
+				t.Errorf("plan (-want +got):\n%s", diff)
+			}
+			st := plan.Status["d-1"]
+			st.At, st.Why = time.Time{}, ""
+			if diff := cmp.Diff(tc.st, st); diff != "" {
+				t.Errorf("status (-want +got):\n%s", diff)
+			}
+			if tc.wantReason != "" && (len(plan.Places) == 0 || !strings.Contains(plan.Places[0].Reason, tc.wantReason)) {
+				t.Errorf("places %+v: want a reason containing %q", plan.Places, tc.wantReason)
+			}
+		})
 	}
 }

@@ -138,8 +138,17 @@ type DeploymentSpec struct {
 	// higher first. 0..1000.
 	Priority int `json:"priority,omitempty"`
 	// MaxPricePerDay caps what one replica may cost per day (0: no cap).
+	// For a spot deployment it is instead the bid of each replica, per
+	// GPU-day.
 	MaxPricePerDay Money `json:"max_price_per_day,omitempty"`
-	GraceSeconds   int   `json:"grace_seconds,omitempty"`
+	// Spot runs each replica as a spot bid on the machine the reconciler
+	// chooses, at MaxPricePerDay per GPU-day; an outbid replica waits in
+	// the book (or moves) until it wins again.
+	Spot bool `json:"spot,omitempty"`
+	// PowerLimitW is the power limit of each GPU of a spot replica; zero
+	// takes the machine's maximum for its GPU model.
+	PowerLimitW  int `json:"power_limit_w,omitempty"`
+	GraceSeconds int `json:"grace_seconds,omitempty"`
 	// Health, when set, is checked by the agent; a rolling update waits
 	// for a new replica to pass it before stopping an old one.
 	Health *HealthCheck `json:"health,omitempty"`
@@ -175,6 +184,10 @@ const (
 // DeploymentEnv gives a replica the ID of its deployment; coordinators
 // tell replicas from other instances by it.
 const DeploymentEnv = "GPUMARKET_DEPLOYMENT"
+
+// DeploymentRevisionEnv gives a spot replica's bid the deployment revision
+// it was placed at, so its instance is recorded at that revision.
+const DeploymentRevisionEnv = "GPUMARKET_DEPLOYMENT_REVISION"
 
 // Check reports what is wrong with a health check.
 func (h HealthCheck) Check() error {
@@ -290,8 +303,10 @@ type DeploymentStatus struct {
 // as `deployment show` prints it.
 type DeploymentView struct {
 	Deployment
-	Replicas []Instance          `json:"replicas"`
-	History  []DeploymentHistory `json:"history"`
+	Replicas []Instance `json:"replicas"`
+	// Bids are the open bids of a spot deployment's replicas.
+	Bids    []Bid               `json:"bids,omitempty"`
+	History []DeploymentHistory `json:"history"`
 }
 
 // DeploymentHistory is one decision the coordinator took about a
