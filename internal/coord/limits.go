@@ -1,11 +1,8 @@
 package coord
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"time"
 
@@ -185,23 +182,5 @@ func (s *Service) checkSpendAlerts(ctx context.Context) error {
 }
 
 func (s *Service) postSpendAlert(url string, a market.SpendAlert) {
-	body, _ := json.Marshal(a) // plain values: cannot fail
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		s.log.Warn("spend alert webhook", "account", a.Account, "err", err)
-		return
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "gpumarket-coordinator")
-	resp, err := s.cfg.WebhookClient.Do(req)
-	if err != nil {
-		s.log.Warn("spend alert webhook", "account", a.Account, "url", url, "err", err)
-		return
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		s.log.Warn("spend alert webhook answered", "account", a.Account, "url", url, "status", resp.StatusCode)
-	}
+	s.postJSON("spend alert webhook", url, a, "account", a.Account)
 }

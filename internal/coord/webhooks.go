@@ -91,24 +91,35 @@ func (s *Service) sendWebhooks(ctx context.Context) error {
 }
 
 func (s *Service) postWebhook(url string, n WebhookNotice) {
-	body, _ := json.Marshal(n) // plain values: cannot fail
+	s.postJSON("preemption webhook", url, n, "bid", n.Bid)
+}
+
+// postJSON posts v as JSON to a user's webhook at url, once, with a 10 s
+// limit; a failure is the operator's log line (what, with attrs), since
+// nobody waits for the answer.
+func (s *Service) postJSON(what, url string, v any, attrs ...any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		s.log.Error(what, append(attrs, "err", err)...)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		s.log.Warn("preemption webhook", "bid", n.Bid, "err", err)
+		s.log.Warn(what, append(attrs, "err", err)...)
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "gpumarket-coordinator")
 	resp, err := s.cfg.WebhookClient.Do(req)
 	if err != nil {
-		s.log.Warn("preemption webhook", "bid", n.Bid, "url", url, "err", err)
+		s.log.Warn(what, append(attrs, "url", url, "err", err)...)
 		return
 	}
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		s.log.Warn("preemption webhook answered", "bid", n.Bid, "url", url, "status", resp.StatusCode)
+		s.log.Warn(what+" answered", append(attrs, "url", url, "status", resp.StatusCode)...)
 	}
 }
 
