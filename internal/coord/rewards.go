@@ -188,8 +188,10 @@ func setMachinePoolByHost(ctx context.Context, tx Tx, caller market.Account, m m
 	}
 	if pool != "" && !admin {
 		p, err := tx.Pool(ctx, pool)
-		if err != nil {
-			return market.Errorf(op, market.Invalid, "%s", market.Message(err))
+		if market.IsKind(err, market.NotFound) {
+			return market.Errorf(op, market.Invalid, "pool %q not found; ask an operator for the name of a pool open to hosts", pool)
+		} else if err != nil {
+			return err
 		}
 		if !p.Open {
 			return market.Errorf(op, market.Forbidden, "pool %s is not open to hosts; ask an operator to assign your machine (gpumarket admin pool assign %s %s)", pool, pool, m)
