@@ -275,79 +275,108 @@ func (s *Service) detectLost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list online machines: %w", err)
 	}
+	var ids []market.MachineID
 	for _, m := range ms {
-		if !m.LastSeenAt.Before(deadline) {
-			continue
+		if m.LastSeenAt.Before(deadline) {
+			ids = append(ids, m.ID)
 		}
-		if err := s.loseMachine(ctx, m.ID, deadline); err != nil {
-			return fmt.Errorf("take %s offline: %w", m.ID, err)
+	}
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), loseBatch)]
+		ids = ids[len(chunk):]
+		if err := s.loseMachines(ctx, chunk, deadline); err != nil {
+			return fmt.Errorf("take %d machines offline (%s first): %w", len(chunk), chunk[0], err)
 		}
 	}
 	return nil
 }
 
-func (s *Service) loseMachine(ctx context.Context, id market.MachineID, deadline time.Time) error {
-	var ended []market.InstanceID
-	lost := false
+// loseBatch is how many silent machines one transaction takes offline.
+const loseBatch = 64
+
+// loseMachines takes offline, in one transaction, the machines of ids that
+// are still silent since deadline, fails their instances (billed up to the
+// last heartbeat) and slashes for the downtime.
+func (s *Service) loseMachines(ctx context.Context, ids []market.MachineID, deadline time.Time) error {
+	var lost []market.MachineID
+	ended := map[market.MachineID][]market.InstanceID{}
 	err := s.store.Tx(ctx, func(tx Tx) error {
-		ended, lost = nil, false
-		m, err := tx.Machine(ctx, id)
+		lost, ended = nil, map[market.MachineID][]market.InstanceID{}
+		vouched, err := tx.VouchedSeen(ctx, ids)
 		if err != nil {
 			return err
 		}
-		if !m.Online || !m.LastSeenAt.Before(deadline) {
-			return nil // a heartbeat came in meanwhile
-		}
-		if vouched, err := tx.VouchedSeen(ctx, []market.MachineID{id}); err != nil {
-			return err
-		} else if !vouched[id].Before(deadline) {
-			return nil // a coordinator claimed it meanwhile
-		}
-		lost = true
-		now := s.now()
-		m.Online = false
-		if err := tx.UpdateMachine(ctx, m); err != nil {
-			return err
-		}
-		if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.offline", Account: m.Owner, Machine: id,
-			Message: fmt.Sprintf("no heartbeat since %s", m.LastSeenAt.Format(time.RFC3339))}); err != nil {
-			return err
-		}
-		insts, err := tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true})
-		if err != nil {
-			return err
-		}
-		for _, inst := range insts {
-			inst.State = market.InstanceFailed
-			inst.Reason = "host lost contact"
-			inst.EndedAt = ptr(now)
-			if inst.StopAt == nil || m.LastSeenAt.Before(*inst.StopAt) {
-				inst.StopAt = ptr(m.LastSeenAt)
-			}
-			inst.Generation++
-			if err := s.settle(ctx, tx, &inst, now); err != nil {
+		for _, id := range ids {
+			m, err := tx.Machine(ctx, id)
+			if err != nil {
 				return err
 			}
-			if err := tx.UpdateInstance(ctx, inst); err != nil {
+			if !m.Online || !m.LastSeenAt.Before(deadline) {
+				continue // a heartbeat came in meanwhile
+			}
+			if !vouched[id].Before(deadline) {
+				continue // a coordinator claimed it meanwhile
+			}
+			e, err := s.loseMachine(ctx, tx, m)
+			if err != nil {
 				return err
 			}
-			ended = append(ended, inst.ID)
-			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.failed", Account: inst.Renter, Machine: id, Instance: inst.ID, Message: describe(inst)}); err != nil {
-				return err
-			}
+			lost, ended[id] = append(lost, id), e
 		}
-		return s.slashForDowntime(ctx, tx, m, insts) // bond.go
+		return nil
 	})
-	if err == nil && lost {
+	if err != nil {
+		return err
+	}
+	for _, id := range lost {
 		// Only a machine taken offline is forgotten: one that a claim
 		// saved (this coordinator's own flush, between the list and this
 		// transaction) must stay, or nothing would ever release its claim
 		// and the vouch would keep it online after its agent died.
 		s.live.forget(id)
-		s.instancesEnded(id, ended)
-		s.reindex(ctx, id)
+		s.instancesEnded(id, ended[id])
 	}
-	return err
+	s.reindex(ctx, lost...)
+	return nil
+}
+
+// loseMachine takes m offline in tx and fails its active instances; it
+// returns the instances it ended.
+func (s *Service) loseMachine(ctx context.Context, tx Tx, m market.Machine) ([]market.InstanceID, error) {
+	now := s.now()
+	m.Online = false
+	if err := tx.UpdateMachine(ctx, m); err != nil {
+		return nil, err
+	}
+	if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.offline", Account: m.Owner, Machine: m.ID,
+		Message: fmt.Sprintf("no heartbeat since %s", m.LastSeenAt.Format(time.RFC3339))}); err != nil {
+		return nil, err
+	}
+	insts, err := tx.Instances(ctx, InstanceFilter{Machine: m.ID, ActiveOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	var ended []market.InstanceID
+	for _, inst := range insts {
+		inst.State = market.InstanceFailed
+		inst.Reason = "host lost contact"
+		inst.EndedAt = ptr(now)
+		if inst.StopAt == nil || m.LastSeenAt.Before(*inst.StopAt) {
+			inst.StopAt = ptr(m.LastSeenAt)
+		}
+		inst.Generation++
+		if err := s.settle(ctx, tx, &inst, now); err != nil {
+			return nil, err
+		}
+		if err := tx.UpdateInstance(ctx, inst); err != nil {
+			return nil, err
+		}
+		ended = append(ended, inst.ID)
+		if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.failed", Account: inst.Renter, Machine: m.ID, Instance: inst.ID, Message: describe(inst)}); err != nil {
+			return nil, err
+		}
+	}
+	return ended, s.slashForDowntime(ctx, tx, m, insts) // bond.go
 }
 
 // instancesEnded wakes the long polls about instances that reached a

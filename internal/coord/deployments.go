@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/deploy"
@@ -612,9 +611,6 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 		if failed, err = tx.Replicas(ctx, ReplicaFilter{EndedAfter: now.Add(-failureWindow)}); err != nil {
 			return err
 		}
-		if ms, err = tx.Machines(ctx, MachineFilter{}); err != nil {
-			return err
-		}
 		if pools, err = tx.Pools(ctx); err != nil {
 			return err
 		}
@@ -627,6 +623,14 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 	if err != nil || len(ds) == 0 {
 		return err
 	}
+	// The machines come from the offer index, which follows the store
+	// (reindex, follow.go), rather than from the store: decoding every
+	// machine's hardware was the largest part of this read. The GPUs in
+	// use come from the store, every GPU held (spot ones too), as do the
+	// heartbeats other coordinators vouched for.
+	ms = make([]market.Machine, 0, s.index.Len())
+	s.index.Each(func(m *market.Machine) { ms = append(ms, *m) }) // GPUs are shared, read only
+	slices.SortFunc(ms, func(a, b market.Machine) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	if err := s.fillAll(ctx, ms); err != nil {
 		return err
 	}
@@ -642,9 +646,11 @@ func (s *Service) tickDeployments(ctx context.Context) error {
 	} else {
 		in.Latency = match.DefaultRanking().Latency
 	}
-	for _, m := range ms {
-		in.Machines = append(in.Machines, deploy.Machine{Machine: m, Facts: s.index.Facts(m.ID), Pool: assigned[m.ID]})
+	in.Machines = make([]deploy.Machine, len(ms))
+	for i, m := range ms {
+		in.Machines[i] = deploy.Machine{Machine: m, Facts: s.index.Facts(m.ID), Pool: assigned[m.ID]}
 	}
+	in.Replicas = make([]deploy.Replica, 0, len(reps))
 	checked := map[market.DeploymentID]bool{}
 	for _, d := range ds {
 		checked[d.ID] = d.Spec.Health != nil
@@ -837,9 +843,10 @@ func (s *Service) applyPlan(ctx context.Context, ds []market.Deployment, reps []
 	})
 }
 
-// placeWorkers is how many deployments place replicas at once: creates
-// of different deployments overlap their reads and index updates.
-const placeWorkers = 4
+// placeBatch is how many replicas one transaction creates: enough that
+// the commit and the leader fence cost little per replica, few enough
+// that the API's writes do not wait long behind the batch.
+const placeBatch = 128
 
 type placeResult struct {
 	pl   deploy.Place
@@ -848,70 +855,73 @@ type placeResult struct {
 	err  error
 }
 
-// placeAll creates the plan's replicas, the deployments side by side and
-// each deployment's in order, stopping a deployment at its first failure
-// (one is enough to say why it waits). Results come in plan order, less
-// the placements skipped after a failure.
+// placeAll creates the plan's replicas: on-demand ones in batches of
+// placeBatch per transaction, each create a step that is undone alone
+// when refused (Tx.Atomic), spot ones one bid at a time. A deployment
+// stops at its first refusal (one is enough to say why it waits).
+// Results come in plan order, less the placements skipped after a
+// refusal.
 func (s *Service) placeAll(ctx context.Context, byID map[market.DeploymentID]*market.Deployment, places []deploy.Place) []placeResult {
-	var order []market.DeploymentID
-	groups := map[market.DeploymentID][]int{}
-	for i, pl := range places {
-		if _, ok := groups[pl.Deployment]; !ok {
-			order = append(order, pl.Deployment)
-		}
-		groups[pl.Deployment] = append(groups[pl.Deployment], i)
-	}
 	results := make([]*placeResult, len(places))
-	var mu sync.Mutex
+	failed := map[market.DeploymentID]bool{}
 	owners := map[market.AccountID]market.Account{}
 	owner := func(id market.AccountID) (market.Account, error) {
-		mu.Lock()
-		a, ok := owners[id]
-		mu.Unlock()
-		if ok {
+		if a, ok := owners[id]; ok {
 			return a, nil
 		}
+		var a market.Account
 		err := s.store.Tx(ctx, func(tx Tx) error {
 			var err error
 			a, err = tx.Account(ctx, id)
 			return err
 		})
 		if err == nil {
-			mu.Lock()
 			owners[id] = a
-			mu.Unlock()
 		}
 		return a, err
 	}
-	work := make(chan market.DeploymentID)
-	var wg sync.WaitGroup
-	for range min(placeWorkers, len(order)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range work {
-				d := byID[id]
-				for _, i := range groups[id] {
-					r := &placeResult{pl: places[i]}
-					results[i] = r
-					var a market.Account
-					if a, r.err = owner(d.Owner); r.err == nil && places[i].Spot {
-						r.bid, r.err = s.placeBid(ctx, d, places[i], a)
-					} else if r.err == nil {
-						r.inst, r.err = s.placeReplica(ctx, d, places[i], a)
-					}
-					if r.err != nil {
-						break
-					}
-				}
+	var batch []replicaCreate
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		done := s.createBatch(ctx, byID, places, batch, failed)
+		for k, c := range batch {
+			if done[k] != nil {
+				results[c.i] = done[k]
 			}
-		}()
+		}
+		batch = batch[:0]
 	}
-	for _, id := range order {
-		work <- id
+	for i, pl := range places {
+		if failed[pl.Deployment] {
+			continue
+		}
+		d := byID[pl.Deployment]
+		r := &placeResult{pl: pl}
+		a, err := owner(d.Owner)
+		switch {
+		case err != nil:
+			r.err = err
+		case pl.Spot:
+			r.bid, r.err = s.placeBid(ctx, d, pl, a)
+		default:
+			req := replicaRequest(d, pl)
+			var inst market.Instance
+			if inst, r.err = s.newInstance(a, req); r.err == nil {
+				batch = append(batch, replicaCreate{i: i, req: req, inst: inst, as: a})
+				if len(batch) == placeBatch {
+					flush()
+				}
+				continue
+			}
+		}
+		results[i] = r
+		if r.err != nil {
+			failed[pl.Deployment] = true
+		}
 	}
-	close(work)
-	wg.Wait()
+	flush()
 	out := make([]placeResult, 0, len(places))
 	for _, r := range results {
 		if r != nil {
@@ -921,15 +931,76 @@ func (s *Service) placeAll(ctx context.Context, byID map[market.DeploymentID]*ma
 	return out
 }
 
-// placeReplica creates one replica as an on-demand instance of the
-// deployment's owner.
-func (s *Service) placeReplica(ctx context.Context, d *market.Deployment, pl deploy.Place, owner market.Account) (market.Instance, error) {
+// replicaCreate is one create of a batch: the place it carries out (an
+// index into the plan's places), its request, the instance it makes and
+// the deployment owner's account it makes it as.
+type replicaCreate struct {
+	i    int
+	req  market.CreateInstanceRequest
+	inst market.Instance
+	as   market.Account
+}
+
+// createBatch creates the replicas of batch in one transaction and returns
+// the result of each, nil for those skipped because their deployment
+// failed first; it adds to failed the deployments refused. When the
+// transaction itself fails, every create of the batch carries its error.
+func (s *Service) createBatch(ctx context.Context, byID map[market.DeploymentID]*market.Deployment, places []deploy.Place,
+	batch []replicaCreate, failed map[market.DeploymentID]bool) []*placeResult {
+	var out []*placeResult
+	var refused map[market.DeploymentID]bool
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		// A retried transaction starts over.
+		out, refused = make([]*placeResult, len(batch)), map[market.DeploymentID]bool{}
+		for k, c := range batch {
+			pl := places[c.i]
+			if failed[pl.Deployment] || refused[pl.Deployment] {
+				continue
+			}
+			d := byID[pl.Deployment]
+			r := &placeResult{pl: pl, inst: c.inst}
+			out[k] = r
+			rctx := forDeployment(ctx, d.ID, pl.Revision, d.Spec.Health)
+			r.err = tx.Atomic(ctx, func() error { return s.createIn(rctx, tx, c.as, c.req, &r.inst) })
+			if r.err != nil {
+				if market.KindOf(r.err) == market.Internal {
+					return r.err // the store's failure: the batch is lost
+				}
+				refused[pl.Deployment] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		out = make([]*placeResult, len(batch))
+		for k, c := range batch {
+			out[k] = &placeResult{pl: places[c.i], err: err}
+			failed[places[c.i].Deployment] = true
+		}
+		return out
+	}
+	var touched []market.MachineID
+	for k, r := range out {
+		if r != nil && r.err == nil {
+			touched = append(touched, r.inst.Machine)
+			s.hub.notify(machineTopic(r.inst.Machine))
+		}
+		if r != nil && r.err != nil {
+			failed[places[batch[k].i].Deployment] = true
+		}
+	}
+	s.reindex(ctx, touched...)
+	return out
+}
+
+// replicaRequest is the instance create of one replica of d.
+func replicaRequest(d *market.Deployment, pl deploy.Place) market.CreateInstanceRequest {
 	req := market.CreateInstanceRequest{Machine: pl.Machine, GPUs: d.Spec.GPUsPerReplica, Image: d.Spec.Image,
 		Command: d.Spec.Command, Env: d.Spec.Env, GraceSeconds: d.Spec.GraceSeconds}
 	if h := d.Spec.Health; h != nil && h.HTTP() && d.Spec.Image != "" {
 		req.Ports = []string{fmt.Sprintf("%d/tcp", h.Port)} // the agent checks it through the published port
 	}
-	return s.CreateInstance(forDeployment(ctx, d.ID, pl.Revision, d.Spec.Health), owner, req)
+	return req
 }
 
 // placeBid places a spot replica's bid: the deployment's price per

@@ -403,3 +403,34 @@ func TestDeploymentHealthCommand(t *testing.T) {
 		t.Errorf("%d old replicas stopping once the new one passes its check, want 1", stopping)
 	}
 }
+
+// One tick places the replicas of many deployments in one transaction; a
+// create refused in the middle (here: its owner cannot pay the escrow)
+// leaves no trace, and the creates around it stay.
+func TestDeploymentBatchKeepsCreatesAroundARefusal(t *testing.T) {
+	e := newEnv(t)
+	e.machine(e.host, "fp-2", 4)
+	poor := e.account("poor@example.com", market.RoleRenter)
+	e.deposit(poor, 2*600_000) // escrow for two 1-GPU replicas, not three
+	must(e.svc.CreateDeployment(e.ctx, e.renter, market.DeploymentSpec{Name: "first", Command: []string{"serve"},
+		GPUsPerReplica: 1, MinReplicas: 2, MaxReplicas: 2}))
+	must(e.svc.CreateDeployment(e.ctx, poor, market.DeploymentSpec{Name: "short", Command: []string{"serve"},
+		GPUsPerReplica: 1, MinReplicas: 3, MaxReplicas: 3}))
+	must(e.svc.CreateDeployment(e.ctx, e.renter, market.DeploymentSpec{Name: "last", Command: []string{"serve"},
+		GPUsPerReplica: 1, MinReplicas: 2, MaxReplicas: 2}))
+	e.tick() // checks the ledger
+	if a, b := len(e.replicas("first")), len(e.replicas("last")); a != 2 || b != 2 {
+		t.Errorf("replicas of the deployments around the refusal: %d and %d, want 2 and 2", a, b)
+	}
+	v := must(e.svc.Deployment(e.ctx, poor, "short"))
+	if len(v.Replicas) != 2 || v.Status.Pending != 1 || !strings.Contains(v.Status.Why, "in escrow") {
+		t.Errorf("short: %d replicas, status %+v; want 2 placed and 1 pending for lack of escrow", len(v.Replicas), v.Status)
+	}
+	if w := e.wallet(poor); w.Escrow != 2*600_000 || w.Available != 0 {
+		t.Errorf("poor's wallet %+v, want 1.20 in escrow and nothing available", w)
+	}
+	insts := must(e.svc.Instances(e.ctx, poor, false))
+	if len(insts) != 2 {
+		t.Errorf("poor has %d instances, want 2: the refused create must leave no row", len(insts))
+	}
+}

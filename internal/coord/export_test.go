@@ -25,5 +25,5 @@ func (s *Service) FlushSeen(ctx context.Context) error { return s.flushSeen(ctx)
 // LoseMachine is lost-host detection's step for one machine it listed as
 // silent since deadline.
 func (s *Service) LoseMachine(ctx context.Context, id market.MachineID, deadline time.Time) error {
-	return s.loseMachine(ctx, id, deadline)
+	return s.loseMachines(ctx, []market.MachineID{id}, deadline)
 }

@@ -39,12 +39,30 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		}
 		return s.createAuto(ctx, caller, req)
 	}
+	inst, err := s.newInstance(caller, req)
+	if err != nil {
+		return market.Instance{}, err
+	}
+	err = s.store.Tx(ctx, func(tx Tx) error {
+		return s.createIn(ctx, tx, caller, req, &inst)
+	})
+	if err != nil {
+		return market.Instance{}, err
+	}
+	s.hub.notify(machineTopic(inst.Machine))
+	s.reindex(ctx, inst.Machine)
+	return inst, nil
+}
+
+// newInstance checks a create request (its template already applied) and
+// returns the instance it asks for, before any machine is looked at.
+func (s *Service) newInstance(caller market.Account, req market.CreateInstanceRequest) (market.Instance, error) {
+	const op = "create instance"
 	grace, err := s.validateCreate(req)
 	if err != nil {
 		return market.Instance{}, market.Errorf(op, market.Invalid, "%w", err)
 	}
-	now := s.now()
-	inst := market.Instance{
+	return market.Instance{
 		ID:           market.InstanceID(market.NewID(market.InstancePrefix)),
 		Renter:       caller.ID,
 		Machine:      req.Machine,
@@ -54,92 +72,94 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 		Env:          req.Env,
 		State:        market.InstancePending,
 		Generation:   1,
-		CreatedAt:    now,
+		CreatedAt:    s.now(),
 		GraceSeconds: int(grace / time.Second),
 		Template:     req.Template,
 		Ports:        req.Ports,
 		SSHKeys:      req.SSHKeys,
+	}, nil
+}
+
+// createIn creates inst, from newInstance, in tx: it checks the machine,
+// makes room by preempting spot work, reserves exact GPUs, holds the
+// escrow and records the event. The caller notifies the machine's agent
+// and reindexes it after the commit. Every refusal has a kind other than
+// Internal; run inside Tx.Atomic, a refusal leaves tx as it was.
+func (s *Service) createIn(ctx context.Context, tx Tx, caller market.Account, req market.CreateInstanceRequest, inst *market.Instance) error {
+	const op = "create instance"
+	now := inst.CreatedAt
+	if err := beginCreate(ctx, tx); err != nil { // idempotency.go
+		return err
 	}
-	err = s.store.Tx(ctx, func(tx Tx) error {
-		if err := beginCreate(ctx, tx); err != nil { // idempotency.go
-			return err
-		}
-		m, err := tx.Machine(ctx, req.Machine)
-		if market.IsKind(err, market.NotFound) {
-			return market.Errorf(op, market.NotFound, "machine %s not found; find one with `gpumarket offer search`", req.Machine)
-		}
-		if err != nil {
-			return err
-		}
-		switch {
-		case !m.Online:
-			return market.Errorf(op, market.Unavailable, "machine %s is offline; choose another with `gpumarket offer search`", m.ID)
-		case m.Listed && m.Unverified:
-			return market.Errorf(op, market.Conflict, "machine %s has not passed verification; it cannot be rented until it does", m.ID)
-		case !m.Listed || !match.Rentable(m):
-			return market.Errorf(op, market.Conflict, "machine %s is not listed for rent", m.ID)
-		case m.Runner == "process" && req.Template != "":
-			return market.Errorf(op, market.Invalid, "machine %s runs plain processes; template %s runs a container image and needs a machine with runner docker", m.ID, req.Template)
-		case m.Runner == "process" && req.Image != "":
-			return market.Errorf(op, market.Invalid, "machine %s runs plain processes, not container images; drop --image or pick a machine with runner docker", m.ID)
-		case m.Runner == "docker" && req.Image == "":
-			return market.Errorf(op, market.Invalid, "machine %s runs containers; name an image with --image", m.ID)
-		case len(req.Command) == 0 && req.Image == "":
-			return market.Errorf(op, market.Invalid, "give a command to run (after --), or an image")
-		}
-		if err := containerSpec(&inst, req, m); err != nil {
-			return market.Errorf(op, market.Invalid, "%w", err)
-		}
-		if err := checkInstanceSettings(m, req.PowerLimitW, req.Clocks, req.GPUClocks, req.GPUs); err != nil { // spot.go
-			return market.Errorf(op, market.Invalid, "%w", err)
-		}
-		inst.PowerLimitW, inst.Clocks, inst.GPUClocks = req.PowerLimitW, req.Clocks, req.GPUClocks
-		if err := s.makeRoom(ctx, tx, m, req.GPUs, now); err != nil {
-			return err
-		}
-		used, err := tx.ActiveGPUs(ctx, []market.MachineID{m.ID})
-		if err != nil {
-			return err
-		}
-		m.UsedGPUs = used[m.ID]
-		if inst.GPUs, err = match.Fit(m, req.GPUs); err != nil {
-			return err
-		}
-		inst.PricePerHour = m.PricePerGPUHour * market.Money(req.GPUs)
-		inst.Escrow = inst.PricePerHour
-		if err := s.checkSpendCap(ctx, tx, op, caller.ID, inst.PricePerHour); err != nil { // limits.go
-			return err
-		}
-		avail, err := tx.Balance(ctx, market.Available(caller.ID), market.DefaultAsset)
-		if err != nil {
-			return err
-		}
-		if avail < inst.Escrow {
-			return market.Errorf(op, market.InsufficientFunds,
-				"renting %d GPUs of %s holds one hour (%s %s) in escrow, but you have %s available; deposit more or rent fewer GPUs",
-				req.GPUs, m.ID, inst.Escrow, market.DefaultAsset, avail)
-		}
-		if err := tx.InsertInstance(ctx, inst); err != nil {
-			return err
-		}
-		if err := recordReplica(ctx, tx, &inst); err != nil { // deployments.go
-			return err
-		}
-		if _, err := tx.ApplyTransfer(ctx, ledger.Hold(caller.ID, inst.ID, inst.Escrow, now)); err != nil {
-			return err
-		}
-		if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.created", Account: caller.ID, Machine: m.ID, Instance: inst.ID,
-			Message: fmt.Sprintf("%d GPUs %v at %s/h, %s held in escrow", len(inst.GPUs), inst.GPUs, inst.PricePerHour, inst.Escrow)}); err != nil {
-			return err
-		}
-		return s.recordCreate(ctx, tx, inst)
-	})
+	m, err := tx.Machine(ctx, req.Machine)
+	if market.IsKind(err, market.NotFound) {
+		return market.Errorf(op, market.NotFound, "machine %s not found; find one with `gpumarket offer search`", req.Machine)
+	}
 	if err != nil {
-		return market.Instance{}, err
+		return err
 	}
-	s.hub.notify(machineTopic(inst.Machine))
-	s.reindex(ctx, inst.Machine)
-	return inst, nil
+	switch {
+	case !m.Online:
+		return market.Errorf(op, market.Unavailable, "machine %s is offline; choose another with `gpumarket offer search`", m.ID)
+	case m.Listed && m.Unverified:
+		return market.Errorf(op, market.Conflict, "machine %s has not passed verification; it cannot be rented until it does", m.ID)
+	case !m.Listed || !match.Rentable(m):
+		return market.Errorf(op, market.Conflict, "machine %s is not listed for rent", m.ID)
+	case m.Runner == "process" && req.Template != "":
+		return market.Errorf(op, market.Invalid, "machine %s runs plain processes; template %s runs a container image and needs a machine with runner docker", m.ID, req.Template)
+	case m.Runner == "process" && req.Image != "":
+		return market.Errorf(op, market.Invalid, "machine %s runs plain processes, not container images; drop --image or pick a machine with runner docker", m.ID)
+	case m.Runner == "docker" && req.Image == "":
+		return market.Errorf(op, market.Invalid, "machine %s runs containers; name an image with --image", m.ID)
+	case len(req.Command) == 0 && req.Image == "":
+		return market.Errorf(op, market.Invalid, "give a command to run (after --), or an image")
+	}
+	if err := containerSpec(inst, req, m); err != nil {
+		return market.Errorf(op, market.Invalid, "%w", err)
+	}
+	if err := checkInstanceSettings(m, req.PowerLimitW, req.Clocks, req.GPUClocks, req.GPUs); err != nil { // spot.go
+		return market.Errorf(op, market.Invalid, "%w", err)
+	}
+	inst.PowerLimitW, inst.Clocks, inst.GPUClocks = req.PowerLimitW, req.Clocks, req.GPUClocks
+	if err := s.makeRoom(ctx, tx, m, req.GPUs, now); err != nil {
+		return err
+	}
+	used, err := tx.ActiveGPUs(ctx, []market.MachineID{m.ID})
+	if err != nil {
+		return err
+	}
+	m.UsedGPUs = used[m.ID]
+	if inst.GPUs, err = match.Fit(m, req.GPUs); err != nil {
+		return err
+	}
+	inst.PricePerHour = m.PricePerGPUHour * market.Money(req.GPUs)
+	inst.Escrow = inst.PricePerHour
+	if err := s.checkSpendCap(ctx, tx, op, caller.ID, inst.PricePerHour); err != nil { // limits.go
+		return err
+	}
+	avail, err := tx.Balance(ctx, market.Available(caller.ID), market.DefaultAsset)
+	if err != nil {
+		return err
+	}
+	if avail < inst.Escrow {
+		return market.Errorf(op, market.InsufficientFunds,
+			"renting %d GPUs of %s holds one hour (%s %s) in escrow, but you have %s available; deposit more or rent fewer GPUs",
+			req.GPUs, m.ID, inst.Escrow, market.DefaultAsset, avail)
+	}
+	if err := tx.InsertInstance(ctx, *inst); err != nil {
+		return err
+	}
+	if err := recordReplica(ctx, tx, inst); err != nil { // deployments.go
+		return err
+	}
+	if _, err := tx.ApplyTransfer(ctx, ledger.Hold(caller.ID, inst.ID, inst.Escrow, now)); err != nil {
+		return err
+	}
+	if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.created", Account: caller.ID, Machine: m.ID, Instance: inst.ID,
+		Message: fmt.Sprintf("%d GPUs %v at %s/h, %s held in escrow", len(inst.GPUs), inst.GPUs, inst.PricePerHour, inst.Escrow)}); err != nil {
+		return err
+	}
+	return s.recordCreate(ctx, tx, *inst)
 }
 
 func (s *Service) validateCreate(req market.CreateInstanceRequest) (time.Duration, error) {

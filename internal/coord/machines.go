@@ -192,9 +192,21 @@ func (s *Service) fillAll(ctx context.Context, ms []market.Machine) error {
 	return nil
 }
 
+// fillEveryFrom is how many machines make fillReads read every machine's
+// rows in one statement each rather than name them in lists of hundreds.
+const fillEveryFrom = 2000
+
 // fillReads reads what fillAll adds to machines: their GPUs in use and
 // their heartbeats vouched for by other coordinators.
 func fillReads(ctx context.Context, tx Tx, ids []market.MachineID) (map[market.MachineID][]int, map[market.MachineID]time.Time, error) {
+	if len(ids) >= fillEveryFrom {
+		used, err := tx.AllActiveGPUs(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		vouched, err := tx.AllVouchedSeen(ctx)
+		return used, vouched, err
+	}
 	used, err := tx.ActiveGPUs(ctx, ids)
 	if err != nil {
 		return nil, nil, err

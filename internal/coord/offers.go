@@ -98,36 +98,56 @@ func applyOnDemand(ms []market.Machine, insts []market.Instance) {
 	}
 }
 
-// reindex refreshes the index entries of machines from the store, each
-// with one read transaction. A failure is logged: the entry stays stale
-// until the next change, and placement re-checks in the store anyway.
+// reindex refreshes the index entries of machines from the store, in read
+// transactions of up to reindexBatch machines. A failure is logged: the
+// entries stay stale until the next change, and placement re-checks in
+// the store anyway.
 func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
-	for _, id := range ids {
-		var m market.Machine
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), reindexBatch)]
+		ids = ids[len(chunk):]
+		var ms []market.Machine
 		var used map[market.MachineID][]int
 		var vouched map[market.MachineID]time.Time
 		var insts []market.Instance
 		err := s.store.Tx(ctx, func(tx Tx) error {
+			ms, insts = ms[:0], insts[:0]
+			for _, id := range chunk {
+				m, err := tx.Machine(ctx, id)
+				if market.IsKind(err, market.NotFound) {
+					continue // not a machine: nothing to index
+				}
+				if err != nil {
+					return err
+				}
+				ms = append(ms, m)
+				mi, err := activeInstances(ctx, tx, &id)
+				if err != nil {
+					return err
+				}
+				insts = append(insts, mi...)
+			}
 			var err error
-			if m, err = tx.Machine(ctx, id); err != nil {
-				return err
-			}
-			if used, vouched, err = fillReads(ctx, tx, []market.MachineID{id}); err != nil {
-				return err
-			}
-			insts, err = activeInstances(ctx, tx, &id)
+			used, vouched, err = fillReads(ctx, tx, chunk)
 			return err
 		})
 		if err != nil {
-			s.log.Warn("refresh offer index", "machine", id, "err", err)
+			s.log.Warn("refresh offer index", "machines", len(chunk), "first", chunk[0], "err", err)
 			continue
 		}
-		one := []market.Machine{m}
-		s.applyFill(one, used, vouched)
-		applyOnDemand(one, insts)
-		s.index.Upsert(one[0])
+		s.applyFill(ms, used, vouched)
+		applyOnDemand(ms, insts)
+		for _, m := range ms {
+			s.index.Upsert(m)
+		}
 	}
 }
+
+// reindexBatch is how many machines one transaction of reindex reads.
+const reindexBatch = 256
 
 // offerQuery turns a search request into a parsed query and sort: the
 // shorthand filters are appended to the query text.

@@ -21,6 +21,11 @@ type Store interface {
 // missing row return a *market.Error of kind NotFound; uniqueness violations
 // return kind Conflict.
 type Tx interface {
+	// Atomic runs fn as one step of the transaction: when fn fails,
+	// everything it wrote is undone and the transaction goes on, so that
+	// one batch can try many changes and keep those that succeed.
+	Atomic(ctx context.Context, fn func() error) error
+
 	// Accounts and keys.
 	InsertAccount(ctx context.Context, a market.Account) error // Conflict if the email is taken (case-insensitive)
 	Account(ctx context.Context, id market.AccountID) (market.Account, error)
@@ -39,6 +44,8 @@ type Tx interface {
 	Machines(ctx context.Context, f MachineFilter) ([]market.Machine, error) // ordered by ID
 	// ActiveGPUs returns, per machine, the GPU indices held by active instances.
 	ActiveGPUs(ctx context.Context, machines []market.MachineID) (map[market.MachineID][]int, error)
+	// AllActiveGPUs is ActiveGPUs of every machine, in one read.
+	AllActiveGPUs(ctx context.Context) (map[market.MachineID][]int, error)
 
 	// Instances. InsertInstance reserves the instance's GPUs: if any of them
 	// is held by another active instance it returns Conflict and writes
@@ -252,6 +259,8 @@ type Tx interface {
 	ReleaseMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) error
 	BeatNode(ctx context.Context, node string, at time.Time) error
 	VouchedSeen(ctx context.Context, ids []market.MachineID) (map[market.MachineID]time.Time, error)
+	// AllVouchedSeen is VouchedSeen of every machine, in one read.
+	AllVouchedSeen(ctx context.Context) (map[market.MachineID]time.Time, error)
 
 	// Replica signals (signals.go). PutReplicaSignals writes signals by
 	// instance, keeping of each value the one reported later.
@@ -388,7 +397,8 @@ type DeploymentFilter struct {
 type ReplicaFilter struct {
 	Deployment market.DeploymentID
 	ActiveOnly bool
-	// EndedAfter selects instances that reached a terminal state after it.
+	// EndedAfter selects instances that reached a terminal state after it,
+	// in the order they ended (otherwise replicas come in creation order).
 	EndedAfter time.Time
 	Limit      int
 }

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -341,7 +340,7 @@ func (t *sqlTx) BillableInstances(ctx context.Context, after market.InstanceID, 
 		}
 		if r.Pool != "" {
 			var idx []int
-			if err := json.Unmarshal([]byte(gpus), &idx); err != nil {
+			if err := decodeJSON(gpus, &idx); err != nil {
 				return nil, fmt.Errorf("billable instances: GPUs of %s: %w", id, err)
 			}
 			r.GPUs = len(idx)

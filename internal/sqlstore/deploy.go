@@ -217,7 +217,13 @@ func (t *sqlTx) Replicas(ctx context.Context, f coord.ReplicaFilter) ([]market.I
 	if !f.EndedAfter.IsZero() {
 		w.add("ended_at > ?", micros(f.EndedAfter))
 	}
-	rows, err := t.tx.QueryContext(ctx, qReplicas+w.sql()+qInstancesOrder+fmt.Sprintf(" LIMIT %d", limitOf(f.Limit)), w.args...)
+	order := qInstancesOrder
+	if !f.EndedAfter.IsZero() {
+		// Read through instances_ended: ordered by creation, SQLite's
+		// planner scans every instance instead.
+		order = ` ORDER BY ended_at, id`
+	}
+	rows, err := t.tx.QueryContext(ctx, qReplicas+w.sql()+order+fmt.Sprintf(" LIMIT %d", limitOf(f.Limit)), w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("list replicas: %w", err)
 	}
@@ -243,7 +249,7 @@ func (t *sqlTx) ActiveReplicas(ctx context.Context) ([]coord.ReplicaState, error
 			return r, err
 		}
 		r.CreatedAt = fromMicros(created)
-		if err := json.Unmarshal([]byte(gpus), &r.GPUs); err != nil {
+		if err := decodeJSON(gpus, &r.GPUs); err != nil {
 			return r, fmt.Errorf("decode GPUs of instance %s: %w", r.Instance, err)
 		}
 		return r, nil

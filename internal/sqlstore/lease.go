@@ -34,7 +34,8 @@ FROM (VALUES %s) AS v
 WHERE machines.id = v.column1 AND machines.beat_node = $1`
 	qClaims     = `SELECT id, online, beat_node FROM machines WHERE id IN (%s)`
 	qBeatNode   = `INSERT INTO node_beats (node, at) VALUES ($1, $2) ON CONFLICT (node) DO UPDATE SET at = excluded.at`
-	qVouchedFor = `SELECT m.id, n.at FROM machines m JOIN node_beats n ON n.node = m.beat_node WHERE m.id IN (%s)`
+	qVouchedAll = `SELECT m.id, n.at FROM machines m JOIN node_beats n ON n.node = m.beat_node`
+	qVouchedFor = qVouchedAll + ` WHERE m.id IN (%s)`
 	// touchBatch is how many machines one statement names.
 	touchBatch = 500
 )
@@ -145,25 +146,37 @@ func (t *sqlTx) VouchedSeen(ctx context.Context, ids []market.MachineID) (map[ma
 		for i, id := range chunk {
 			args[i] = string(id)
 		}
-		rows, err := t.tx.QueryContext(ctx, fmt.Sprintf(qVouchedFor, placeholders(1, len(chunk))), args...)
-		if err != nil {
-			return nil, fmt.Errorf("read vouched heartbeats: %w", err)
-		}
-		for rows.Next() {
-			var id market.MachineID
-			var at int64
-			if err := rows.Scan(&id, &at); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[id] = fromMicros(at)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := t.readVouched(ctx, out, fmt.Sprintf(qVouchedFor, placeholders(1, len(chunk))), args...); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
+}
+
+func (t *sqlTx) AllVouchedSeen(ctx context.Context) (map[market.MachineID]time.Time, error) {
+	out := map[market.MachineID]time.Time{}
+	if err := t.readVouched(ctx, out, qVouchedAll); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readVouched adds to out the (machine, vouched at) rows of query.
+func (t *sqlTx) readVouched(ctx context.Context, out map[market.MachineID]time.Time, query string, args ...any) error {
+	rows, err := t.tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("read vouched heartbeats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id market.MachineID
+		var at int64
+		if err := rows.Scan(&id, &at); err != nil {
+			return fmt.Errorf("read vouched heartbeats: %w", err)
+		}
+		out[id] = fromMicros(at)
+	}
+	return rows.Err()
 }
 
 func sortedIDs(seen map[market.MachineID]time.Time) []market.MachineID {

@@ -28,6 +28,7 @@ VALUES ($1, $2, $3, $4, $5, $6)`
 	qMachinesOrder     = ` ORDER BY id`
 	qActiveGPUsPrefix  = `SELECT machine_id, gpu_index FROM gpu_allocations WHERE machine_id IN ` // + ($1, ...)
 	qActiveGPUsOrder   = ` ORDER BY machine_id, gpu_index`
+	qAllActiveGPUs     = `SELECT machine_id, gpu_index FROM gpu_allocations` + qActiveGPUsOrder
 	instanceColumns    = `id, renter_id, machine_id, kind, gpus, image, command, env, state, active, generation, price_per_hour, escrow, reason, exit_code, created_at, started_at, stop_at, ended_at, billed_minutes, charged, settled, grace_seconds, notice_at, last_report_at, bid_id, price_per_day, power_limit_w, clocks, notice_seconds, template, ports, ssh_keys, limits, port_map`
 	qInsertInstance    = `INSERT INTO instances (` + instanceColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)`
 	qInstanceExists    = `SELECT id FROM instances WHERE id = $1`

@@ -91,6 +91,9 @@ func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
 	return nil
 }
 
+// Atomic is atomic for the coordinator (coord.Tx).
+func (t *sqlTx) Atomic(ctx context.Context, fn func() error) error { return t.atomic(ctx, fn) }
+
 // exists reports whether query returns a row.
 func (t *sqlTx) exists(ctx context.Context, query string, args ...any) (bool, error) {
 	var v any
@@ -440,6 +443,22 @@ func (t *sqlTx) ActiveGPUs(ctx context.Context, machines []market.MachineID) (ma
 	return out, nil
 }
 
+func (t *sqlTx) AllActiveGPUs(ctx context.Context) (map[market.MachineID][]int, error) {
+	rows, err := t.tx.QueryContext(ctx, qAllActiveGPUs)
+	if err != nil {
+		return nil, fmt.Errorf("active gpus: %w", err)
+	}
+	allocs, err := collect(rows, scanAllocation)
+	if err != nil {
+		return nil, fmt.Errorf("active gpus: %w", err)
+	}
+	out := make(map[market.MachineID][]int)
+	for _, a := range allocs {
+		out[a.machine] = append(out[a.machine], a.gpu)
+	}
+	return out, nil
+}
+
 // Instances.
 
 type allocation struct {
@@ -536,7 +555,7 @@ func scanInstance(s scanner) (market.Instance, error) {
 		v any
 	}{{gpus, &i.GPUs}, {command, &i.Command}, {env, &i.Env}, {clocks, &sc},
 		{ports, &i.Ports}, {sshKeys, &i.SSHKeys}, {limits, &i.Limits}, {portMap, &i.PortMap}} {
-		if err := json.Unmarshal([]byte(f.s), f.v); err != nil {
+		if err := decodeJSON(f.s, f.v); err != nil {
 			return i, fmt.Errorf("decode instance %s: %w", i.ID, err)
 		}
 	}

@@ -209,6 +209,11 @@ func testGPUReservation(t *testing.T, s coord.Store) {
 		diff(t, "ActiveGPUs", activeGPUs(t, s, w.machine, m2), map[market.MachineID][]int{w.machine: {0, 1, 2, 3}, m2: {0}})
 		diff(t, "ActiveGPUs of one machine", activeGPUs(t, s, m2), map[market.MachineID][]int{m2: {0}})
 		diff(t, "ActiveGPUs of none", activeGPUs(t, s), map[market.MachineID][]int{})
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			all, err := tx.AllActiveGPUs(ctx)
+			diff(t, "AllActiveGPUs", all, map[market.MachineID][]int{w.machine: {0, 1, 2, 3}, m2: {0}})
+			return err
+		})
 	})
 
 	t.Run("update onto held GPUs is a conflict and writes nothing", func(t *testing.T) {

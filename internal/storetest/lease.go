@@ -109,7 +109,16 @@ func testHeartbeatClaims(t *testing.T, s coord.Store) {
 		diff(t, "online machines seen before at(4), vouched at(3)", stale(tx, at(4)), []market.MachineID{m0})
 		v, err := tx.VouchedSeen(ctx, []market.MachineID{m0, off.ID, "m-missing"})
 		diff(t, "VouchedSeen", v, map[market.MachineID]time.Time{m0: at(3)})
-		return err
+		all, err2 := tx.AllVouchedSeen(ctx)
+		for id, at := range all {
+			if one, err := tx.VouchedSeen(ctx, []market.MachineID{id}); err != nil || !one[id].Equal(at) {
+				t.Errorf("AllVouchedSeen says %s was vouched for at %s; VouchedSeen says %v (%v)", id, at, one, err)
+			}
+		}
+		if !all[m0].Equal(at(3)) {
+			t.Errorf("AllVouchedSeen %v lacks %s vouched at(3)", all, m0)
+		}
+		return firstErr(err, err2)
 	})
 	do(t, s, func(ctx context.Context, tx coord.Tx) error {
 		// A claim n1 holds is not written again; n2 takes m1 over.
@@ -139,6 +148,13 @@ func testHeartbeatClaims(t *testing.T, s coord.Store) {
 		}
 		v, err := tx.VouchedSeen(ctx, []market.MachineID{m0, m1})
 		diff(t, "VouchedSeen after release (n2 never vouched)", v, map[market.MachineID]time.Time{})
-		return err
+		all, err2 := tx.AllVouchedSeen(ctx)
+		if _, ok := all[m0]; ok {
+			t.Errorf("AllVouchedSeen after release: %s still vouched for", m0)
+		}
+		if _, ok := all[m1]; ok {
+			t.Errorf("AllVouchedSeen after release: %s vouched for, but n2 never vouched", m1)
+		}
+		return firstErr(err, err2)
 	})
 }

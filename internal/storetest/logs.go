@@ -196,6 +196,51 @@ func testRollback(t *testing.T, s coord.Store) {
 		}
 	})
 
+	t.Run("atomic", func(t *testing.T) {
+		// A failed step is undone, including a failed statement (on
+		// Postgres it would abort the whole transaction otherwise); the
+		// steps around it commit, and event numbers stay gapless.
+		before, kept, undone, dup := account("before@example.com"), account("kept@example.com"), account("undone@example.com"), account("BEFORE@example.com")
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			if err := tx.InsertAccount(ctx, before); err != nil {
+				return err
+			}
+			err := tx.Atomic(ctx, func() error {
+				if err := tx.InsertAccount(ctx, undone); err != nil {
+					return err
+				}
+				if err := tx.AppendEvent(ctx, market.Event{At: t0, Type: "x", Account: undone.ID}); err != nil {
+					return err
+				}
+				return errBoom
+			})
+			if !errors.Is(err, errBoom) {
+				t.Errorf("Atomic = %v, want errBoom", err)
+			}
+			err = tx.Atomic(ctx, func() error { return tx.InsertAccount(ctx, dup) })
+			wantKind(t, "Atomic with a taken email", err, market.Conflict)
+			return tx.Atomic(ctx, func() error {
+				if err := tx.InsertAccount(ctx, kept); err != nil {
+					return err
+				}
+				return tx.AppendEvent(ctx, market.Event{At: t0, Type: "x", Account: kept.ID})
+			})
+		})
+		if !exists(t, before.ID) || !exists(t, kept.ID) {
+			t.Error("the writes around a failed step were lost")
+		}
+		if exists(t, undone.ID) || exists(t, dup.ID) {
+			t.Error("a failed step's write was committed")
+		}
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			evs, err := tx.Events(ctx, coord.EventFilter{Limit: 2})
+			if err == nil && (len(evs) == 0 || evs[0].Account != kept.ID || (len(evs) == 2 && evs[0].Seq != evs[1].Seq+1)) {
+				t.Errorf("newest events %+v: want the kept step's event, numbered right after the one before", evs)
+			}
+			return err
+		})
+	})
+
 	t.Run("commit", func(t *testing.T) {
 		a := account("commit@example.com")
 		do(t, s, func(ctx context.Context, tx coord.Tx) error {
