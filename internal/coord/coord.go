@@ -137,6 +137,8 @@ type Service struct {
 	signals signalStore  // queue lengths, health results replicas reported (signals.go)
 
 	verify *verifier // verification state kept in memory (verify.go)
+
+	creates createBatcher // on-demand creates committed together (createbatch.go)
 }
 
 // New returns a Service with defaults filled in. Call RebuildIndex before

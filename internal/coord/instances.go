@@ -43,15 +43,7 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 	if err != nil {
 		return market.Instance{}, err
 	}
-	err = s.store.Tx(ctx, func(tx Tx) error {
-		return s.createIn(ctx, tx, caller, req, &inst)
-	})
-	if err != nil {
-		return market.Instance{}, err
-	}
-	s.hub.notify(machineTopic(inst.Machine))
-	s.reindex(ctx, inst.Machine)
-	return inst, nil
+	return s.createBatched(ctx, caller, req, inst) // createbatch.go
 }
 
 // newInstance checks a create request (its template already applied) and
