@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -49,7 +50,7 @@ type agentCmd struct {
 	PortRange         string        `name:"port-range" default:"40000-40999" placeholder:"FIRST-LAST" help:"Host ports that renters' published container ports are mapped to (docker runner; default 40000-40999); \"\" publishes none."`
 	PublicAddress     string        `name:"public-address" placeholder:"HOST" help:"Address renters reach this machine's published ports at (default: the hostname)."`
 	MetricsAddr       string        `name:"metrics-addr" placeholder:"HOST:PORT" help:"Serve Prometheus metrics (per-GPU gauges) at http://HOST:PORT/metrics, e.g. 127.0.0.1:9400."`
-	QueueAddr         string        `name:"queue-addr" default:"127.0.0.1:0" placeholder:"HOST:PORT" help:"Where workloads report their queue length (given to each as $GPUMARKET_QUEUE_URL) for deployments that scale on it; containers need an address they can reach, such as the docker bridge's; \"\" turns it off."`
+	QueueAddr         string        `name:"queue-addr" default:"auto" placeholder:"HOST:PORT" help:"Where workloads report their queue length (given to each as $GPUMARKET_QUEUE_URL) for deployments that scale on it. auto: a free port on the Docker bridge's gateway with the docker runner (what containers reach), on 127.0.0.1 with plain processes; \"\" turns it off."`
 	LogFormat         string        `default:"text" enum:"json,text" help:"Log format: json or text."`
 	Verbose           bool          `short:"v" help:"Log debug messages."`
 }
@@ -109,6 +110,7 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 	if err != nil {
 		return usagef("--port-range: %v", err)
 	}
+	var drun *docker.Runner
 	if c.Runner != "process" {
 		run, err := c.dockerRunner(ctx, log, pr)
 		if err != nil {
@@ -117,6 +119,7 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 		if run != nil {
 			defer run.Close()
 			o.Runner, o.RunnerName, o.PortRange = run, "docker", pr
+			drun = run
 		}
 	}
 	switch {
@@ -135,7 +138,11 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 		log.Info("serving metrics", "url", "http://"+m.ln.Addr().String()+"/metrics")
 	}
 	if c.QueueAddr != "" {
-		q, err := serveQueue(ctx, c.QueueAddr, log) // deployment.go
+		var gw gatewayer
+		if drun != nil {
+			gw = drun
+		}
+		q, err := serveQueue(ctx, queueAddr(ctx, c.QueueAddr, gw, log), log) // deployment.go
 		if err != nil {
 			return err
 		}
@@ -155,6 +162,29 @@ func (c *agentCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) err
 	}
 	log.Info("agent starting", "coordinator", api.BaseURL(), "state_dir", dir, "runner", runner, "on_exit", onExit)
 	return a.Run(ctx)
+}
+
+// gatewayer is the docker runner's HostGateway.
+type gatewayer interface {
+	HostGateway(ctx context.Context) (netip.Addr, error)
+}
+
+// queueAddr resolves --queue-addr: "auto" is a free port on the Docker
+// bridge's gateway when workloads run as containers (gw set), where they
+// reach the host, else on 127.0.0.1; any other value stands as given.
+func queueAddr(ctx context.Context, flag string, gw gatewayer, log *slog.Logger) string {
+	if flag != "auto" {
+		return flag
+	}
+	if gw == nil {
+		return "127.0.0.1:0"
+	}
+	addr, err := gw.HostGateway(ctx)
+	if err != nil {
+		log.Warn("containers cannot report queue lengths: no address of this host that they reach; give one with --queue-addr", "err", err)
+		return "127.0.0.1:0"
+	}
+	return netip.AddrPortFrom(addr, 0).String()
 }
 
 // dockerRunner connects to the Docker daemon. With --runner auto, a daemon

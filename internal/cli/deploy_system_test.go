@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -335,5 +337,32 @@ func TestSystemDeploymentScalesOnGPUUtil(t *testing.T) {
 	s.tickFresh(t, host, time.Second, live)
 	if v := must[market.DeploymentView](t, "show")(renter.Deployment(ctx, "train")); v.Desired != 2 {
 		t.Errorf("desired %d within the cooldown, want 2", v.Desired)
+	}
+}
+
+type fakeGateway struct {
+	addr netip.Addr
+	err  error
+}
+
+func (f fakeGateway) HostGateway(context.Context) (netip.Addr, error) { return f.addr, f.err }
+
+func TestQueueAddr(t *testing.T) {
+	ctx := t.Context()
+	log := slog.New(slog.DiscardHandler)
+	gw := fakeGateway{addr: netip.MustParseAddr("172.17.0.1")}
+	for _, tc := range []struct {
+		flag string
+		gw   gatewayer
+		want string
+	}{
+		{"auto", nil, "127.0.0.1:0"},                                // plain processes share the host's loopback
+		{"auto", gw, "172.17.0.1:0"},                                // containers reach the bridge's gateway
+		{"auto", fakeGateway{err: errors.New("no")}, "127.0.0.1:0"}, // warned, still serves the host
+		{"10.0.0.5:7000", gw, "10.0.0.5:7000"},                      // as given
+	} {
+		if got := queueAddr(ctx, tc.flag, tc.gw, log); got != tc.want {
+			t.Errorf("queueAddr(%q, %v) = %q, want %q", tc.flag, tc.gw, got, tc.want)
+		}
 	}
 }
