@@ -45,6 +45,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -1244,9 +1245,8 @@ func (r *Runner) Stop(ctx context.Context, id market.InstanceID, grace time.Dura
 
 // Exec runs cmd in the running container of a's instance (docker exec,
 // as the container's user with its environment) and returns its exit
-// code; its output is discarded. When ctx ends first it returns ctx's
-// error and stops waiting; the daemon has no way to kill an exec, so the
-// command may run on in the container until it ends.
+// code; its output is discarded. When ctx ends first it kills the command
+// (killExec) and returns ctx's error.
 func (r *Runner) Exec(ctx context.Context, a market.Assignment, cmd []string) (int, error) {
 	const op = "exec in instance"
 	r.mu.Lock()
@@ -1280,6 +1280,9 @@ func (r *Runner) Exec(ctx context.Context, a market.Assignment, cmd []string) (i
 	case <-ctx.Done():
 		att.Close()
 		<-done
+		if err := r.killExec(cr.ID, cid); err != nil {
+			r.log.Warn("a command run in the instance outlived its deadline and runs on", "instance", a.Instance, "command", cmd, "err", err)
+		}
 		return 0, fmt.Errorf("%s %s: %w", op, a.Instance, ctx.Err())
 	}
 	// The exit code is set just after the output ends.
@@ -1297,6 +1300,37 @@ func (r *Runner) Exec(ctx context.Context, a market.Assignment, cmd []string) (i
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// killExec kills the process of exec id in container cid. The Engine API
+// cannot kill an exec, but the daemon reports the process's PID on this
+// host: when the agent runs beside the daemon (the usual case) and may
+// signal it, the process is sent SIGKILL, after checking through /proc
+// that the PID still belongs to the container (it could have ended and
+// its PID gone to another process).
+func (r *Runner) killExec(id, cid string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := r.cli.ExecInspect(ctx, id, client.ExecInspectOptions{})
+	switch {
+	case err != nil:
+		return fmt.Errorf("inspect the command: %s", daemonMessage(err))
+	case !res.Running:
+		return nil
+	case res.PID <= 0:
+		return errors.New("the daemon reports no process ID for it")
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", res.PID))
+	if err != nil {
+		return fmt.Errorf("process %d is not visible here (is the Docker daemon on another host or in another PID namespace?): %w", res.PID, err)
+	}
+	if !strings.Contains(string(cg), cid) {
+		return fmt.Errorf("process %d is not in container %.12s (it ended and its PID was reused, or the daemon is elsewhere)", res.PID, cid)
+	}
+	if err := syscall.Kill(res.PID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill process %d: %w", res.PID, err)
+	}
+	return nil
 }
 
 // stopTarget marks id as asked to stop and returns its container, waiting

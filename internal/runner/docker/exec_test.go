@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
+
 	"github.com/gpumarket/gpumarket/internal/market"
 )
 
@@ -38,6 +40,20 @@ func TestExec(t *testing.T) {
 		defer cancel()
 		if _, err := r.Exec(ctx, a, []string{"/testprog", "-sleep", "30s"}); err == nil {
 			t.Error("Exec past its deadline: no error, want one")
+		}
+		// The command was killed: no exec of the container runs on.
+		r.mu.Lock()
+		cid := r.insts[a.Instance].container
+		r.mu.Unlock()
+		res, err := r.cli.ContainerInspect(t.Context(), cid, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range res.Container.ExecIDs {
+			ex, err := r.cli.ExecInspect(t.Context(), id, client.ExecInspectOptions{})
+			if err == nil && ex.Running {
+				t.Errorf("exec %.12s (pid %d) still runs after its deadline", id, ex.PID)
+			}
 		}
 	})
 	t.Run("no program", func(t *testing.T) {
