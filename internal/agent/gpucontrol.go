@@ -166,6 +166,16 @@ func (c *controlled) ResetGPUs(ctx context.Context, uuids []string) error {
 	return c.ctl.Reset(ctx, free)
 }
 
+// Exec runs a command inside an instance (health checks) when the runner
+// it wraps can: embedding hides the wrapped runner's optional methods.
+func (c *controlled) Exec(ctx context.Context, a market.Assignment, cmd []string) (int, error) {
+	e, ok := c.Runner.(execer)
+	if !ok {
+		return 0, market.Errorf("exec in instance", market.Invalid, "this runner cannot run commands inside instances")
+	}
+	return e.Exec(ctx, a, cmd)
+}
+
 func (c *controlled) List(ctx context.Context) ([]market.InstanceReport, error) {
 	list, err := c.Runner.List(ctx)
 	if err != nil {

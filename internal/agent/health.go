@@ -26,8 +26,7 @@ const (
 
 // execer is a Runner that can run a command inside a running instance of
 // a, returning its exit code; err says why it could not run it. ctx
-// bounds the command: it is killed (or, in a container, abandoned) when
-// ctx ends.
+// bounds the command: it is killed when ctx ends.
 type execer interface {
 	Exec(ctx context.Context, a market.Assignment, cmd []string) (int, error)
 }

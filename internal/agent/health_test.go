@@ -131,6 +131,12 @@ func TestProberCommand(t *testing.T) {
 	if got := check(run, as); got == nil || !*got {
 		t.Fatalf("once the check passes: %v, want true", got)
 	}
+	// The agent wraps its runner to apply GPU settings; the wrapper must
+	// not hide Exec (it did, and every command check failed).
+	p.forget("i-1")
+	if got := check(WithGPUControl(run, nil), as); got == nil || !*got {
+		t.Fatalf("through the GPU control wrapper: %v, want true", got)
+	}
 	slow := as
 	slow.Env = map[string]string{market.HealthEnv: market.HealthCheck{Command: []string{"sleep", "30"}, Timeout: market.Duration(time.Second)}.String()}
 	start := time.Now()
@@ -143,6 +149,10 @@ func TestProberCommand(t *testing.T) {
 	p.forget("i-1")
 	if got := check(noExec{}, as); got == nil || *got {
 		t.Errorf("runner without Exec: %v, want false", got)
+	}
+	p.forget("i-1")
+	if got := check(WithGPUControl(noExec{}, nil), as); got == nil || *got {
+		t.Errorf("wrapped runner without Exec: %v, want false", got)
 	}
 }
 

@@ -366,3 +366,83 @@ func TestQueueAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestSystemDeploymentHealthCommand rolls out a new command gated on a
+// health check command, given through the CLI: the agent runs it inside
+// the new replica, and the old replica keeps serving until it passes.
+func TestSystemDeploymentHealthCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("system test: starts a coordinator and two agents")
+	}
+	s := startSystem(t, t.TempDir()+"/gm.db")
+	ctx := s.ctx
+	host := s.signup(t, "host@example.com", market.RoleHost)
+	live := []*deployAgent{s.startDeployAgent(t, host, "eu", "fra"), s.startDeployAgent(t, host, "eu", "ams")}
+	renter := s.signup(t, "renter@example.com", market.RoleRenter)
+	must[market.Transfer](t, "deposit")(s.admin.Deposit(ctx, market.DepositRequest{Email: "renter@example.com", Amount: market.Tokens(100)}, "d-1"))
+	gm, ok := cliUser(t, ctx, s.co.URL)
+	ok("login", "--email", "renter@example.com", "--password", "password-1")
+
+	if _, errOut, code := gm("deployment", "create", "api", "--health-cmd", "true", "--health", "8080/healthz", "--", "sleep", "600"); code == 0 || !strings.Contains(errOut, "health") {
+		t.Errorf("a command and an HTTP check at once: exit %d, %q", code, errOut)
+	}
+	ok("deployment", "create", "api", "--replicas", "1", "--", "sleep", "600")
+	s.tickFresh(t, host, time.Second, live)
+	var old market.Instance
+	eventually(t, "the first replica to run", func() (bool, error) {
+		v, err := renter.Deployment(ctx, "api")
+		if len(v.Replicas) == 1 && v.Replicas[0].State == market.InstanceRunning {
+			old = v.Replicas[0]
+			return true, err
+		}
+		return false, err
+	})
+
+	ready := t.TempDir() + "/ready"
+	out := ok("deployment", "update", "api", "--health-cmd", "test -f "+ready, "--health-timeout", "1s", "--", "sleep", "601")
+	if !strings.Contains(out, "rolling update to revision 2") {
+		t.Fatalf("update said %q", out)
+	}
+	newReplica := func() (market.Instance, bool) {
+		v := must[market.DeploymentView](t, "show")(renter.Deployment(ctx, "api"))
+		for _, r := range v.Replicas {
+			if r.DeploymentRevision == 2 {
+				return r, true
+			}
+		}
+		return market.Instance{}, false
+	}
+	eventually(t, "the new replica to run", func() (bool, error) {
+		s.tickFresh(t, host, time.Second, live)
+		r, ok := newReplica()
+		return ok && r.State == market.InstanceRunning, nil
+	})
+	// Unhealthy (no file): several passes later the old replica still runs.
+	for range 4 {
+		s.tickFresh(t, host, time.Second, live)
+		time.Sleep(500 * time.Millisecond) // health checks run every 2 s
+	}
+	if got := must[market.Instance](t, "old replica")(renter.Instance(ctx, old.ID)); got.State != market.InstanceRunning {
+		t.Fatalf("old replica %s while the new one fails its health command, want running", got.State)
+	}
+	// The check passes: the old replica is stopped.
+	if err := os.WriteFile(ready, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		s.tickFresh(t, host, time.Second, live)
+		got, err := renter.Instance(ctx, old.ID)
+		if err == nil && (got.State == market.InstanceStopping || got.State.Terminal()) {
+			break
+		}
+		if i == 40 {
+			t.Fatalf("old replica %s after 40 passes with the new one healthy; deployment:\n%s", got.State, ok("deployment", "show", "api"))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	show := ok("deployment", "show", "api")
+	if !strings.Contains(show, "test -f "+ready) {
+		t.Errorf("deployment show does not give the health command:\n%s", show)
+	}
+	s.checkLedger(t)
+}
