@@ -1,6 +1,7 @@
 package coord_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -140,4 +141,75 @@ func TestSpotDeploymentCannotSwitch(t *testing.T) {
 	spec.Spot = false
 	_, err := e.svc.UpdateDeployment(e.ctx, e.renter, "farm", spec)
 	wantKind(t, err, market.Invalid, "spot and on-demand")
+}
+
+// A spot replica outbid on its machine for MoveBidAfter moves: its bid is
+// cancelled and a new one placed on another machine, which it wins.
+func TestSpotDeploymentBidMovesToAnotherMachine(t *testing.T) {
+	e, r2 := spotEnv(t)
+	other := e.machine(e.host, "fp-2", 4)
+	reserve, energy, maxW := market.Tokens(1), market.Money(100_000), 400
+	must(e.svc.UpdateMachine(e.ctx, e.host, other.ID, market.MachineUpdate{SpotReservePerGPUDay: &reserve, EnergyPerKWh: &energy, MaxPowerW: &maxW}))
+	// pass moves the clock a minute, both machines heartbeating, and runs
+	// the leader's tick. Spot rounds clear every 10 minutes, and a bid
+	// moves after 3 rounds without winning.
+	pass := func() {
+		t.Helper()
+		for _, m := range []market.MachineID{e.mach.ID, other.ID} {
+			must(e.svc.Report(e.ctx, e.host, m, market.Report{}))
+		}
+		e.clock.Advance(time.Minute)
+		for _, m := range []market.MachineID{e.mach.ID, other.ID} {
+			must(e.svc.Report(e.ctx, e.host, m, market.Report{}))
+		}
+		e.tick()
+	}
+	perDay := market.Money(14_400_000)
+	must(e.svc.CreateDeployment(e.ctx, e.renter, market.DeploymentSpec{Name: "farm", Command: []string{"render"},
+		GPUsPerReplica: 1, MinReplicas: 1, MaxReplicas: 1, Spot: true, MaxPricePerDay: perDay}))
+	e.tick()
+	v := must(e.svc.Deployment(e.ctx, e.renter, "farm"))
+	if len(v.Bids) != 1 {
+		t.Fatalf("%d bids after the first pass, want 1", len(v.Bids))
+	}
+	first := v.Bids[0]
+	// Another renter outbids it for every GPU of that machine.
+	must(e.svc.CreateBid(e.ctx, r2, market.CreateBidRequest{Machine: first.Machine, GPUs: 4, PricePerGPUDay: perDay * 3,
+		PowerLimitW: 300, NoticeSeconds: 30, Command: []string{"sleep", "600"}}))
+	var moved market.Bid
+	for i := 0; moved.ID == ""; i++ {
+		if i == 35 {
+			t.Fatalf("the bid did not move in 35 minutes: %+v", must(e.svc.Deployment(e.ctx, e.renter, "farm")))
+		}
+		pass()
+		for _, b := range must(e.svc.Deployment(e.ctx, e.renter, "farm")).Bids {
+			if b.ID != first.ID {
+				moved = b
+			}
+		}
+	}
+	if moved.Machine == first.Machine {
+		t.Errorf("the bid moved to the machine it lost on, %s", moved.Machine)
+	}
+	if got := must(e.svc.Bid(e.ctx, e.renter, first.ID)); got.State != market.BidCancelled {
+		t.Errorf("the first bid is %s after the move, want cancelled", got.State)
+	}
+	// It wins on the other machine and runs there.
+	var rep market.Instance
+	for i := 0; rep.ID == ""; i++ {
+		if i == 12 {
+			t.Fatalf("the moved bid did not win in 12 minutes: %+v", must(e.svc.Deployment(e.ctx, e.renter, "farm")))
+		}
+		pass()
+		if reps := e.replicas("farm"); len(reps) == 1 {
+			rep = reps[0]
+		}
+	}
+	if rep.Machine != moved.Machine || rep.Bid != moved.ID || rep.Kind != market.Spot {
+		t.Errorf("replica %+v; want the spot instance of bid %s on %s", rep, moved.ID, moved.Machine)
+	}
+	v = must(e.svc.Deployment(e.ctx, e.renter, "farm"))
+	if bids := history(v, "bid"); len(bids) != 2 || !strings.Contains(bids[0], "bidding on another machine") {
+		t.Errorf("bid history %q, want the move with its reason", bids)
+	}
 }
