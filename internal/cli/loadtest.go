@@ -107,7 +107,7 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	fmt.Fprintf(out, "registering %d machines (%d at a time) at %s\n", c.Agents, c.Register, base)
 	machines := make([]market.MachineID, c.Agents)
 	regStart := time.Now()
-	var next atomic.Int64
+	var next, regCount atomic.Int64
 	var regErr error
 	var regMu sync.Mutex
 	var wg sync.WaitGroup
@@ -141,10 +141,27 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 				}
 				machines[i] = m.ID
 				registered[i].Store(true)
+				regCount.Add(1)
 			}
 		})
 	}
+	// A progress line every 5 s: 100,000 registrations take minutes.
+	regDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-regDone:
+				return
+			case <-t.C:
+				n := regCount.Load()
+				fmt.Fprintf(out, "  %5.0fs  registered %d of %d (%.0f/s)\n", time.Since(regStart).Seconds(), n, c.Agents, float64(n)/time.Since(regStart).Seconds())
+			}
+		}
+	}()
 	wg.Wait()
+	close(regDone)
 	stopKeep()
 	if regErr != nil {
 		return regErr
