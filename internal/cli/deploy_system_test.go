@@ -302,18 +302,26 @@ func testDeployment(t *testing.T, db string) {
 	s.checkLedger(t)
 }
 
+// twoAgentSystem starts a coordinator on SQLite with two real agents in
+// region eu and a renter with 100 tokens.
+func twoAgentSystem(t *testing.T) (s *system, host, renter *apiclient.Client, live []*deployAgent) {
+	t.Helper()
+	s = startSystem(t, t.TempDir()+"/gm.db")
+	host = s.signup(t, "host@example.com", market.RoleHost)
+	live = []*deployAgent{s.startDeployAgent(t, host, "eu", "fra"), s.startDeployAgent(t, host, "eu", "ams")}
+	renter = s.signup(t, "renter@example.com", market.RoleRenter)
+	must[market.Transfer](t, "deposit")(s.admin.Deposit(s.ctx, market.DepositRequest{Email: "renter@example.com", Amount: market.Tokens(100)}, "d-1"))
+	return s, host, renter, live
+}
+
 // TestSystemDeploymentScalesOnGPUUtil scales a deployment on the GPU
 // utilisation the agents report (fake GPUs read busy while they run work).
 func TestSystemDeploymentScalesOnGPUUtil(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts a coordinator and two agents")
 	}
-	s := startSystem(t, t.TempDir()+"/gm.db")
+	s, host, renter, live := twoAgentSystem(t)
 	ctx := s.ctx
-	host := s.signup(t, "host@example.com", market.RoleHost)
-	live := []*deployAgent{s.startDeployAgent(t, host, "eu", "fra"), s.startDeployAgent(t, host, "eu", "ams")}
-	renter := s.signup(t, "renter@example.com", market.RoleRenter)
-	must[market.Transfer](t, "deposit")(s.admin.Deposit(ctx, market.DepositRequest{Email: "renter@example.com", Amount: market.Tokens(100)}, "d-1"))
 	must[market.Deployment](t, "create")(renter.CreateDeployment(ctx, market.DeploymentSpec{Name: "train", Command: []string{"sleep", "600"},
 		GPUsPerReplica: 1, MinReplicas: 1, MaxReplicas: 3, Scale: &market.ScaleRule{Metric: market.ScaleGPUUtil, Target: 70}}))
 	s.tickFresh(t, host, time.Second, live)
@@ -374,12 +382,8 @@ func TestSystemDeploymentHealthCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts a coordinator and two agents")
 	}
-	s := startSystem(t, t.TempDir()+"/gm.db")
+	s, host, renter, live := twoAgentSystem(t)
 	ctx := s.ctx
-	host := s.signup(t, "host@example.com", market.RoleHost)
-	live := []*deployAgent{s.startDeployAgent(t, host, "eu", "fra"), s.startDeployAgent(t, host, "eu", "ams")}
-	renter := s.signup(t, "renter@example.com", market.RoleRenter)
-	must[market.Transfer](t, "deposit")(s.admin.Deposit(ctx, market.DepositRequest{Email: "renter@example.com", Amount: market.Tokens(100)}, "d-1"))
 	gm, ok := cliUser(t, ctx, s.co.URL)
 	ok("login", "--email", "renter@example.com", "--password", "password-1")
 

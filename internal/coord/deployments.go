@@ -885,7 +885,7 @@ func (s *Service) placeAll(ctx context.Context, byID map[market.DeploymentID]*ma
 		if len(batch) == 0 {
 			return
 		}
-		done := s.createBatch(ctx, byID, places, batch, failed)
+		done := s.createReplicas(ctx, byID, places, batch, failed)
 		for k, c := range batch {
 			if done[k] != nil {
 				results[c.i] = done[k]
@@ -941,11 +941,11 @@ type replicaCreate struct {
 	as   market.Account
 }
 
-// createBatch creates the replicas of batch in one transaction and returns
+// createReplicas creates the replicas of batch in one transaction and returns
 // the result of each, nil for those skipped because their deployment
 // failed first; it adds to failed the deployments refused. When the
 // transaction itself fails, every create of the batch carries its error.
-func (s *Service) createBatch(ctx context.Context, byID map[market.DeploymentID]*market.Deployment, places []deploy.Place,
+func (s *Service) createReplicas(ctx context.Context, byID map[market.DeploymentID]*market.Deployment, places []deploy.Place,
 	batch []replicaCreate, failed map[market.DeploymentID]bool) []*placeResult {
 	var out []*placeResult
 	var refused map[market.DeploymentID]bool
