@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -736,4 +737,37 @@ func TestClaimedDuringDetectionStillGoesOffline(t *testing.T) {
 	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); m.Online {
 		t.Fatalf("the machine is still online 120 s after its last heartbeat (last seen %s)", m.LastSeenAt)
 	}
+}
+
+// panicOnce is a store whose next transaction panics when armed.
+type panicOnce struct {
+	coord.Store
+	armed atomic.Bool
+}
+
+func (p *panicOnce) Tx(ctx context.Context, fn func(tx coord.Tx) error) error {
+	if p.armed.CompareAndSwap(true, false) {
+		panic("injected store panic")
+	}
+	return p.Store.Tx(ctx, fn)
+}
+
+// A panic while a batch of creates runs fails that batch's creates with an
+// internal error; the creates after it still run (the batcher is not left
+// waiting for ever).
+func TestCreateBatchSurvivesAPanic(t *testing.T) {
+	base, err := sqlite.Open(t.Context(), t.TempDir()+"/test.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { base.Close() })
+	store := &panicOnce{Store: base}
+	e := newEnvOn(t, store, nil)
+	store.armed.Store(true)
+	_, err = e.create(1)
+	wantKind(t, err, market.Internal, "internal error")
+	if _, err := e.create(1); err != nil {
+		t.Fatalf("the create after the panic: %v", err)
+	}
+	e.check()
 }

@@ -3,6 +3,7 @@ package coord
 import (
 	"context"
 	"errors"
+	"runtime/debug"
 	"slices"
 	"sync"
 
@@ -98,6 +99,19 @@ func (c *createCall) finished() bool {
 // alone, so that the failure is only its own.
 func (s *Service) runCreates(batch []*createCall) {
 	ctx := batch[0].ctx
+	// A panic (a bug) fails the batch's creates instead of leaving their
+	// callers, and every create after them, waiting for ever.
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("instance create batch panicked", "panic", p, "stack", string(debug.Stack()))
+			for _, c := range batch {
+				if !c.finished() {
+					c.inst, c.err = market.Instance{}, market.Errorf("create instance", market.Internal, "internal error (logged)")
+					close(c.done)
+				}
+			}
+		}
+	}()
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		for _, c := range batch {
 			c.inst = c.base
