@@ -103,6 +103,9 @@ func applyOnDemand(ms []market.Machine, insts []market.Instance) {
 // entries stay stale until the next change, and placement re-checks in
 // the store anyway.
 func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
+	// The change is committed: the index follows it even when the caller
+	// (an HTTP request whose client left) is cancelled.
+	ctx = context.WithoutCancel(ctx)
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
