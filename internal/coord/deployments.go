@@ -944,7 +944,8 @@ type replicaCreate struct {
 // createReplicas creates the replicas of batch in one transaction and returns
 // the result of each, nil for those skipped because their deployment
 // failed first; it adds to failed the deployments refused. When the
-// transaction itself fails, every create of the batch carries its error.
+// transaction itself fails, the first create of each deployment in the
+// batch carries its error.
 func (s *Service) createReplicas(ctx context.Context, byID map[market.DeploymentID]*market.Deployment, places []deploy.Place,
 	batch []replicaCreate, failed map[market.DeploymentID]bool) []*placeResult {
 	var out []*placeResult
@@ -974,8 +975,10 @@ func (s *Service) createReplicas(ctx context.Context, byID map[market.Deployment
 	if err != nil {
 		out = make([]*placeResult, len(batch))
 		for k, c := range batch {
-			out[k] = &placeResult{pl: places[c.i], err: err}
-			failed[places[c.i].Deployment] = true
+			if d := places[c.i].Deployment; !failed[d] {
+				out[k] = &placeResult{pl: places[c.i], err: err}
+				failed[d] = true // its first failure: the rest of it is skipped
+			}
 		}
 		return out
 	}
