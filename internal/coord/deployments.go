@@ -53,15 +53,16 @@ func forDeployment(ctx context.Context, id market.DeploymentID, rev int64, healt
 	return context.WithValue(ctx, deploymentKey{}, replicaOf{id, rev, health})
 }
 
-// recordReplica marks inst, just inserted in tx, as a replica of the
-// deployment its create was made for, if any. A replica carries its
-// deployment's ID in $GPUMARKET_DEPLOYMENT (so that any coordinator its
-// agent reports to keeps its signals, signals.go) and its health check,
-// if any, in $GPUMARKET_HEALTH_CHECK; renters cannot set either.
-func recordReplica(ctx context.Context, tx Tx, inst *market.Instance) error {
+// asReplica marks inst, about to be inserted, as a replica of the
+// deployment its create was made for, if any, and reports whether it did.
+// A replica carries its deployment's ID in $GPUMARKET_DEPLOYMENT (so that
+// any coordinator its agent reports to keeps its signals, signals.go) and
+// its health check, if any, in $GPUMARKET_HEALTH_CHECK; renters cannot set
+// either. After the insert, recordReplica stores the link.
+func asReplica(ctx context.Context, inst *market.Instance) bool {
 	r, ok := ctx.Value(deploymentKey{}).(replicaOf)
 	if !ok || r.id == "" {
-		return nil
+		return false
 	}
 	inst.Deployment, inst.DeploymentRevision = r.id, r.rev
 	inst.Env = maps.Clone(inst.Env)
@@ -72,10 +73,16 @@ func recordReplica(ctx context.Context, tx Tx, inst *market.Instance) error {
 	if r.health != nil {
 		inst.Env[market.HealthEnv] = r.health.String()
 	}
-	if err := tx.UpdateInstance(ctx, *inst); err != nil {
-		return err
+	return true
+}
+
+// recordReplica stores, in tx, the link of inst (inserted, marked by
+// asReplica) to its deployment and revision.
+func recordReplica(ctx context.Context, tx Tx, inst market.Instance) error {
+	if inst.Deployment == "" {
+		return nil
 	}
-	return tx.SetInstanceDeployment(ctx, inst.ID, r.id, r.rev)
+	return tx.SetInstanceDeployment(ctx, inst.ID, inst.Deployment, inst.DeploymentRevision)
 }
 
 // checkSpec validates and normalises a deployment spec.

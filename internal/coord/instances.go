@@ -113,14 +113,9 @@ func (s *Service) createIn(ctx context.Context, tx Tx, caller market.Account, re
 		return market.Errorf(op, market.Invalid, "%w", err)
 	}
 	inst.PowerLimitW, inst.Clocks, inst.GPUClocks = req.PowerLimitW, req.Clocks, req.GPUClocks
-	if err := s.makeRoom(ctx, tx, m, req.GPUs, now); err != nil {
+	if m.UsedGPUs, err = s.makeRoom(ctx, tx, m, req.GPUs, now); err != nil { // spot.go
 		return err
 	}
-	used, err := tx.ActiveGPUs(ctx, []market.MachineID{m.ID})
-	if err != nil {
-		return err
-	}
-	m.UsedGPUs = used[m.ID]
 	if inst.GPUs, err = match.Fit(m, req.GPUs); err != nil {
 		return err
 	}
@@ -138,10 +133,11 @@ func (s *Service) createIn(ctx context.Context, tx Tx, caller market.Account, re
 			"renting %d GPUs of %s holds one hour (%s %s) in escrow, but you have %s available; deposit more or rent fewer GPUs",
 			req.GPUs, m.ID, inst.Escrow, market.DefaultAsset, avail)
 	}
+	asReplica(ctx, inst) // deployments.go
 	if err := tx.InsertInstance(ctx, *inst); err != nil {
 		return err
 	}
-	if err := recordReplica(ctx, tx, inst); err != nil { // deployments.go
+	if err := recordReplica(ctx, tx, *inst); err != nil {
 		return err
 	}
 	if _, err := tx.ApplyTransfer(ctx, ledger.Hold(caller.ID, inst.ID, inst.Escrow, now)); err != nil {

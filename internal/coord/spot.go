@@ -871,16 +871,29 @@ func (s *Service) startSpot(ctx context.Context, tx Tx, m market.Machine, b mark
 
 // makeRoom preempts running spot instances of m until gpus GPUs are free
 // for an on-demand rental, if the spot instances are what stands in the
-// way. Spot instances with the lowest price per GPU go first.
-func (s *Service) makeRoom(ctx context.Context, tx Tx, m market.Machine, gpus int, now time.Time) error {
+// way. Spot instances with the lowest price per GPU go first. It returns
+// the GPUs of m in use afterwards.
+func (s *Service) makeRoom(ctx context.Context, tx Tx, m market.Machine, gpus int, now time.Time) ([]int, error) {
 	used, err := tx.ActiveGPUs(ctx, []market.MachineID{m.ID})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	free := len(m.GPUs) - len(used[m.ID])
 	if free >= gpus || gpus > len(m.GPUs) {
-		return nil
+		return used[m.ID], nil
 	}
+	if err := s.preemptFor(ctx, tx, m, gpus, free, now); err != nil {
+		return nil, err
+	}
+	if used, err = tx.ActiveGPUs(ctx, []market.MachineID{m.ID}); err != nil {
+		return nil, err
+	}
+	return used[m.ID], nil
+}
+
+// preemptFor preempts spot instances of m, cheapest per GPU first, until
+// gpus GPUs are free (free are already).
+func (s *Service) preemptFor(ctx context.Context, tx Tx, m market.Machine, gpus, free int, now time.Time) error {
 	insts, err := tx.Instances(ctx, InstanceFilter{Machine: m.ID, ActiveOnly: true})
 	if err != nil {
 		return err
