@@ -390,6 +390,9 @@ func TestSystemDeploymentHealthCommand(t *testing.T) {
 	if _, errOut, code := gm("deployment", "create", "api", "--health-cmd", "true", "--health", "8080/healthz", "--", "sleep", "600"); code == 0 || !strings.Contains(errOut, "health") {
 		t.Errorf("a command and an HTTP check at once: exit %d, %q", code, errOut)
 	}
+	if _, errOut, code := gm("deployment", "create", "api", "--health-cmd", "  ", "--", "sleep", "600"); code != 2 || !strings.Contains(errOut, "--health-cmd is blank") {
+		t.Errorf("a blank health command: exit %d, %q", code, errOut)
+	}
 	ok("deployment", "create", "api", "--replicas", "1", "--", "sleep", "600")
 	s.tickFresh(t, host, time.Second, live)
 	var old market.Instance

@@ -163,6 +163,8 @@ func (f *specFlags) apply(spec *market.DeploymentSpec) error {
 		spec.Env[k] = v
 	}
 	switch {
+	case f.HealthCmd != "" && strings.TrimSpace(f.HealthCmd) == "":
+		return usagef("--health-cmd is blank; give the command to run in each replica, such as 'curl -fs localhost:8080/healthz'")
 	case f.Health != "" && f.HealthCmd != "":
 		return usagef("--health and --health-cmd: a replica has one health check; give one of them")
 	case f.Health == "none":
@@ -596,7 +598,7 @@ func (c *deploymentDeleteCmd) Run(ctx context.Context, env *Env, api *apiclient.
 func serveQueue(ctx context.Context, addr string, log *slog.Logger) (*agent.QueueServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, usagef("--queue-addr %s: %v", addr, err)
+		return nil, usagef("--queue-addr %s: %v; give HOST:PORT (port 0 for a free one), auto, or \"\" to turn the endpoint off", addr, err)
 	}
 	q := agent.NewQueueServer("http://" + ln.Addr().String())
 	srv := &http.Server{Handler: q.Handler(), ReadHeaderTimeout: 5 * time.Second}

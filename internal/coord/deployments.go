@@ -970,10 +970,10 @@ func (s *Service) createReplicas(ctx context.Context, byID map[market.Deployment
 			out[k] = r
 			rctx := forDeployment(ctx, d.ID, pl.Revision, d.Spec.Health)
 			r.err = tx.Atomic(ctx, func() error { return s.createIn(rctx, tx, c.as, c.req, &r.inst) })
+			if storeFailure(r.err) { // createbatch.go
+				return r.err // the batch is lost
+			}
 			if r.err != nil {
-				if market.KindOf(r.err) == market.Internal {
-					return r.err // the store's failure: the batch is lost
-				}
 				refused[pl.Deployment] = true
 			}
 		}

@@ -25,6 +25,19 @@ func (e *env) runAll(ref string) {
 	}
 }
 
+// replicaAt returns the active replica of a deployment at revision rev
+// (the last one listed), or a zero instance when there is none.
+func (e *env) replicaAt(ref string, rev int64) market.Instance {
+	e.t.Helper()
+	var out market.Instance
+	for _, r := range e.replicas(ref) {
+		if r.DeploymentRevision == rev {
+			out = r
+		}
+	}
+	return out
+}
+
 func history(v market.DeploymentView, kind string) []string {
 	var out []string
 	for _, h := range v.History {
@@ -315,12 +328,7 @@ func TestDeploymentUpdateWaitsForHealth(t *testing.T) {
 	spec.Command = []string{"serve", "v2"}
 	must(e.svc.UpdateDeployment(e.ctx, e.renter, "api", spec))
 	e.tick() // starts the new replica
-	var fresh market.Instance
-	for _, r := range e.replicas("api") {
-		if r.DeploymentRevision == 2 {
-			fresh = r
-		}
-	}
+	fresh := e.replicaAt("api", 2)
 	if fresh.ID == "" || fresh.Machine == old.Machine {
 		t.Fatalf("new replica %+v, want one on the other machine (processes with a health check never share one)", fresh)
 	}
@@ -374,12 +382,7 @@ func TestDeploymentHealthCommand(t *testing.T) {
 	spec.Command = []string{"serve", "v2"}
 	must(e.svc.UpdateDeployment(e.ctx, e.renter, "api", spec))
 	e.tick()
-	var fresh market.Instance
-	for _, r := range e.replicas("api") {
-		if r.DeploymentRevision == 2 {
-			fresh = r
-		}
-	}
+	fresh := e.replicaAt("api", 2)
 	if fresh.ID == "" {
 		t.Fatal("no replica of revision 2 started")
 	}

@@ -99,12 +99,7 @@ func testLeaderSeesSignals(t *testing.T, stores []coord.Store) {
 	must(a.UpdateDeployment(ctx, e.renter, "web", spec))
 	tickB()
 	e.tick() // starts the new replica
-	var fresh market.Instance
-	for _, r := range e.replicas("web") {
-		if r.DeploymentRevision == 2 {
-			fresh = r
-		}
-	}
+	fresh := e.replicaAt("web", 2)
 	if fresh.ID == "" {
 		t.Fatal("no replica of revision 2 started")
 	}
