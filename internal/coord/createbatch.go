@@ -16,10 +16,10 @@ import (
 // of one transaction (Tx.Atomic: a create refused is undone alone), and
 // repeats until its own create is done; it then hands the queue to a new
 // goroutine, so that no caller waits for more than the batches ahead of
-// it. On Postgres every create takes the next event and transfer numbers
-// from counter rows, and concurrent transactions that do so fail each
-// other (SERIALIZABLE) and are retried: one transaction per batch instead
-// of one per create removes most of those collisions. On SQLite, whose
+// it. On Postgres every create takes the next transfer number from a
+// counter row, and concurrent transactions that do so fail each other
+// (SERIALIZABLE) and are retried: one transaction per batch instead of
+// one per create removes those collisions. On SQLite, whose
 // transactions queue for its one writer, it saves a commit per create.
 
 // maxCreateBatch is how many creates one transaction makes at most.

@@ -173,7 +173,10 @@ type Tx interface {
 	Round(ctx context.Context, id market.RoundID) (RoundRecord, error)
 	Rounds(ctx context.Context, f RoundFilter) ([]RoundRecord, error) // newest first
 
-	// Events, numbered by the store.
+	// Events, numbered by the store without gaps. A store may number them
+	// only once the transaction commits (Postgres does, so that writers
+	// do not collide on the numbering), after every event committed
+	// before: Events then lists them once Tx returns, not inside it.
 	AppendEvent(ctx context.Context, e market.Event) error
 	Events(ctx context.Context, f EventFilter) ([]market.Event, error) // newest first
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,13 +32,18 @@ import (
 // coordinator relies on it: it reads an instance or a balance, decides, and
 // writes the whole row back. READ COMMITTED would keep the store's own
 // invariants (the unique gpu_allocations rows, the balance CHECK, the
-// counter rows that number transfers and log chunks without gaps) but would
+// counter rows that number transfers without gaps) but would
 // let two such read-decide-write transactions lose one another's update
 // unless every read in coord took row locks, which the Store interface
 // cannot express. SERIALIZABLE gives on Postgres what SQLite's single writer
 // gives, at the price of transactions that fail with a serialization
 // failure when they collide; Tx retries those, which the contract allows
 // (fn may rerun).
+//
+// Events are the exception: a transaction leaves them in events_pending
+// and they are numbered after it commits (sqlstore/events.go), since every
+// agent report and instance create appends one and numbering them in the
+// transaction made all of those collide on one counter row.
 
 const (
 	// maxAttempts bounds how often Tx runs fn when transactions keep
@@ -63,7 +69,19 @@ const (
 	// starting together): a transaction-scoped advisory lock, taken by each
 	// migration transaction. The key is arbitrary but fixed.
 	migrationLock = `SELECT pg_advisory_xact_lock(7147521230950981633)`
+
+	// sweepEvery is how often a DB numbers events that no Tx numbered
+	// after its commit (its process died in between).
+	sweepEvery = time.Second
 )
+
+// deferral makes transactions leave their events for NumberEvents
+// (sqlstore/events.go). The numberers of one database queue on a
+// transaction-scoped advisory lock of their own.
+var deferral = sqlstore.Deferral{
+	TxID: `pg_current_xact_id()::text::bigint`,
+	Lock: `SELECT pg_advisory_xact_lock(7147521230950981634)`,
+}
 
 // DB is a Store on one Postgres database.
 type DB struct {
@@ -71,6 +89,18 @@ type DB struct {
 	// gate is held shared by every transaction attempt and exclusively by
 	// an attempt that has collided too often (see exclusiveFrom).
 	gate sync.RWMutex
+
+	// Numbering events after commit: committed counts the transactions
+	// that left events to number, numbered how many of them a finished
+	// NumberEvents run covers (guarded by numbering, which lets one run
+	// at a time), so that a caller whose events a run started after its
+	// commit has numbered does not run another.
+	committed atomic.Uint64
+	numbering sync.Mutex
+	numbered  uint64
+
+	stop  context.CancelFunc
+	swept sync.WaitGroup
 }
 
 var _ coord.Store = (*DB)(nil)
@@ -97,7 +127,11 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", where, err)
 	}
-	return &DB{db: db}, nil
+	d := &DB{db: db}
+	sweepCtx, stop := context.WithCancel(context.Background())
+	d.stop = stop
+	d.swept.Go(func() { d.sweep(sweepCtx) })
+	return d, nil
 }
 
 // Tx runs fn in one SERIALIZABLE transaction and commits if it returns nil.
@@ -141,8 +175,56 @@ func (d *DB) attempt(ctx context.Context, exclusive bool, fn func(tx coord.Tx) e
 		d.gate.RLock()
 		defer d.gate.RUnlock()
 	}
-	return sqlstore.RunTx(ctx, d.db, &sql.TxOptions{Isolation: sql.LevelSerializable}, classify, fn)
+	deferred, err := sqlstore.RunTxConfig(ctx, d.db, &sql.TxOptions{Isolation: sql.LevelSerializable},
+		sqlstore.TxConfig{Classify: classify, RowsPerStmt: sqlstore.DefaultRowsPerStatement, Defer: &deferral}, fn)
+	if err == nil && deferred {
+		// The transaction has committed: its result stands whatever
+		// happens here. If numbering fails, the sweep numbers its events.
+		_ = d.numberEvents(context.WithoutCancel(ctx))
+	}
+	return err
 }
 
-// Close closes the pool.
-func (d *DB) Close() error { return d.db.Close() }
+// numberEvents numbers the events of every transaction committed so far,
+// unless a run that started after the last of them has done it.
+func (d *DB) numberEvents(ctx context.Context) error {
+	want := d.committed.Add(1)
+	d.numbering.Lock()
+	defer d.numbering.Unlock()
+	if d.numbered >= want {
+		return nil
+	}
+	covers := d.committed.Load()
+	if _, err := sqlstore.NumberEvents(ctx, d.db, deferral, classify, sqlstore.DefaultRowsPerStatement); err != nil {
+		return err
+	}
+	d.numbered = covers
+	return nil
+}
+
+// sweep numbers, every sweepEvery until ctx ends, the events left pending
+// by transactions whose process stopped between commit and numbering.
+func (d *DB) sweep(ctx context.Context) {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var pending bool
+		if err := d.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM events_pending)`).Scan(&pending); err == nil && pending {
+			d.numbering.Lock()
+			_, _ = sqlstore.NumberEvents(ctx, d.db, deferral, classify, sqlstore.DefaultRowsPerStatement) // retried next time
+			d.numbering.Unlock()
+		}
+	}
+}
+
+// Close stops the sweep and closes the pool.
+func (d *DB) Close() error {
+	d.stop()
+	d.swept.Wait()
+	return d.db.Close()
+}

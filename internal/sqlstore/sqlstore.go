@@ -53,9 +53,29 @@ const DefaultRowsPerStatement = 200
 // trip, so SQLite writes batches fastest one row per (prepared, reused)
 // statement: rowsPerStmt 1.
 func RunTxRows(ctx context.Context, db *sql.DB, opts *sql.TxOptions, classify Classifier, rowsPerStmt int, fn func(tx coord.Tx) error) error {
+	_, err := RunTxConfig(ctx, db, opts, TxConfig{Classify: classify, RowsPerStmt: rowsPerStmt}, fn)
+	return err
+}
+
+// TxConfig is what RunTxConfig needs to know of the adapter's database.
+type TxConfig struct {
+	Classify Classifier
+	// RowsPerStmt is how many rows a batch write puts in one statement
+	// (see RunTxRows); 0 means 1.
+	RowsPerStmt int
+	// Defer, when set, makes AppendEvent leave events for NumberEvents to
+	// number after commit instead of numbering them in the transaction.
+	Defer *Deferral
+}
+
+// RunTxConfig is RunTx for an adapter described by c. It also reports
+// whether the committed transaction left events to number (c.Defer set):
+// the adapter then runs NumberEvents, so that they are listed once its Tx
+// returns.
+func RunTxConfig(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, fn func(tx coord.Tx) error) (deferred bool, err error) {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return false, fmt.Errorf("begin transaction: %w", err)
 	}
 	committed := false
 	defer func() {
@@ -63,12 +83,13 @@ func RunTxRows(ctx context.Context, db *sql.DB, opts *sql.TxOptions, classify Cl
 			_ = tx.Rollback() // the error that led here matters more
 		}
 	}()
-	if err := fn(&sqlTx{tx: tx, classify: classify, rowsPerStmt: max(rowsPerStmt, 1)}); err != nil {
-		return err
+	t := &sqlTx{tx: tx, classify: c.Classify, rowsPerStmt: max(c.RowsPerStmt, 1), deferral: c.Defer}
+	if err := fn(t); err != nil {
+		return false, err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return false, fmt.Errorf("commit: %w", err)
 	}
 	committed = true
-	return nil
+	return t.deferred > 0, nil
 }

@@ -24,6 +24,10 @@ type sqlTx struct {
 	classify Classifier
 	// rowsPerStmt is how many rows one statement of a batch write holds.
 	rowsPerStmt int
+	// deferral, when set, makes AppendEvent write to events_pending
+	// (events.go); deferred counts the events written there.
+	deferral *Deferral
+	deferred int64
 }
 
 var _ coord.Tx = (*sqlTx)(nil)
@@ -1057,6 +1061,9 @@ func (t *sqlTx) Logs(ctx context.Context, id market.InstanceID, afterSeq int64, 
 }
 
 func (t *sqlTx) AppendEvent(ctx context.Context, e market.Event) error {
+	if t.deferral != nil {
+		return t.deferEvent(ctx, e)
+	}
 	return t.atomic(ctx, func() error {
 		if err := t.tx.QueryRowContext(ctx, qNextCounter, counterEvent).Scan(&e.Seq); err != nil {
 			return fmt.Errorf("append event: next seq: %w", err)

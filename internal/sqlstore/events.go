@@ -1,0 +1,143 @@
+package sqlstore
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// Events numbered after commit (Postgres; see migration 0015).
+//
+// Numbering an event in its transaction means taking the next value of the
+// 'event' counter row. SQLite's transactions queue for its one writer, so
+// that costs nothing there. On Postgres every transaction that appends an
+// event (an instance created, an agent's acknowledgement) would update the
+// same row, and SERIALIZABLE transactions that update a row another one
+// committed meanwhile fail and rerun: the counter made Postgres run its
+// writers one at a time, and most of them twice.
+//
+// With a Deferral, AppendEvent writes to events_pending instead, keyed by
+// the transaction's ID and the event's place in it; nothing there is
+// shared between writers. After commit the adapter runs NumberEvents,
+// which moves every committed pending event into events, numbered after
+// the newest in (txid, n) order, one run at a time. So:
+//   - numbers stay gapless, and the counter row has one writer;
+//   - a number is given only to a committed event, and all the numbers of
+//     one run become visible together, after every lower one: a reader
+//     that follows events by number (other replicas, webhooks) never
+//     misses one that commits late;
+//   - a transaction that read what another wrote began after that one's
+//     first write, so it has a higher ID: causes are numbered before
+//     their effects;
+//   - a transaction does not see its own events before it commits.
+
+// Deferral is what deferred numbering needs from the adapter's database.
+type Deferral struct {
+	// TxID is an SQL expression for the current transaction's ID, which
+	// is assigned at its first write and grows.
+	TxID string
+	// Lock is a statement that makes NumberEvents runs wait for one
+	// another, until the end of the transaction.
+	Lock string
+}
+
+// deferEvent writes e to events_pending.
+func (t *sqlTx) deferEvent(ctx context.Context, e market.Event) error {
+	t.deferred++
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO events_pending (txid, n, `+pendingColumns+`) VALUES (`+t.deferral.TxID+`, $1, $2, $3, $4, $5, $6, $7)`,
+		t.deferred, micros(e.At), e.Type, e.Account, e.Machine, e.Instance, e.Message)
+	if err != nil {
+		return fmt.Errorf("append event %s: %w", e.Type, err)
+	}
+	return nil
+}
+
+const (
+	pendingColumns = `at, type, account_id, machine_id, instance_id, message`
+	// numberBatch is how many pending events one statement takes.
+	numberBatch = 10000
+)
+
+type pendingEvent struct {
+	txid, n, at                              int64
+	typ, account, machine, instance, message string
+}
+
+// NumberEvents moves the committed events of events_pending into events,
+// numbered after the newest in (txid, n) order, and returns how many. It
+// runs in transactions of its own (READ COMMITTED, so that each statement
+// sees every event committed before it), each of which first runs d.Lock.
+func NumberEvents(ctx context.Context, db *sql.DB, d Deferral, classify Classifier, rowsPerStmt int) (int, error) {
+	total := 0
+	for {
+		n, err := numberSome(ctx, db, d, classify, rowsPerStmt)
+		total += n
+		if err != nil || n < numberBatch {
+			return total, err
+		}
+	}
+}
+
+// numberSome numbers at most numberBatch pending events, the lowest IDs
+// first, in one transaction.
+func numberSome(ctx context.Context, db *sql.DB, d Deferral, classify Classifier, rowsPerStmt int) (int, error) {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return 0, fmt.Errorf("number events: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if _, err := tx.ExecContext(ctx, d.Lock); err != nil {
+		return 0, fmt.Errorf("number events: lock: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, qTakePending, numberBatch)
+	if err != nil {
+		return 0, fmt.Errorf("number events: take pending: %w", err)
+	}
+	var evs []pendingEvent
+	for rows.Next() {
+		var p pendingEvent
+		if err := rows.Scan(&p.txid, &p.n, &p.at, &p.typ, &p.account, &p.machine, &p.instance, &p.message); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("number events: read pending: %w", err)
+		}
+		evs = append(evs, p)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, fmt.Errorf("number events: read pending: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("number events: read pending: %w", err)
+	}
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	slices.SortFunc(evs, func(a, b pendingEvent) int { return cmp.Or(cmp.Compare(a.txid, b.txid), cmp.Compare(a.n, b.n)) })
+	var last int64
+	if err := tx.QueryRowContext(ctx, qBumpCounter, counterEvent, int64(len(evs))).Scan(&last); err != nil {
+		return 0, fmt.Errorf("number events: counter: %w", err)
+	}
+	first := last - int64(len(evs)) + 1
+	t := &sqlTx{tx: tx, classify: classify, rowsPerStmt: max(rowsPerStmt, 1)}
+	if _, err := t.writeRows(ctx, insertEvents, len(evs), func(i int, args []any) []any {
+		p := evs[i]
+		return append(args, first+int64(i), p.at, p.typ, p.account, p.machine, p.instance, p.message)
+	}); err != nil {
+		return 0, fmt.Errorf("number events: insert: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("number events: commit: %w", err)
+	}
+	return len(evs), nil
+}
+
+var insertEvents = valuesWrite(`INSERT INTO events (`+eventColumns+`) VALUES `, ``, 7, nil)
+
+// qTakePending deletes and returns the oldest pending events. The
+// subquery picks the rows (a DELETE has no LIMIT on Postgres).
+const qTakePending = `DELETE FROM events_pending WHERE (txid, n) IN
+(SELECT txid, n FROM events_pending ORDER BY txid, n LIMIT $1)
+RETURNING txid, n, ` + pendingColumns
