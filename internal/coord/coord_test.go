@@ -709,6 +709,62 @@ func TestRegisterAgain(t *testing.T) {
 	}
 }
 
+// txCounter counts the transactions run on a store.
+type txCounter struct {
+	coord.Store
+	n atomic.Int64
+}
+
+func (c *txCounter) Tx(ctx context.Context, fn func(tx coord.Tx) error) error {
+	c.n.Add(1)
+	return c.Store.Tx(ctx, fn)
+}
+
+// An agent of an online machine that registers again unchanged is answered
+// from memory, without a transaction: a reconnect storm of every agent
+// costs the store nothing. A changed registration still goes to the store.
+func TestRegisterAgainAnsweredFromMemory(t *testing.T) {
+	ctx := t.Context()
+	db, err := sqlite.Open(ctx, t.TempDir()+"/test.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	store := &txCounter{Store: db}
+	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}
+	svc := coord.New(coord.Config{Store: store, Clock: clock, Passwords: plainPasswords{}})
+	host := must(svc.Signup(ctx, market.SignupRequest{Email: "host@example.com", Password: "password1", Roles: []market.Role{market.RoleHost}}))
+	m := must(svc.RegisterMachine(ctx, host, hardware("fp-1", 4)))
+
+	before := store.n.Load()
+	for range 3 {
+		clock.Advance(10 * time.Second)
+		again := must(svc.RegisterMachine(ctx, host, hardware("fp-1", 4)))
+		if again.ID != m.ID || !again.Online || len(again.GPUs) != 4 {
+			t.Fatalf("registered again: got %+v, want online machine %s", again, m.ID)
+		}
+	}
+	if n := store.n.Load() - before; n != 0 {
+		t.Errorf("three unchanged registrations ran %d transactions, want 0", n)
+	}
+	// Another host's agent with the same fingerprint is not answered
+	// with this machine: it takes the full path, which refuses its GPUs.
+	other := must(svc.Signup(ctx, market.SignupRequest{Email: "other@example.com", Password: "password1", Roles: []market.Role{market.RoleHost}}))
+	if o, err := svc.RegisterMachine(ctx, other, hardware("fp-1", 4)); err == nil {
+		t.Errorf("another host's agent registered the same GPUs and got machine %s", o.ID)
+	}
+
+	hw := hardware("fp-1", 4)
+	hw.Hostname = "renamed"
+	before = store.n.Load()
+	if changed := must(svc.RegisterMachine(ctx, host, hw)); changed.Hostname != "renamed" || changed.ID != m.ID {
+		t.Errorf("a changed registration gave %+v, want machine %s renamed", changed, m.ID)
+	}
+	if store.n.Load() == before {
+		t.Error("a changed registration ran no transaction")
+	}
+}
+
 // Lost-host detection lists a machine as silent, and before its
 // transaction runs this coordinator's flush claims the machine (its agent
 // beat in memory). The detection must leave it online and remembered:

@@ -94,12 +94,20 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 
 // registeredAgain answers the registration of an online machine whose
 // agent reports exactly the hardware it has, as after an agent restart or a
-// reconnect storm, with one read and no write: nothing changed, and the
-// heartbeat goes to memory. With verification required a restart starts a
+// reconnect storm, from memory or with one read, and no write: nothing
+// changed, and the heartbeat goes to memory. With verification required a restart starts a
 // check, so it takes the full path.
 func (s *Service) registeredAgain(ctx context.Context, caller market.Account, hw market.Hardware) (market.Machine, bool, error) {
 	if s.cfg.RequireVerification {
 		return market.Machine{}, false, nil
+	}
+	// A machine that beats to this coordinator (so it is online, and the
+	// offer index follows its changes) is answered from memory: when every
+	// agent reconnects at once, as after a coordinator restart or a network
+	// cut, the storm costs no store reads, and heartbeats that do need the
+	// store do not queue behind it.
+	if m, ok := s.index.ByFingerprint(caller.ID, hw.Fingerprint); ok && m.Online && sameHardware(m, hw) && s.live.beat(m.ID, caller.ID, s.now()) {
+		return m, true, nil
 	}
 	var m market.Machine
 	var used map[market.MachineID][]int
@@ -113,15 +121,7 @@ func (s *Service) registeredAgain(ctx context.Context, caller market.Account, hw
 		} else if err != nil {
 			return err
 		}
-		// An agent that names no region or data center keeps the host's.
-		want := hw
-		if want.Region == "" {
-			want.Region = m.Region
-		}
-		if want.DataCenter == "" {
-			want.DataCenter = m.DataCenter
-		}
-		if !m.Online || !reflect.DeepEqual(want, m.Hardware) {
+		if !m.Online || !sameHardware(m, hw) {
 			return nil
 		}
 		same = true
@@ -135,6 +135,19 @@ func (s *Service) registeredAgain(ctx context.Context, caller market.Account, hw
 	one := []market.Machine{m}
 	s.applyFill(one, used, vouched)
 	return one[0], true, nil
+}
+
+// sameHardware reports whether an agent registering m again with hw
+// changes nothing. An agent that names no region or data center keeps the
+// host's.
+func sameHardware(m market.Machine, hw market.Hardware) bool {
+	if hw.Region == "" {
+		hw.Region = m.Region
+	}
+	if hw.DataCenter == "" {
+		hw.DataCenter = m.DataCenter
+	}
+	return reflect.DeepEqual(hw, m.Hardware)
 }
 
 func validateHardware(hw market.Hardware) error {

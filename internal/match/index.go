@@ -20,8 +20,10 @@ type Index struct {
 	mu      sync.RWMutex
 	entries map[market.MachineID]*entry
 	facts   map[market.MachineID]Facts
-	groups  map[groupKey]*group
-	list    []*group // groups in creation order; empty ones stay
+	// prints finds a machine by its owner and hardware fingerprint.
+	prints map[printKey]market.MachineID
+	groups map[groupKey]*group
+	list   []*group // groups in creation order; empty ones stay
 	// dictionary encoding of the text fields: normalised value <-> code
 	codes [numFields]map[string]int64
 	vals  [numFields][]string
@@ -52,6 +54,7 @@ func NewIndex() *Index {
 	ix := &Index{
 		entries: map[market.MachineID]*entry{},
 		facts:   map[market.MachineID]Facts{},
+		prints:  map[printKey]market.MachineID{},
 		groups:  map[groupKey]*group{},
 		rank:    DefaultRanking(),
 	}
@@ -113,6 +116,9 @@ func (ix *Index) Remove(id market.MachineID) {
 	if e, ok := ix.entries[id]; ok {
 		ix.unlink(e)
 		delete(ix.entries, id)
+		if k := (printKey{e.m.Owner, e.m.Fingerprint}); ix.prints[k] == id {
+			delete(ix.prints, k)
+		}
 	}
 	delete(ix.facts, id)
 }
@@ -126,6 +132,23 @@ func (ix *Index) Each(f func(m *market.Machine)) {
 	for _, e := range ix.entries {
 		f(&e.m)
 	}
+}
+
+type printKey struct {
+	owner market.AccountID
+	print string
+}
+
+// ByFingerprint returns the index's copy of owner's machine whose hardware
+// has fingerprint fp (what an agent registering again sends).
+func (ix *Index) ByFingerprint(owner market.AccountID, fp string) (market.Machine, bool) {
+	ix.mu.RLock()
+	id, ok := ix.prints[printKey{owner, fp}]
+	ix.mu.RUnlock()
+	if !ok {
+		return market.Machine{}, false
+	}
+	return ix.Machine(id)
 }
 
 // Machine returns the index's copy of machine id.
@@ -147,7 +170,10 @@ func (ix *Index) put(m market.Machine) {
 	if !ok {
 		e = &entry{}
 		ix.entries[m.ID] = e
+	} else if old := (printKey{e.m.Owner, e.m.Fingerprint}); ix.prints[old] == m.ID {
+		delete(ix.prints, old)
 	}
+	ix.prints[printKey{m.Owner, m.Fingerprint}] = m.ID
 	ix.unlink(e)
 	e.m = m
 	if !Available(m) {
