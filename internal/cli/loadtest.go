@@ -3,6 +3,8 @@ package cli
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +30,7 @@ type loadtestCmd struct {
 	Renters        int           `default:"0" help:"Simulated renters: each searches offers and creates and stops instances in a loop."`
 	Duration       time.Duration `default:"60s" help:"How long heartbeats and renters run, after registration."`
 	Heartbeat      time.Duration `default:"10s" help:"Time between one agent's heartbeats; the agents' heartbeats are spread evenly over it."`
-	Conns          int           `default:"32" help:"HTTP connections shared by all simulated agents and renters."`
+	Conns          int           `default:"32" help:"HTTP connections shared by the simulated agents' heartbeats and the renters. Registrations (and the reconnect storm) have as many of their own: each real agent has its own connection, so one registering never holds up another's heartbeat."`
 	Register       int           `default:"16" help:"Registrations in flight at once."`
 	PID            int           `name:"coordinator-pid" help:"Process ID of the coordinator, when it runs on this machine: its CPU and resident memory are reported."`
 	Deposit        string        `default:"10000" help:"Tokens each renter gets (needs an admin: GPUMARKET_ADMIN_EMAIL and GPUMARKET_ADMIN_PASSWORD)."`
@@ -104,6 +106,12 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	registrar := host.WithHTTPClient(&http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxConnsPerHost:     c.Conns,
+		MaxIdleConnsPerHost: c.Conns,
+		IdleConnTimeout:     90 * time.Second,
+	}})
 	fmt.Fprintf(out, "registering %d machines (%d at a time) at %s\n", c.Agents, c.Register, base)
 	machines := make([]market.MachineID, c.Agents)
 	regStart := time.Now()
@@ -115,7 +123,9 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	// others still register: registering 100,000 takes minutes, longer
 	// than the lost deadline.
 	registered := make([]atomic.Bool, c.Agents)
-	stopKeep := c.keepAlive(ctx, host, machines, registered, stats)
+	lastSent := make([]atomic.Int64, c.Agents) // unix nanos of the last timed heartbeat
+	stopKeep := sync.OnceFunc(c.keepAlive(ctx, host, machines, registered, lastSent, stats))
+	defer stopKeep()
 	for range c.Register {
 		wg.Go(func() {
 			for {
@@ -124,10 +134,10 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 					return
 				}
 				t0 := time.Now()
-				m, err := host.Register(ctx, c.hardware(run, i))
+				m, err := registrar.Register(ctx, c.hardware(run, i))
 				if err == nil {
 					price := market.Money(400_000 + 1000*int64(i%200))
-					_, err = host.UpdateMachine(ctx, m.ID, market.MachineUpdate{PricePerGPUHour: &price})
+					_, err = registrar.UpdateMachine(ctx, m.ID, market.MachineUpdate{PricePerGPUHour: &price})
 				}
 				if err == nil {
 					_, err = host.ListMachine(ctx, m.ID)
@@ -162,7 +172,6 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	}()
 	wg.Wait()
 	close(regDone)
-	stopKeep()
 	if regErr != nil {
 		return regErr
 	}
@@ -183,7 +192,6 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	defer stop()
 	var late atomic.Int64
 	killed := make([]atomic.Bool, len(machines))
-	lastSent := make([]atomic.Int64, len(machines)) // unix nanos
 	work := make(chan int, c.Conns*4)
 	var workers, beaters sync.WaitGroup
 	for range c.Conns * 2 {
@@ -200,11 +208,17 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 		})
 	}
 	// The scheduler: agent i beats at start + k*Heartbeat + i*Heartbeat/N.
+	// Until its first timed heartbeat, keepAlive goes on beating it, so
+	// that no agent falls silent at the switch; it stops after the first
+	// round.
 	beaters.Go(func() {
 		defer close(work)
 		start := time.Now()
 		gap := c.Heartbeat / time.Duration(c.Agents)
 		for k := 0; ; k++ {
+			if k == 1 {
+				go stopKeep() // it waits for a send that may wait for this loop
+			}
 			for i := range machines {
 				if killed[i].Load() {
 					continue
@@ -273,7 +287,7 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 
 	phaseErr := dispatchErr
 	if c.Storm > 0 && ctx.Err() == nil {
-		c.storm(ctx, out, host, run, machines, stats)
+		c.storm(ctx, out, registrar, run, machines, stats)
 	}
 	if c.Kill > 0 && ctx.Err() == nil {
 		phaseErr = errors.Join(phaseErr, c.killSome(ctx, out, host, machines, killed, lastSent))
@@ -454,7 +468,7 @@ func (c *loadtestCmd) killSome(ctx context.Context, out io.Writer, host *apiclie
 // keepAlive heartbeats every registered agent's machine at least every
 // half heartbeat period until the returned function is called (and has
 // waited for the heartbeats in flight). Its calls count as "keepalive".
-func (c *loadtestCmd) keepAlive(ctx context.Context, host *apiclient.Client, machines []market.MachineID, registered []atomic.Bool, stats *loadStats) func() {
+func (c *loadtestCmd) keepAlive(ctx context.Context, host *apiclient.Client, machines []market.MachineID, registered []atomic.Bool, timed []atomic.Int64, stats *loadStats) func() {
 	ctx, cancel := context.WithCancel(ctx)
 	work := make(chan int, c.Conns)
 	var wg sync.WaitGroup
@@ -482,8 +496,8 @@ func (c *loadtestCmd) keepAlive(ctx context.Context, host *apiclient.Client, mac
 			case <-tick.C:
 			}
 			for i := range machines {
-				if !registered[i].Load() {
-					continue
+				if !registered[i].Load() || timed[i].Load() != 0 {
+					continue // not registered yet, or beating on the timed schedule
 				}
 				now := time.Now()
 				if last[i].IsZero() {
@@ -603,9 +617,19 @@ func (c *loadtestCmd) hardware(run string, i int) market.Hardware {
 		gpus = 16
 	}
 	for g := range gpus {
-		hw.GPUs = append(hw.GPUs, market.GPU{Index: g, UUID: fmt.Sprintf("GPU-%s-%d", fp, g), Model: "RTX 4090", VRAMMiB: 24564, MinPowerW: 150, DefaultPowerW: 450, MaxPowerW: 600})
+		hw.GPUs = append(hw.GPUs, market.GPU{Index: g, UUID: gpuUUID(fp, g), Model: "RTX 4090", VRAMMiB: 24564, MinPowerW: 150, DefaultPowerW: 450, MaxPowerW: 600})
 	}
 	return hw
+}
+
+// gpuUUID is a UUID for GPU g of the machine with fingerprint fp, random
+// looking as NVIDIA's are: consecutive ones would all land in the same
+// index pages and make concurrent registrations collide on Postgres
+// (SERIALIZABLE locks index pages, not keys) far more than real ones do.
+func gpuUUID(fp string, g int) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s/%d", fp, g))
+	x := hex.EncodeToString(h[:16])
+	return "GPU-" + x[:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
 }
 
 // dispatch runs the agent protocol for machines (long-poll, acknowledge

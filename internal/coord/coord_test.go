@@ -795,6 +795,56 @@ func TestClaimedDuringDetectionStillGoesOffline(t *testing.T) {
 	}
 }
 
+// A machine released because its heartbeats came late (a coordinator too
+// busy to hear them in time) is still known: its next heartbeat is
+// answered from memory and the next flush claims it again, instead of a
+// store transaction per machine, which under load made the coordinator
+// slower still. It stays online throughout. One that stays silent goes
+// offline at the deadline and comes back through the store.
+func TestReleasedMachineBeatsAgainFromMemory(t *testing.T) {
+	e := newEnv(t) // lost after 60 s: claims released after 45 s of silence
+	beat := func() {
+		t.Helper()
+		must(e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{}))
+	}
+	beat()
+	must(0, e.svc.FlushSeen(e.ctx)) // claimed
+	e.clock.Advance(50 * time.Second)
+	must(0, e.svc.FlushSeen(e.ctx)) // released, last heard 50 s ago
+	e.tick()
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
+		t.Fatal("offline before the deadline")
+	}
+	before := e.svc.HeartbeatCounts().InMemory
+	beat() // late, not lost
+	if got := e.svc.HeartbeatCounts().InMemory - before; got != 1 {
+		t.Fatalf("the late heartbeat of a released machine went to the store (%d answered from memory, want 1)", got)
+	}
+	for range 6 {
+		e.clock.Advance(10 * time.Second)
+		beat()
+		must(0, e.svc.FlushSeen(e.ctx))
+		e.tick()
+	}
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
+		t.Fatal("a machine heartbeating again after its release went offline")
+	}
+
+	// Silent for good: released, then offline at the deadline.
+	for range 8 {
+		e.clock.Advance(10 * time.Second)
+		must(0, e.svc.FlushSeen(e.ctx))
+		e.tick()
+	}
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); m.Online {
+		t.Fatalf("still online 80 s after the last heartbeat")
+	}
+	beat()
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
+		t.Fatal("a heartbeat after the machine went offline did not bring it back")
+	}
+}
+
 // panicOnce is a store whose next transaction panics when armed.
 type panicOnce struct {
 	coord.Store

@@ -121,6 +121,7 @@ func (l *liveSet) lastSeen(id market.MachineID) (time.Time, bool) {
 // to confirm) and machines to release, each with its last heartbeat.
 type flushBatch struct {
 	claim, release map[market.MachineID]time.Time
+	drop           []market.MachineID // released long ago: forgotten, nothing written
 }
 
 // take returns what the flush at now must write: unclaimed machines and
@@ -135,6 +136,12 @@ func (l *liveSet) take(now time.Time, silence, recheck time.Duration) flushBatch
 	}
 	for id, m := range l.machines {
 		switch _, unclaimed := l.unclaimed[id]; {
+		case !m.claimed && !unclaimed:
+			// Released and silent since: by four claim silences (three
+			// lost deadlines) it is offline, and known no more.
+			if now.Sub(m.seen) >= 4*silence {
+				b.drop = append(b.drop, id)
+			}
 		case now.Sub(m.seen) >= silence && (m.claimed || unclaimed):
 			// Claimed and released in one go when it was not claimed
 			// yet: its last heartbeat is written, and no vouch covers it.
@@ -149,7 +156,14 @@ func (l *liveSet) take(now time.Time, silence, recheck time.Duration) flushBatch
 
 // apply records a written batch: claims held (except the missed machines,
 // offline or unknown, which are forgotten) and releases made. A released
-// machine that beat again meanwhile stays, to be claimed again.
+// machine that beat again meanwhile is claimed again at the next flush. One
+// that did not stays known, unclaimed, until take drops it: when its agent
+// was only late (a coordinator too busy to hear it in time, a network
+// blip), its next heartbeat still goes to memory and the next flush claims
+// it again, with one batched write instead of a store transaction per
+// machine coming back. If the machine went offline meanwhile, that flush
+// finds it and forgets it, and its next report brings it back online
+// through the store.
 func (l *liveSet) apply(b flushBatch, missed []market.MachineID, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -157,6 +171,7 @@ func (l *liveSet) apply(b flushBatch, missed []market.MachineID, now time.Time) 
 		delete(l.machines, id)
 		delete(l.unclaimed, id)
 	}
+
 	for id := range b.claim {
 		if m, ok := l.machines[id]; ok {
 			m.claimed, m.checked = true, now
@@ -171,8 +186,20 @@ func (l *liveSet) apply(b flushBatch, missed []market.MachineID, now time.Time) 
 			m.claimed = false
 			l.unclaimed[id] = struct{}{}
 		default:
+			m.claimed = false
+		}
+	}
+}
+
+// drop forgets the machines of ids that are still released and unheard
+// since before cutoff (take chose them; one may have beaten since).
+func (l *liveSet) drop(ids []market.MachineID, cutoff time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		m, ok := l.machines[id]
+		if _, beat := l.unclaimed[id]; ok && !beat && !m.claimed && m.seen.Before(cutoff) {
 			delete(l.machines, id)
-			delete(l.unclaimed, id)
 		}
 	}
 }
@@ -234,6 +261,7 @@ func (s *Service) flushSeen(ctx context.Context) error {
 	now := s.now()
 	silence := s.claimSilence()
 	b := s.live.take(now, silence, silence/2)
+	s.live.drop(b.drop, now.Add(-4*silence+time.Nanosecond))
 	for _, part := range b.slices(flushSlice) {
 		var missed []market.MachineID
 		err := s.store.Tx(ctx, func(tx Tx) error {

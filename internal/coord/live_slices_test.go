@@ -67,3 +67,42 @@ func TestFlushBatchSlices(t *testing.T) {
 		t.Errorf("an empty batch gave %d parts", len(parts))
 	}
 }
+
+// A released machine stays known while it may only be late, and is
+// dropped after four claim silences without a heartbeat; one heard again
+// meanwhile is kept.
+func TestLiveSetDropsLongReleased(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	const silence = 15 * time.Second
+	l := newLiveSet()
+	l.online("m-1", "a-1", at)
+	l.online("m-2", "a-1", at)
+	l.apply(l.take(at, silence, silence/2), nil, at) // both claimed
+	now := at.Add(silence)
+	b := l.take(now, silence, silence/2)
+	if len(b.release) != 2 {
+		t.Fatalf("released %v, want both", b.release)
+	}
+	l.apply(b, nil, now)
+	for _, id := range []market.MachineID{"m-1", "m-2"} {
+		if _, ok := l.lastSeen(id); !ok {
+			t.Fatalf("%s forgotten at its release", id)
+		}
+	}
+	if b := l.take(at.Add(4*silence-time.Second), silence, silence/2); len(b.drop)+len(b.claim)+len(b.release) != 0 {
+		t.Fatalf("before four silences: %+v, want nothing", b)
+	}
+	now = at.Add(4 * silence)
+	b = l.take(now, silence, silence/2)
+	if len(b.drop) != 2 || len(b.claim)+len(b.release) != 0 {
+		t.Fatalf("after four silences: %+v, want both dropped and nothing written", b)
+	}
+	l.beat("m-2", "a-1", now) // heard between take and drop
+	l.drop(b.drop, now.Add(-4*silence+time.Nanosecond))
+	if _, ok := l.lastSeen("m-1"); ok {
+		t.Error("m-1, silent for four claim silences, is still known")
+	}
+	if _, ok := l.lastSeen("m-2"); !ok {
+		t.Error("m-2, heard again, was dropped")
+	}
+}
