@@ -845,6 +845,31 @@ func TestReleasedMachineBeatsAgainFromMemory(t *testing.T) {
 	}
 }
 
+// A coordinator alone re-reads none of its claims; once another one
+// vouches, it re-reads each every half claim silence (a claim may have
+// been taken over).
+func TestClaimsRecheckedOnlyWithOtherCoordinators(t *testing.T) {
+	e := newEnv(t) // lost after 60 s: claim silence 45 s, recheck every 22.5 s
+	flushed := func() int64 { return e.svc.HeartbeatCounts().Flushed }
+	must(e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{}))
+	must(0, e.svc.FlushSeen(e.ctx)) // claimed
+	before := flushed()
+	for range 3 {
+		e.clock.Advance(10 * time.Second)
+		must(e.svc.Report(e.ctx, e.host, e.mach.ID, market.Report{}))
+		must(0, e.svc.FlushSeen(e.ctx))
+	}
+	if n := flushed() - before; n != 0 {
+		t.Fatalf("alone, 30 s of flushes re-read %d claims, want 0", n)
+	}
+	must(0, e.store.Tx(e.ctx, func(tx coord.Tx) error { return tx.BeatNode(e.ctx, "another-coordinator", e.clock.Now()) }))
+	before = flushed()
+	must(0, e.svc.FlushSeen(e.ctx))
+	if n := flushed() - before; n != 1 {
+		t.Fatalf("with another coordinator, the claim held 30 s was re-read %d times, want 1", n)
+	}
+}
+
 // panicOnce is a store whose next transaction panics when armed.
 type panicOnce struct {
 	coord.Store

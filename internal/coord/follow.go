@@ -69,6 +69,13 @@ func (s *Service) followOnce(ctx context.Context) error {
 		f.seq = max(f.seq, ev.Seq)
 		if f.started && ev.Machine != "" {
 			changed[ev.Machine] = true
+			if ev.Type == "machine.offline" {
+				// Another leader took it offline: if this coordinator
+				// still holds its claim, the next flush finds out and
+				// forgets it, so that its next report goes through the
+				// store and brings it back online.
+				s.live.recheck(ev.Machine)
+			}
 		}
 	}
 	f.started = true

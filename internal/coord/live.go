@@ -23,9 +23,10 @@ const DefaultHeartbeatFlush = 2 * time.Second
 //   - claims: the machines it has fresh heartbeats of and the store does not
 //     yet know it holds (machines.beat_node = this node). A machine that
 //     keeps beating to the same coordinator is claimed once, not written
-//     per heartbeat; each claim is re-read (not re-written) every half
-//     claimSilence, so that a machine that moved to another coordinator and
-//     back is claimed again;
+//     per heartbeat; while other coordinators run, each claim is re-read
+//     (not re-written) every half claimSilence, so that a machine that
+//     moved to another coordinator and back is claimed again
+//     (recheckEvery);
 //   - releases: claimed machines silent for claimSilence, with their last
 //     heartbeat, which lost-host detection then judges;
 //   - one row vouching for all its claims (node_beats);
@@ -124,9 +125,10 @@ type flushBatch struct {
 	drop           []market.MachineID // released long ago: forgotten, nothing written
 }
 
-// take returns what the flush at now must write: unclaimed machines and
-// claims not confirmed for recheck to claim, and machines silent for
-// silence to release. It changes nothing; apply does, once written.
+// take returns what the flush at now must write: unclaimed machines,
+// claims marked for a recheck and (recheck > 0) claims not confirmed for
+// recheck to claim, and machines silent for silence to release. It
+// changes nothing; apply does, once written.
 func (l *liveSet) take(now time.Time, silence, recheck time.Duration) flushBatch {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -147,7 +149,7 @@ func (l *liveSet) take(now time.Time, silence, recheck time.Duration) flushBatch
 			// yet: its last heartbeat is written, and no vouch covers it.
 			b.claim[id] = m.seen
 			b.release[id] = m.seen
-		case m.claimed && now.Sub(m.checked) >= recheck:
+		case m.claimed && (m.checked.IsZero() || recheck > 0 && now.Sub(m.checked) >= recheck):
 			b.claim[id] = m.seen
 		}
 	}
@@ -187,6 +189,18 @@ func (l *liveSet) apply(b flushBatch, missed []market.MachineID, now time.Time) 
 			l.unclaimed[id] = struct{}{}
 		default:
 			m.claimed = false
+		}
+	}
+}
+
+// recheck marks the claims on ids for the next flush to confirm: another
+// coordinator's leader took them offline, or may have.
+func (l *liveSet) recheck(ids ...market.MachineID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		if m, ok := l.machines[id]; ok && m.claimed {
+			m.checked = time.Time{}
 		}
 	}
 }
@@ -260,7 +274,7 @@ func (b flushBatch) slices(n int) []flushBatch {
 func (s *Service) flushSeen(ctx context.Context) error {
 	now := s.now()
 	silence := s.claimSilence()
-	b := s.live.take(now, silence, silence/2)
+	b := s.live.take(now, silence, s.recheckEvery(ctx, now, silence))
 	s.live.drop(b.drop, now.Add(-4*silence+time.Nanosecond))
 	for _, part := range b.slices(flushSlice) {
 		var missed []market.MachineID
@@ -307,6 +321,27 @@ func (s *Service) flushSeen(ctx context.Context) error {
 	}
 	s.beats.flushes.Add(1)
 	return nil
+}
+
+// recheckEvery is how often the flush re-reads this coordinator's claims:
+// every half claim silence while another coordinator runs (it may have
+// taken a machine over, or its leader taken one offline), and otherwise
+// never (0), which at 100,000 machines saves reading 13,000 claims a
+// second. A claim found taken over or offline is then corrected within a
+// half claim silence; one taken offline by another leader, as soon as this
+// coordinator follows that leader's machine.offline event (follow.go).
+// When the store cannot tell, it rechecks.
+func (s *Service) recheckEvery(ctx context.Context, now time.Time, silence time.Duration) time.Duration {
+	var others bool
+	err := s.store.Tx(ctx, func(tx Tx) error {
+		var err error
+		others, err = tx.OtherNodes(ctx, s.cfg.Node, now.Add(-silence))
+		return err
+	})
+	if err == nil && !others {
+		return 0
+	}
+	return silence / 2
 }
 
 // heartbeatSlack is the extra silence lost-host detection allows, in clock

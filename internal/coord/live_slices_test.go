@@ -106,3 +106,31 @@ func TestLiveSetDropsLongReleased(t *testing.T) {
 		t.Error("m-2, heard again, was dropped")
 	}
 }
+
+// With rechecks off, a flush confirms only the claims marked for it.
+func TestLiveSetRecheckMarked(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	const silence = 15 * time.Second
+	l := newLiveSet()
+	l.online("m-1", "a-1", at)
+	l.online("m-2", "a-1", at)
+	l.apply(l.take(at, silence, 0), nil, at) // both claimed
+	now := at.Add(10 * time.Second)
+	l.beat("m-1", "a-1", now)
+	l.beat("m-2", "a-1", now)
+	if b := l.take(now, silence, 0); len(b.claim) != 0 {
+		t.Fatalf("rechecks off: claims %v, want none", b.claim)
+	}
+	if b := l.take(now, silence, silence/2); len(b.claim) != 2 {
+		t.Fatalf("rechecks every %s: claims %v, want both", silence/2, b.claim)
+	}
+	l.recheck("m-2", "m-unknown")
+	b := l.take(now, silence, 0)
+	if len(b.claim) != 1 || !b.claim["m-2"].Equal(now) {
+		t.Fatalf("after marking m-2: claims %v, want m-2 seen %s", b.claim, now)
+	}
+	l.apply(b, []market.MachineID{"m-2"}, now) // the flush found it offline
+	if _, ok := l.lastSeen("m-2"); ok {
+		t.Error("m-2, found offline, is still known")
+	}
+}

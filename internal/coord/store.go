@@ -261,6 +261,9 @@ type Tx interface {
 	ClaimMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) ([]market.MachineID, error)
 	ReleaseMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) error
 	BeatNode(ctx context.Context, node string, at time.Time) error
+	// OtherNodes reports whether a node other than node vouched at or
+	// after since, or claims a machine.
+	OtherNodes(ctx context.Context, node string, since time.Time) (bool, error)
 	VouchedSeen(ctx context.Context, ids []market.MachineID) (map[market.MachineID]time.Time, error)
 	// AllVouchedSeen is VouchedSeen of every machine, in one read.
 	AllVouchedSeen(ctx context.Context) (map[market.MachineID]time.Time, error)

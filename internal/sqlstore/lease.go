@@ -32,10 +32,15 @@ WHERE machines.id = v.column1 AND machines.online`
 last_seen_at = CASE WHEN v.column2 > machines.last_seen_at THEN v.column2 ELSE machines.last_seen_at END
 FROM (VALUES %s) AS v
 WHERE machines.id = v.column1 AND machines.beat_node = $1`
-	qClaims     = `SELECT id, online, beat_node FROM machines WHERE id IN (%s)`
-	qBeatNode   = `INSERT INTO node_beats (node, at) VALUES ($1, $2) ON CONFLICT (node) DO UPDATE SET at = excluded.at`
-	qVouchedAll = `SELECT m.id, n.at FROM machines m JOIN node_beats n ON n.node = m.beat_node`
-	qVouchedFor = qVouchedAll + ` WHERE m.id IN (%s)`
+	qClaims   = `SELECT id, online, beat_node FROM machines WHERE id IN (%s)`
+	qBeatNode = `INSERT INTO node_beats (node, at) VALUES ($1, $2) ON CONFLICT (node) DO UPDATE SET at = excluded.at`
+	// Two ranges of machines_beat_node around node, so that a node holding
+	// every claim finds the answer without walking its own.
+	qOtherVouch  = `SELECT 1 FROM node_beats WHERE node <> $1 AND at >= $2 LIMIT 1`
+	qClaimsBelow = `SELECT 1 FROM machines WHERE beat_node > '' AND beat_node < $1 LIMIT 1`
+	qClaimsAbove = `SELECT 1 FROM machines WHERE beat_node > $1 LIMIT 1`
+	qVouchedAll  = `SELECT m.id, n.at FROM machines m JOIN node_beats n ON n.node = m.beat_node`
+	qVouchedFor  = qVouchedAll + ` WHERE m.id IN (%s)`
 	// touchBatch is how many machines one statement names.
 	touchBatch = 500
 )
@@ -59,6 +64,22 @@ func (t *sqlTx) PutLease(ctx context.Context, l coord.Lease) error {
 		return fmt.Errorf("put lease %s: %w", l.Name, err)
 	}
 	return nil
+}
+
+func (t *sqlTx) OtherNodes(ctx context.Context, node string, since time.Time) (bool, error) {
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{{qOtherVouch, []any{node, micros(since)}}, {qClaimsBelow, []any{node}}, {qClaimsAbove, []any{node}}} {
+		ok, err := t.exists(ctx, q.sql, q.args...)
+		if err != nil {
+			return false, fmt.Errorf("look for other coordinators: %w", err)
+		}
+		if ok {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (t *sqlTx) ClaimMachines(ctx context.Context, node string, seen map[market.MachineID]time.Time) ([]market.MachineID, error) {

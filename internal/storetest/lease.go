@@ -66,6 +66,19 @@ func testHeartbeatClaims(t *testing.T, s coord.Store) {
 	want := []market.MachineID{"m-missing", off.ID}
 	slices.Sort(want)
 	diff(t, "ClaimMachines missed", missed, want)
+	others := func(node string, since time.Time) bool {
+		var ok bool
+		do(t, s, func(ctx context.Context, tx coord.Tx) (err error) {
+			ok, err = tx.OtherNodes(ctx, node, since)
+			return err
+		})
+		return ok
+	}
+	// Only n1 claims, and nobody vouched: for n1 there is no other node;
+	// for n0 and n2 (names on either side of n1) n1 is one.
+	if others("n1", t0) || !others("n0", t0) || !others("n2", t0) {
+		t.Errorf("OtherNodes with only n1 claiming: n1 %v, n0 %v, n2 %v; want false, true, true", others("n1", t0), others("n0", t0), others("n2", t0))
+	}
 
 	lastSeen := func(tx coord.Tx, id market.MachineID) time.Time {
 		m, err := tx.Machine(context.Background(), id)
@@ -148,6 +161,9 @@ func testHeartbeatClaims(t *testing.T, s coord.Store) {
 		}
 		v, err := tx.VouchedSeen(ctx, []market.MachineID{m0, m1})
 		diff(t, "VouchedSeen after release (n2 never vouched)", v, map[market.MachineID]time.Time{})
+		if ok, err := tx.OtherNodes(ctx, "n1", t0); err != nil || !ok {
+			t.Errorf("OtherNodes(n1) while n2 claims %s = %v, %v; want true", m1, ok, err)
+		}
 		all, err2 := tx.AllVouchedSeen(ctx)
 		if _, ok := all[m0]; ok {
 			t.Errorf("AllVouchedSeen after release: %s still vouched for", m0)
@@ -157,4 +173,22 @@ func testHeartbeatClaims(t *testing.T, s coord.Store) {
 		}
 		return firstErr(err, err2)
 	})
+	// Every claim released: another node counts only by a recent vouch.
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		all := map[market.MachineID]time.Time{}
+		for _, id := range online {
+			all[id] = at(9)
+		}
+		if err := tx.ReleaseMachines(ctx, "n1", all); err != nil {
+			return err
+		}
+		if err := tx.ReleaseMachines(ctx, "n2", map[market.MachineID]time.Time{m1: at(9)}); err != nil {
+			return err
+		}
+		return tx.BeatNode(ctx, "n3", at(9))
+	})
+	if !others("n1", at(4)) || others("n1", at(10)) || others("n3", at(4)) || !others("n3", at(3)) {
+		t.Errorf("OtherNodes with no claims, n1 vouched at(3) and n3 at(9): n1 since at(4) %v, n1 since at(10) %v, n3 since at(4) %v, n3 since at(3) %v; want true, false, false, true",
+			others("n1", at(4)), others("n1", at(10)), others("n3", at(4)), others("n3", at(3)))
+	}
 }
