@@ -465,9 +465,11 @@ func (c *loadtestCmd) killSome(ctx context.Context, out io.Writer, host *apiclie
 	return errors.Join(errs...)
 }
 
-// keepAlive heartbeats every registered agent's machine at least every
-// half heartbeat period until the returned function is called (and has
-// waited for the heartbeats in flight). Its calls count as "keepalive".
+// keepAlive heartbeats every registered agent's machine once per heartbeat
+// period (checked each second) until its first timed heartbeat or until
+// the returned function is called (and has waited for the heartbeats in
+// flight), as a real agent beats from the moment it registers. Its calls
+// count as "keepalive".
 func (c *loadtestCmd) keepAlive(ctx context.Context, host *apiclient.Client, machines []market.MachineID, registered []atomic.Bool, timed []atomic.Int64, stats *loadStats) func() {
 	ctx, cancel := context.WithCancel(ctx)
 	work := make(chan int, c.Conns)
@@ -504,7 +506,7 @@ func (c *loadtestCmd) keepAlive(ctx context.Context, host *apiclient.Client, mac
 					last[i] = now // it just registered: that was its heartbeat
 					continue
 				}
-				if now.Sub(last[i]) < c.Heartbeat/2 {
+				if now.Sub(last[i]) < c.Heartbeat {
 					continue
 				}
 				last[i] = now
