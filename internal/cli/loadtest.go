@@ -202,7 +202,7 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 				if hbCtx.Err() != nil {
 					return
 				}
-				lastSent[i].Store(t0.UnixNano())
+				storeLater(&lastSent[i], t0.UnixNano())
 				stats.record("heartbeat", t0, err)
 			}
 		})
@@ -287,7 +287,7 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 
 	phaseErr := dispatchErr
 	if c.Storm > 0 && ctx.Err() == nil {
-		c.storm(ctx, out, registrar, run, machines, stats)
+		c.storm(ctx, out, registrar, run, machines, lastSent, stats)
 	}
 	if c.Kill > 0 && ctx.Err() == nil {
 		phaseErr = errors.Join(phaseErr, c.killSome(ctx, out, host, machines, killed, lastSent))
@@ -354,7 +354,7 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 
 // storm makes every agent register again within c.Storm, at random
 // moments, as agents do when they reconnect after a coordinator restart.
-func (c *loadtestCmd) storm(ctx context.Context, out io.Writer, host *apiclient.Client, run string, machines []market.MachineID, stats *loadStats) {
+func (c *loadtestCmd) storm(ctx context.Context, out io.Writer, host *apiclient.Client, run string, machines []market.MachineID, lastSent []atomic.Int64, stats *loadStats) {
 	fmt.Fprintf(out, "reconnect storm: %d agents register again within %s\n", len(machines), c.Storm)
 	rng := rand.New(rand.NewPCG(uint64(len(machines)), 11))
 	at := make([]time.Duration, len(machines))
@@ -375,6 +375,11 @@ func (c *loadtestCmd) storm(ctx context.Context, out io.Writer, host *apiclient.
 				t0 := time.Now()
 				_, err := host.Register(ctx, c.hardware(run, i))
 				stats.record("reconnect", t0, err)
+				if err == nil {
+					// A registration counts as a heartbeat: detection
+					// times run from the later of the two.
+					storeLater(&lastSent[i], t0.UnixNano())
+				}
 			}
 		})
 	}
@@ -622,6 +627,12 @@ func (c *loadtestCmd) hardware(run string, i int) market.Hardware {
 		hw.GPUs = append(hw.GPUs, market.GPU{Index: g, UUID: gpuUUID(fp, g), Model: "RTX 4090", VRAMMiB: 24564, MinPowerW: 150, DefaultPowerW: 450, MaxPowerW: 600})
 	}
 	return hw
+}
+
+// storeLater sets a to v unless it holds a later value.
+func storeLater(a *atomic.Int64, v int64) {
+	for prev := a.Load(); prev < v && !a.CompareAndSwap(prev, v); prev = a.Load() {
+	}
 }
 
 // gpuUUID is a UUID for GPU g of the machine with fingerprint fp, random

@@ -95,8 +95,8 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 // registeredAgain answers the registration of an online machine whose
 // agent reports exactly the hardware it has, as after an agent restart or a
 // reconnect storm, from memory or with one read, and no write: nothing
-// changed, and the heartbeat goes to memory. With verification required a restart starts a
-// check, so it takes the full path.
+// changed, and the heartbeat goes to memory. With verification required a
+// restart starts a check, so it takes the full path.
 func (s *Service) registeredAgain(ctx context.Context, caller market.Account, hw market.Hardware) (market.Machine, bool, error) {
 	if s.cfg.RequireVerification {
 		return market.Machine{}, false, nil
