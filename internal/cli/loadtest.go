@@ -123,7 +123,7 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	// others still register: registering 100,000 takes minutes, longer
 	// than the lost deadline.
 	registered := make([]atomic.Bool, c.Agents)
-	lastSent := make([]atomic.Int64, c.Agents) // unix nanos of the last timed heartbeat
+	lastSent := make([]atomic.Int64, c.Agents) // unix nanos of the last timed heartbeat (or storm registration)
 	stopKeep := sync.OnceFunc(c.keepAlive(ctx, host, machines, registered, lastSent, stats))
 	defer stopKeep()
 	for range c.Register {
