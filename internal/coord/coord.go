@@ -119,6 +119,8 @@ type Service struct {
 	cfg   Config
 	hub   *hub
 	index *match.Index
+	// entries serialise the refreshes of index entries (offers.go).
+	entries entryLocks
 	// webhooks is the outbox cursor of preemption webhooks.
 	webhooks webhookOutbox
 	// follow is the cursor of changes made through other replicas.

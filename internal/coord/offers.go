@@ -3,8 +3,10 @@ package coord
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -112,6 +114,7 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), reindexBatch)]
 		ids = ids[len(chunk):]
+		unlock := s.lockEntries(chunk)
 		var ms []market.Machine
 		var used map[market.MachineID][]int
 		var vouched map[market.MachineID]time.Time
@@ -138,6 +141,7 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 			return err
 		})
 		if err != nil {
+			unlock()
 			s.log.Warn("refresh offer index", "machines", len(chunk), "first", chunk[0], "err", err)
 			continue
 		}
@@ -145,6 +149,37 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 		applyOnDemand(ms, insts)
 		for _, m := range ms {
 			s.index.Upsert(m)
+		}
+		unlock()
+	}
+}
+
+// entryLocks serialise the refreshes of each machine's index entry, from
+// the read to the write, by stripes of machine IDs. Without them a
+// refresh that read a machine just before a change committed (another
+// replica's change followed, a report) could write its stale copy over
+// the one that the change's own refresh, reading after the commit, wrote
+// a moment before: a machine just listed would not be offered.
+type entryLocks [64]sync.Mutex
+
+// lockEntries locks the stripes of ids, in order, and returns the unlock.
+func (s *Service) lockEntries(ids []market.MachineID) func() {
+	var held [len(entryLocks{})]bool
+	for _, id := range ids {
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		held[h.Sum32()%uint32(len(held))] = true
+	}
+	for k, ok := range held {
+		if ok {
+			s.entries[k].Lock()
+		}
+	}
+	return func() {
+		for k, ok := range held {
+			if ok {
+				s.entries[k].Unlock()
+			}
 		}
 	}
 }
