@@ -164,7 +164,7 @@ func openStore(ctx context.Context, db string) (coord.Store, error) {
 	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
 		store, err := postgres.Open(ctx, db)
 		if err != nil {
-			return nil, fmt.Errorf("open Postgres database: %w", err)
+			return nil, err // it names the database
 		}
 		return store, nil
 	}

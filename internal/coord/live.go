@@ -139,9 +139,7 @@ func (l *liveSet) take(now time.Time, silence, recheck time.Duration) flushBatch
 	for id, m := range l.machines {
 		switch _, unclaimed := l.unclaimed[id]; {
 		case !m.claimed && !unclaimed:
-			// Released and silent since: by four claim silences (three
-			// lost deadlines) it is offline, and known no more.
-			if now.Sub(m.seen) >= 4*silence {
+			if m.forgettable(now, silence) {
 				b.drop = append(b.drop, id)
 			}
 		case now.Sub(m.seen) >= silence && (m.claimed || unclaimed):
@@ -205,14 +203,21 @@ func (l *liveSet) recheck(ids ...market.MachineID) {
 	}
 }
 
-// drop forgets the machines of ids that are still released and unheard
-// since before cutoff (take chose them; one may have beaten since).
-func (l *liveSet) drop(ids []market.MachineID, cutoff time.Time) {
+// forgettable reports whether m, released and not heard since, has been
+// silent for four claim silences (three lost deadlines): it is offline by
+// then, and known no more.
+func (m *liveMachine) forgettable(now time.Time, silence time.Duration) bool {
+	return !m.claimed && now.Sub(m.seen) >= 4*silence
+}
+
+// drop forgets the machines of ids (take chose them) that are still
+// released and forgettable at now: one may have beaten since.
+func (l *liveSet) drop(ids []market.MachineID, now time.Time, silence time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range ids {
 		m, ok := l.machines[id]
-		if _, beat := l.unclaimed[id]; ok && !beat && !m.claimed && m.seen.Before(cutoff) {
+		if _, beat := l.unclaimed[id]; ok && !beat && m.forgettable(now, silence) {
 			delete(l.machines, id)
 		}
 	}
@@ -275,7 +280,7 @@ func (s *Service) flushSeen(ctx context.Context) error {
 	now := s.now()
 	silence := s.claimSilence()
 	b := s.live.take(now, silence, s.recheckEvery(ctx, now, silence))
-	s.live.drop(b.drop, now.Add(-4*silence+time.Nanosecond))
+	s.live.drop(b.drop, now, silence)
 	for _, part := range b.slices(flushSlice) {
 		var missed []market.MachineID
 		err := s.store.Tx(ctx, func(tx Tx) error {

@@ -98,7 +98,7 @@ func TestLiveSetDropsLongReleased(t *testing.T) {
 		t.Fatalf("after four silences: %+v, want both dropped and nothing written", b)
 	}
 	l.beat("m-2", "a-1", now) // heard between take and drop
-	l.drop(b.drop, now.Add(-4*silence+time.Nanosecond))
+	l.drop(b.drop, now, silence)
 	if _, ok := l.lastSeen("m-1"); ok {
 		t.Error("m-1, silent for four claim silences, is still known")
 	}

@@ -90,9 +90,10 @@ type DB struct {
 	// an attempt that has collided too often (see exclusiveFrom).
 	gate sync.RWMutex
 
-	// Numbering events after commit: committed counts the transactions
-	// that left events to number, numbered how many of them a finished
-	// NumberEvents run covers (guarded by numbering, which lets one run
+	// Numbering events after commit: committed counts the requests to
+	// number (one after each commit that left events, one per sweep that
+	// found some), numbered how many of them a finished NumberEvents run
+	// covers (guarded by numbering, which lets one run
 	// at a time), so that a caller whose events a run started after its
 	// commit has numbered does not run another.
 	committed atomic.Uint64
@@ -121,7 +122,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open %s: %w", where, err)
+		return nil, fmt.Errorf("open %s (check that Postgres runs there and that the URL's user, password and database are right): %w", where, err)
 	}
 	if err := sqlstore.Migrate(ctx, db, migrationLock, time.Now); err != nil {
 		db.Close()
@@ -215,9 +216,7 @@ func (d *DB) sweep(ctx context.Context) {
 		}
 		var pending bool
 		if err := d.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM events_pending)`).Scan(&pending); err == nil && pending {
-			d.numbering.Lock()
-			_, _ = sqlstore.NumberEvents(ctx, d.db, deferral, classify, sqlstore.DefaultRowsPerStatement) // retried next time
-			d.numbering.Unlock()
+			_ = d.numberEvents(ctx) // retried next time
 		}
 	}
 }
