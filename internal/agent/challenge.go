@@ -91,31 +91,49 @@ func (c *challenger) wait() {
 	c.wg.Wait()
 }
 
-// answer solves every GPU's task, commits to the roots, proves the tiles
-// asked for and logs the verdict.
+// answer solves every GPU's task, all at once (the coordinator times the
+// whole challenge, and each GPU has its own solver's device), commits to
+// the roots, proves the tiles asked for and logs the verdict.
 func (c *challenger) answer(ctx context.Context, machine market.MachineID, ch market.Challenge) {
+	if ch.Protocol != verify.Protocol {
+		c.log.Error("verification challenge not answered: this agent speaks another challenge protocol; run the same gpumarket version on the agent and the coordinator",
+			"check", ch.Check, "coordinator_protocol", ch.Protocol, "agent_protocol", verify.Protocol)
+		return
+	}
 	start := time.Now()
-	sols := map[string]*verify.Solution{}
-	var commit market.ChallengeCommit
-	for _, t := range ch.GPUs {
-		sol, err := c.solver.Solve(ctx, verify.TaskOf(ch.Nonce, t))
-		if err != nil {
-			if ctx.Err() != nil {
+	solved := make([]*verify.Solution, len(ch.GPUs))
+	var wg sync.WaitGroup
+	for i, t := range ch.GPUs {
+		wg.Go(func() {
+			sol, err := c.solver.Solve(ctx, verify.TaskOf(ch.Nonce, t))
+			if err != nil {
+				if ctx.Err() == nil {
+					// The others are committed: the coordinator fails this
+					// GPU with "no commitment", and the log says why.
+					c.log.Error("cannot solve the verification challenge", "check", ch.Check, "gpu", t.Index, "err", err)
+				}
 				return
 			}
-			// Commit the others: the coordinator fails this GPU with
-			// "no commitment", and the log says why.
-			c.log.Error("cannot solve the verification challenge", "check", ch.Check, "gpu", t.Index, "err", err)
-			continue
-		}
-		sols[t.UUID] = sol
-		commit.Roots = append(commit.Roots, market.GPURoot{UUID: t.UUID, Root: sol.Root()})
+			solved[i] = sol
+		})
 	}
-	solved := time.Since(start)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+	sols := map[string]*verify.Solution{}
+	var commit market.ChallengeCommit
+	for i, t := range ch.GPUs {
+		if sol := solved[i]; sol != nil {
+			sols[t.UUID] = sol
+			commit.Roots = append(commit.Roots, market.GPURoot{UUID: t.UUID, Root: sol.Root()})
+		}
+	}
+	took := time.Since(start)
 	samples, err := c.api.CommitChallenge(ctx, machine, ch.Check, commit)
 	if err != nil {
 		if ctx.Err() == nil {
-			c.log.Error("verification check failed at commitment", "check", ch.Check, "solve_time", solved, "err", err)
+			c.log.Error("verification check failed at commitment", "check", ch.Check, "solve_time", took, "err", err)
 		}
 		return
 	}
@@ -143,7 +161,7 @@ func (c *challenger) answer(ctx context.Context, machine market.MachineID, ch ma
 			c.log.Error("verification check failed", "check", ch.Check, "err", err)
 		}
 	case res.State == market.CheckPassed:
-		c.log.Info("verification check passed", "check", ch.Check, "gpus", len(ch.GPUs), "solve_time", solved)
+		c.log.Info("verification check passed", "check", ch.Check, "gpus", len(ch.GPUs), "solve_time", took)
 	default:
 		c.log.Error("verification check failed", "check", ch.Check, "state", res.State, "failure", res.Failure)
 	}

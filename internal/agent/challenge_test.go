@@ -1,8 +1,10 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,7 +88,7 @@ func (c *challengeCoord) ProveChallenge(ctx context.Context, id market.MachineID
 
 func TestAgentAnswersChallengesOnce(t *testing.T) {
 	cc := &challengeCoord{
-		ch: market.Challenge{Check: "v-1", Nonce: "nonce", Deadline: time.Now().Add(time.Minute), GPUs: []market.ChallengeTask{
+		ch: market.Challenge{Check: "v-1", Protocol: verify.Protocol, Nonce: "nonce", Deadline: time.Now().Add(time.Minute), GPUs: []market.ChallengeTask{
 			{Index: 0, UUID: "GPU-fake-a", TileSize: 64, Tiles: 16}, {Index: 1, UUID: "GPU-fake-b", TileSize: 64, Tiles: 16}}},
 		roots: map[string]string{}, samples: map[string][]int{}, verdict: make(chan error, 10),
 	}
@@ -122,5 +124,62 @@ func TestAgentAnswersChallengesOnce(t *testing.T) {
 	defer cc.mu.Unlock()
 	if cc.commits != 1 {
 		t.Errorf("the agent committed %d times to one challenge", cc.commits)
+	}
+}
+
+// lockedBuffer is a log destination safe for the agent's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A challenge of another protocol is not answered with roots the
+// coordinator would reject as wrong parts: the log says to upgrade.
+func TestAgentLeavesChallengeOfAnotherProtocol(t *testing.T) {
+	cc := &challengeCoord{
+		ch: market.Challenge{Check: "v-1", Protocol: verify.Protocol - 1, Nonce: "nonce", Deadline: time.Now().Add(time.Minute), GPUs: []market.ChallengeTask{
+			{Index: 0, UUID: "GPU-fake-a", TileSize: 64, Tiles: 16}}},
+		roots: map[string]string{}, samples: map[string][]int{}, verdict: make(chan error, 10),
+	}
+	r, err := process.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	a := agent.New(agent.Config{
+		Hardware: market.Hardware{Fingerprint: "fp", Runner: "process"}, Coordinator: cc, Runner: r,
+		Logger:            slog.New(slog.NewTextHandler(&logs, nil)),
+		HeartbeatInterval: 50 * time.Millisecond, PollWait: 100 * time.Millisecond, ReconcileInterval: 10 * time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "another challenge protocol") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("agent: %v", err)
+	}
+	if !strings.Contains(logs.String(), "run the same gpumarket version on the agent and the coordinator") {
+		t.Errorf("the log does not say what to do:\n%s", logs.String())
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.commits != 0 {
+		t.Errorf("the agent committed %d times to a challenge of another protocol", cc.commits)
 	}
 }

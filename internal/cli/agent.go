@@ -16,12 +16,14 @@ import (
 
 	"github.com/gpumarket/gpumarket/internal/agent"
 	"github.com/gpumarket/gpumarket/internal/apiclient"
+	"github.com/gpumarket/gpumarket/internal/gpu/cuda"
 	"github.com/gpumarket/gpumarket/internal/gpu/fake"
 	"github.com/gpumarket/gpumarket/internal/gpu/nvidiasmi"
 	"github.com/gpumarket/gpumarket/internal/gpu/nvml"
 	"github.com/gpumarket/gpumarket/internal/market"
 	"github.com/gpumarket/gpumarket/internal/runner/docker"
 	"github.com/gpumarket/gpumarket/internal/runner/process"
+	"github.com/gpumarket/gpumarket/internal/verify"
 )
 
 // Guards: the adapters wired here satisfy what the agent declares.
@@ -279,37 +281,14 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 	}
 	hw.Hostname, _ = os.Hostname()
 	var metrics agent.Sampler // NVML when it loaded, else the GPU control's own
-	var lib *nvml.Lib         // nil when discovery did not use NVML
-	if o.FakeGPUs != "" {
-		if hw.GPUs, err = fake.Parse(o.FakeGPUs, fp); err != nil {
-			return nil, usagef("--fake-gpus: %s", market.Message(err))
-		}
-		hw.DriverVersion, hw.CUDAVersion = "fake", "fake"
-	} else if l, nerr := nvml.Open(); nerr == nil {
-		// NVML first: no process per reading, and it reads what
-		// nvidia-smi reads, from the same library.
-		info, err := l.Discover(ctx)
-		if err != nil {
-			l.Close()
-			return nil, fmt.Errorf("discover GPUs with NVML: %w", err)
-		}
-		hw.GPUs, hw.DriverVersion, hw.CUDAVersion = info.GPUs, info.DriverVersion, info.CUDAVersion
-		metrics, lib = l, l
-		if o.Logger != nil {
-			o.Logger.Info("GPUs discovered with NVML", "gpus", len(info.GPUs), "driver", info.DriverVersion, "mig", info.MIG)
-		}
-	} else {
-		if o.Logger != nil {
-			o.Logger.Debug("NVML not available; using nvidia-smi", "err", nerr)
-		}
-		info, err := nvidiasmi.Discover(ctx, nvidiasmi.Exec)
-		if errors.Is(err, nvidiasmi.ErrNotFound) {
-			return nil, usagef("no NVIDIA GPU found (no NVML, and nvidia-smi is not installed); pass --fake-gpus \"4xRTX 4090\" to simulate GPUs")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("discover GPUs: %w", err)
-		}
-		hw.GPUs, hw.DriverVersion, hw.CUDAVersion = info.GPUs, info.DriverVersion, info.CUDAVersion
+	found, err := discoverGPUs(ctx, o.FakeGPUs, fp, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	hw.GPUs, hw.DriverVersion, hw.CUDAVersion = found.gpus, found.driver, found.cuda
+	lib := found.nvml // nil when discovery did not use NVML
+	if lib != nil {
+		metrics = lib
 	}
 	run := o.Runner
 	if run == nil {
@@ -344,6 +323,7 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 	}
 	return agent.New(agent.Config{
 		Hardware:          hw,
+		Solver:            challengeSolver(ctx, o.FakeGPUs != "", o.Logger),
 		Coordinator:       o.Client,
 		Runner:            run,
 		Logger:            o.Logger,
@@ -353,6 +333,77 @@ func newAgent(ctx context.Context, o agentOptions) (*agent.Agent, error) {
 		HeartbeatInterval: o.HeartbeatInterval,
 		PollWait:          o.PollWait,
 	}), nil
+}
+
+// discovered is what GPU discovery found.
+type discovered struct {
+	gpus         []market.GPU
+	driver, cuda string
+	nvml         *nvml.Lib // the library, when discovery used NVML
+}
+
+// discoverGPUs finds the machine's GPUs: made up from fakeSpec (seeded by
+// fp) when given, else with NVML, else with nvidia-smi.
+func discoverGPUs(ctx context.Context, fakeSpec, fp string, log *slog.Logger) (discovered, error) {
+	if fakeSpec != "" {
+		gs, err := fake.Parse(fakeSpec, fp)
+		if err != nil {
+			return discovered{}, usagef("--fake-gpus: %s", market.Message(err))
+		}
+		return discovered{gpus: gs, driver: "fake", cuda: "fake"}, nil
+	}
+	if l, nerr := nvml.Open(); nerr == nil {
+		// NVML first: no process per reading, and it reads what
+		// nvidia-smi reads, from the same library.
+		info, err := l.Discover(ctx)
+		if err != nil {
+			l.Close()
+			return discovered{}, fmt.Errorf("discover GPUs with NVML: %w", err)
+		}
+		if log != nil {
+			log.Info("GPUs discovered with NVML", "gpus", len(info.GPUs), "driver", info.DriverVersion, "mig", info.MIG)
+		}
+		return discovered{gpus: info.GPUs, driver: info.DriverVersion, cuda: info.CUDAVersion, nvml: l}, nil
+	} else if log != nil {
+		log.Debug("NVML not available; using nvidia-smi", "err", nerr)
+	}
+	info, err := nvidiasmi.Discover(ctx, nvidiasmi.Exec)
+	if errors.Is(err, nvidiasmi.ErrNotFound) {
+		return discovered{}, usagef("no NVIDIA GPU found (no NVML, and nvidia-smi is not installed); pass --fake-gpus \"4xRTX 4090\" to simulate GPUs")
+	}
+	if err != nil {
+		return discovered{}, fmt.Errorf("discover GPUs: %w", err)
+	}
+	return discovered{gpus: info.GPUs, driver: info.DriverVersion, cuda: info.CUDAVersion}, nil
+}
+
+// challengeSolver is the solver of verification challenges: on the GPUs
+// themselves through CUDA when the driver loads and the kernels pass their
+// self-test, else on the CPU (fake GPUs, and real ones the CUDA solver
+// cannot take).
+func challengeSolver(ctx context.Context, fakeGPUs bool, log *slog.Logger) verify.Solver {
+	var solver verify.Solver = verify.CPUSolver{}
+	if fakeGPUs {
+		return solver
+	}
+	cs, err := cuda.Open(ctx, solver)
+	if err != nil {
+		logWarn(log, "verification challenges will run on the CPU, which is too slow for a real GPU's challenge: the CUDA driver cannot be used", "err", err)
+		return solver
+	}
+	if log != nil {
+		log.Info("verification challenges run on the GPUs through CUDA", "gpus", cs.GPUs())
+	}
+	for uuid, err := range cs.Failed() {
+		logWarn(log, "this GPU's verification challenges will run on the CPU", "gpu", uuid, "err", err)
+	}
+	return cs
+}
+
+func logWarn(l *slog.Logger, msg string, args ...any) {
+	if l != nil {
+		l.Warn(msg, args...)
+	}
 }
 
 // machineFingerprint returns the machine's stable ID, creating it on first

@@ -14,13 +14,14 @@ import (
 )
 
 type machineCmd struct {
-	List        machineListCmd   `cmd:"" help:"List your machines."`
-	Show        machineShowCmd   `cmd:"" help:"Show a machine and its GPUs."`
-	Set         machineSetCmd    `cmd:"" help:"Change a machine's price or region."`
-	ListForRent machineListOnCmd `cmd:"" name:"list-for-rent" help:"Offer a machine for rent."`
-	Unlist      machineUnlistCmd `cmd:"" help:"Take a machine off the market; running instances go on."`
-	Verify      machineVerifyCmd `cmd:"" help:"Verify a machine now: a compute challenge to its GPUs (see docs/verification.md)."`
-	Bond        machineBondCmd   `cmd:"" help:"Bond tokens per GPU on a machine: ranks it higher, slashed to renters on failed checks and downtime."`
+	List        machineListCmd     `cmd:"" help:"List your machines."`
+	Show        machineShowCmd     `cmd:"" help:"Show a machine and its GPUs."`
+	Set         machineSetCmd      `cmd:"" help:"Change a machine's price or region."`
+	ListForRent machineListOnCmd   `cmd:"" name:"list-for-rent" help:"Offer a machine for rent."`
+	Unlist      machineUnlistCmd   `cmd:"" help:"Take a machine off the market; running instances go on."`
+	Verify      machineVerifyCmd   `cmd:"" help:"Verify a machine now: a compute challenge to its GPUs (see docs/verification.md)."`
+	Bond        machineBondCmd     `cmd:"" help:"Bond tokens per GPU on a machine: ranks it higher, slashed to renters on failed checks and downtime."`
+	SelfTest    machineSelfTestCmd `cmd:"" name:"self-test" help:"Run the verification challenge on this machine's GPUs, locally: would each pass, and how fast?"`
 }
 
 type machineListCmd struct {

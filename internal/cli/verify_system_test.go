@@ -252,8 +252,8 @@ func TestSystemVerifySpoofers(t *testing.T) {
 			t.Fatal("the CPU solver accepted an H100-sized task")
 		}
 		// Cheap garbage instead of work fails at the proofs.
-		leaves := make([][32]byte, ch.GPUs[0].Tiles)
-		sol, err := verify.NewSolution(verify.TaskOf(ch.Nonce, ch.GPUs[0]), leaves)
+		garbage := make([]verify.Digest, ch.GPUs[0].Tiles)
+		sol, err := verify.NewSolution(verify.TaskOf(ch.Nonce, ch.GPUs[0]), garbage)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,7 +305,7 @@ func TestSystemVerifySpoofers(t *testing.T) {
 			t.Fatalf("new challenge %+v", ch)
 		}
 		c, err = a.respond(c.ID, old, nil)
-		wantFailed(t, "old answer to a new check", c, err, "not the product")
+		wantFailed(t, "old answer to a new check", c, err, "not that of the product")
 	})
 	t.Run("answers too slowly", func(t *testing.T) {
 		t.Parallel()
@@ -334,14 +334,17 @@ func TestSystemVerifySpoofers(t *testing.T) {
 			t.Fatal(err)
 		}
 		ans := a.solve(a.challenge())
-		c, err := a.respond(ans.ch.Check, ans, func(pr *market.ChallengeProofs) { pr.GPUs[0].Proofs[1].Result[3] ^= 0x80 })
+		c, err := a.respond(ans.ch.Check, ans, func(pr *market.ChallengeProofs) {
+			p := &pr.GPUs[0].Proofs[1]
+			p.Group[8*(p.Tile%(len(p.Group)/8))+3] ^= 0x80
+		})
 		wantFailed(t, "wrong part", c, err, "GPU 0: tile")
 		hostCfg := t.TempDir() + "/host.json"
 		if _, errOut, code := s.gmAs(hostCfg, "login", "--email", "host@example.com", "--password", "password-1"); code != 0 {
 			t.Fatal(errOut)
 		}
 		out, _, code := s.gmAs(hostCfg, "machine", "show", string(a.m.ID))
-		if code != 0 || !strings.Contains(out, "held off the market") || !strings.Contains(out, "not the product") {
+		if code != 0 || !strings.Contains(out, "held off the market") || !strings.Contains(out, "not that of the product") {
 			t.Errorf("machine show does not give the evidence:\n%s", out)
 		}
 	})

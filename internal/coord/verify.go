@@ -346,7 +346,7 @@ func (s *Service) challengeFor(ctx context.Context, id market.MachineID) (*marke
 		if c.CommittedAt != nil {
 			return nil // the agent has it; it is proving
 		}
-		ch = &market.Challenge{Check: c.ID, Nonce: c.Nonce, Deadline: *c.Deadline}
+		ch = &market.Challenge{Check: c.ID, Protocol: verify.Protocol, Nonce: c.Nonce, Deadline: *c.Deadline}
 		for _, g := range c.GPUs {
 			ch.GPUs = append(ch.GPUs, market.ChallengeTask{Index: g.Index, UUID: g.UUID, TileSize: g.TileSize, Tiles: g.Tiles})
 		}

@@ -237,9 +237,9 @@ func TestWithoutRequirementMachinesListAtOnce(t *testing.T) {
 	s := e.solve(e.challenge(e.host, m.ID))
 	samples := must(e.commit(e.host, m.ID, s.ch.Check, s.commit()))
 	pr := e.proofs(s, samples)
-	pr.GPUs[0].Proofs[0].Result[0] ^= 0xff
+	flipDigest(&pr.GPUs[0].Proofs[0], 0xff)
 	c = must(e.svc.ProveChallenge(e.ctx, e.host, m.ID, s.ch.Check, pr))
-	if c.State != market.CheckFailed || !strings.Contains(c.Failure, "not the product") {
+	if c.State != market.CheckFailed || !strings.Contains(c.Failure, "not that of the product") {
 		t.Fatalf("a wrong part passed: %+v", c)
 	}
 	if got := e.machine(m.ID); got.Status != market.MachineUnverified {
@@ -326,7 +326,7 @@ func TestSpoofersFailVerification(t *testing.T) {
 		}
 		samples := must(e.commit(e.host, m.ID, c.ID, old.commit()))
 		got := must(e.svc.ProveChallenge(e.ctx, e.host, m.ID, c.ID, e.proofs(old, samples)))
-		if got.State != market.CheckFailed || !strings.Contains(got.Failure, "not the product") {
+		if got.State != market.CheckFailed || !strings.Contains(got.Failure, "not that of the product") {
 			t.Fatalf("replayed answer: %+v", got)
 		}
 	})
@@ -348,7 +348,7 @@ func TestSpoofersFailVerification(t *testing.T) {
 		s := e.solve(e.challenge(e.host, m.ID))
 		samples := must(e.commit(e.host, m.ID, s.ch.Check, s.commit()))
 		pr := e.proofs(s, samples)
-		pr.GPUs[1].Proofs[2].Result[100] ^= 1
+		flipDigest(&pr.GPUs[1].Proofs[2], 1)
 		c := must(e.svc.ProveChallenge(e.ctx, e.host, m.ID, s.ch.Check, pr))
 		if c.State != market.CheckFailed || c.GPUs[1].Passed || !c.GPUs[0].Passed || !strings.Contains(c.GPUs[1].Failure, "GPU 1: tile") {
 			t.Fatalf("check = %+v", c)
@@ -516,7 +516,7 @@ func TestBondRanksAndIsSlashedToRenters(t *testing.T) {
 	s := e.solve(e.challenge(e.host, bonded.ID))
 	samples := must(e.commit(e.host, bonded.ID, c.ID, s.commit()))
 	pr := e.proofs(s, samples)
-	pr.GPUs[0].Proofs[0].Result[0] ^= 1
+	flipDigest(&pr.GPUs[0].Proofs[0], 1)
 	if c = must(e.svc.ProveChallenge(e.ctx, e.host, bonded.ID, c.ID, pr)); c.State != market.CheckFailed {
 		t.Fatalf("check %+v", c)
 	}
@@ -547,4 +547,10 @@ func TestBondRanksAndIsSlashedToRenters(t *testing.T) {
 		t.Errorf("bond %+v after lowering to 0", b)
 	}
 	ledgerOK()
+}
+
+// flipDigest changes the proof's own tile digest in its group, by xor
+// with mask on its first byte.
+func flipDigest(p *market.TileProof, mask byte) {
+	p.Group[8*(p.Tile%(len(p.Group)/8))] ^= mask
 }

@@ -81,6 +81,7 @@ type CheckGPU struct {
 // Challenge is a pending check as the agent sees it in its desired state.
 type Challenge struct {
 	Check    CheckID         `json:"check"`
+	Protocol int             `json:"protocol"` // the challenge protocol (internal/verify.Protocol)
 	Nonce    string          `json:"nonce"`
 	Deadline time.Time       `json:"deadline"`
 	GPUs     []ChallengeTask `json:"gpus"`
@@ -128,12 +129,13 @@ type GPUProofs struct {
 	Proofs []TileProof `json:"proofs"`
 }
 
-// TileProof is one tile's result (little-endian uint32s, row by row) and
-// the sibling hashes from its leaf to the root (hex).
+// TileProof proves one tile: the digests of the tiles of its Merkle leaf
+// (its group; 8 bytes per tile: two little-endian uint32s) and the sibling
+// hashes from that leaf to the root (hex).
 type TileProof struct {
-	Tile   int      `json:"tile"`
-	Result []byte   `json:"result"`
-	Path   []string `json:"path"`
+	Tile  int      `json:"tile"`
+	Group []byte   `json:"group"`
+	Path  []string `json:"path"`
 }
 
 // Reliability is a machine's published score and the terms it is made of;

@@ -15,8 +15,9 @@ import (
 	"github.com/gpumarket/gpumarket/internal/verify"
 )
 
+// smallTask has four Merkle leaves of 256 tiles each.
 func smallTask(nonce string) verify.Task {
-	return verify.Task{Nonce: nonce, UUID: "GPU-fake-aaaa", TileSize: 16, Tiles: 8}
+	return verify.Task{Nonce: nonce, UUID: "GPU-fake-aaaa", TileSize: 16, Tiles: 4 * verify.GroupSize}
 }
 
 func solve(t testing.TB, task verify.Task) *verify.Solution {
@@ -59,7 +60,7 @@ func TestComputeTileIsTheProduct(t *testing.T) {
 	}
 	// Inputs depend on the nonce, the UUID and the tile.
 	a2, b2 := make([]uint32, n*n), make([]uint32, n*n)
-	for _, other := range []verify.Task{smallTask("n2"), {Nonce: "n1", UUID: "GPU-fake-bbbb", TileSize: 16, Tiles: 8}} {
+	for _, other := range []verify.Task{smallTask("n2"), {Nonce: "n1", UUID: "GPU-fake-bbbb", TileSize: 16, Tiles: 1024}} {
 		other.Inputs(3, a2, b2)
 		if a2[0] == a[0] && a2[1] == a[1] && b2[0] == b[0] {
 			t.Errorf("task %+v has the same inputs as %+v", other, task)
@@ -77,25 +78,36 @@ func TestHonestProofsPassAndTamperingFails(t *testing.T) {
 	}
 
 	old := solve(t, smallTask("nonce-0")) // an answer to an earlier challenge
+	g := task.Group()
 	tests := []struct {
 		name   string
 		root   string
 		proofs func() []market.TileProof
 		want   string
 	}{
-		{"wrong result", sol.Root(), func() []market.TileProof {
+		{"wrong digest", sol.Root(), func() []market.TileProof {
 			ps := prove(t, sol, tiles)
-			ps[1].Result[7] ^= 1
+			ps[1].Group[8*(tiles[1]%g)+5] ^= 1
 			return ps
-		}, "not the product"},
-		{"missing proof", sol.Root(), func() []market.TileProof { return prove(t, sol, tiles)[1:] }, "no proof for tile"},
-		{"proof of another tile", sol.Root(), func() []market.TileProof {
+		}, "not that of the product"},
+		{"another tile's digest changed", sol.Root(), func() []market.TileProof {
 			ps := prove(t, sol, tiles)
-			other, _ := sol.Prove((tiles[0] + 1) % task.Tiles)
+			ps[1].Group[8*((tiles[1]+1)%g)] ^= 1
+			return ps
+		}, "does not match the committed root"},
+		{"short group", sol.Root(), func() []market.TileProof {
+			ps := prove(t, sol, tiles)
+			ps[0].Group = ps[0].Group[:8*g-8]
+			return ps
+		}, "the proof's group has"},
+		{"missing proof", sol.Root(), func() []market.TileProof { return prove(t, sol, tiles)[1:] }, "no proof for tile"},
+		{"proof of a tile of another group", sol.Root(), func() []market.TileProof {
+			ps := prove(t, sol, tiles)
+			other, _ := sol.Prove((tiles[0] + g) % task.Tiles)
 			other.Tile = tiles[0]
 			ps[0] = other
 			return ps
-		}, "not the product"},
+		}, "not that of the product"},
 		{"tampered path", sol.Root(), func() []market.TileProof {
 			ps := prove(t, sol, tiles)
 			ps[0].Path[0] = strings.Repeat("00", 32)
@@ -106,7 +118,7 @@ func TestHonestProofsPassAndTamperingFails(t *testing.T) {
 			ps[0].Path = ps[0].Path[1:]
 			return ps
 		}, "Merkle path has"},
-		{"replayed old answer", old.Root(), func() []market.TileProof { return prove(t, old, tiles) }, "not the product"},
+		{"replayed old answer", old.Root(), func() []market.TileProof { return prove(t, old, tiles) }, "not that of the product"},
 		{"root of another answer", old.Root(), func() []market.TileProof { return prove(t, sol, tiles) }, "does not match the committed root"},
 		{"garbage root", "xyz", func() []market.TileProof { return prove(t, sol, tiles) }, "not a 32-byte hex hash"},
 	}
@@ -125,13 +137,13 @@ func TestHonestProofsPassAndTamperingFails(t *testing.T) {
 // tiles it always fails.
 func TestSkippedTilesAreCaught(t *testing.T) {
 	task := smallTask("nonce-skip")
-	leaves := make([][32]byte, task.Tiles)
-	for i := range leaves {
+	digests := make([]verify.Digest, task.Tiles)
+	for i := range digests {
 		if i%2 == 0 {
-			leaves[i] = verify.Leaf(i, verify.EncodeResult(task.ComputeTile(i)))
+			digests[i] = task.TileDigest(i)
 		}
 	}
-	sol, err := verify.NewSolution(task, leaves)
+	sol, err := verify.NewSolution(task, digests)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,5 +288,53 @@ func BenchmarkChallenge(b *testing.B) {
 			}
 			b.ReportMetric(float64(rejected), "rejections")
 		})
+	}
+}
+
+// Element, Inputs and the digest agree, and the protocol's values are
+// pinned: a GPU solver computes them on its own, so a change here is a
+// change of protocol (bump verify.Protocol) and not a refactoring.
+func TestProtocolVectors(t *testing.T) {
+	task := verify.Task{Nonce: "0123456789abcdef0123", UUID: "GPU-5d2b0b5e-8c53-7e1c-2d41-8a8a7f0e1d3c", TileSize: 8, Tiles: 2}
+	k := task.Keys()
+	n := task.TileSize
+	a, b := make([]uint32, n*n), make([]uint32, n*n)
+	task.Inputs(1, a, b)
+	for e := range n * n {
+		if a[e] != k.Element(0, 1, e) || b[e] != k.Element(1, 1, e) {
+			t.Fatalf("entry %d: Inputs gives %d, %d; Element gives %d, %d", e, a[e], b[e], k.Element(0, 1, e), k.Element(1, 1, e))
+		}
+	}
+	c := task.ComputeTile(1)
+	if d := task.TileDigest(1); d != k.Digest(c) {
+		t.Fatalf("TileDigest %v, Digest of the product %v", d, k.Digest(c))
+	}
+	got := fmt.Sprintf("mix %08x; A[1][5] %08x; B[1][63] %08x; C[1][9] %08x; digest %08x",
+		verify.Mix32(0x12345678), a[5], b[63], c[9], task.TileDigest(1))
+	// Computed by an independent implementation (Python) of the rules above.
+	const want = "mix f5e71c96; A[1][5] 094c8743; B[1][63] 742a5818; C[1][9] 23d0cc40; digest [e0976820 bec053f5]"
+	if got != want {
+		t.Errorf("protocol %d values changed:\n got %s\nwant %s", verify.Protocol, got, want)
+	}
+	c[9]++
+	if k.Digest(c) == task.TileDigest(1) {
+		t.Error("the digest did not change with an entry of the product")
+	}
+}
+
+// BenchmarkCommitRealSize is the host's share of a real GPU's challenge
+// (2^20 tiles): hashing the digests into the Merkle tree. Protocol 1 made
+// the host derive every input and hash every result instead: 178 us a
+// 128 x 128 tile, three minutes for 2^20 tiles.
+func BenchmarkCommitRealSize(b *testing.B) {
+	task := verify.Task{Nonce: "n", UUID: "GPU-x", TileSize: 128, Tiles: 1 << 20}
+	digests := make([]verify.Digest, task.Tiles)
+	for i := range digests {
+		digests[i] = verify.Digest{uint32(i), uint32(i * 7)}
+	}
+	for b.Loop() {
+		if _, err := verify.NewSolution(task, digests); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
