@@ -102,14 +102,15 @@ static CUresult gm_sync(void) { return p_cuCtxSynchronize(); }
 
 // gm_module loads the PTX (the driver compiles it for the card) and finds
 // both kernels; a compile error goes to log.
-static CUresult gm_module(const char *ptx, CUfunction *inputs, CUfunction *tiles, char *log, size_t loglen) {
+static CUresult gm_module(const char *ptx, CUfunction *inputs, CUfunction *tiles, CUfunction *tile128, char *log, size_t loglen) {
 	int opts[2] = {5, 6}; // CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
 	void *vals[2] = {log, (void *)(size_t)loglen};
 	CUmodule mod;
 	CUresult r = p_cuModuleLoadDataEx(&mod, ptx, 2, opts, vals);
 	if (r) return r;
 	if ((r = p_cuModuleGetFunction(inputs, mod, "gm_inputs"))) return r;
-	return p_cuModuleGetFunction(tiles, mod, "gm_tiles");
+	if ((r = p_cuModuleGetFunction(tiles, mod, "gm_tiles"))) return r;
+	return p_cuModuleGetFunction(tile128, mod, "gm_tile128");
 }
 
 static CUresult gm_alloc(CUdeviceptr *p, size_t n) { return p_cuMemAlloc(p, n); }
@@ -127,6 +128,12 @@ static CUresult gm_launch_tiles(CUfunction f, unsigned int gx, unsigned int gy, 
 		CUdeviceptr b, CUdeviceptr d, unsigned int n, unsigned int k4, unsigned int k5) {
 	void *args[] = {&a, &b, &d, &n, &k4, &k5};
 	return p_cuLaunchKernel(f, gx, gy, 1, 256, 1, 1, 0, NULL, args, NULL);
+}
+
+static CUresult gm_launch_tile128(CUfunction f, unsigned int gx, CUdeviceptr d, unsigned int tile0,
+		unsigned int k0, unsigned int k1, unsigned int k2, unsigned int k3, unsigned int k4, unsigned int k5) {
+	void *args[] = {&d, &tile0, &k0, &k1, &k2, &k3, &k4, &k5};
+	return p_cuLaunchKernel(f, gx, 1, 1, 256, 1, 1, 0, NULL, args, NULL);
 }
 */
 import "C"
@@ -208,8 +215,8 @@ func DriverVersion() (int, error) {
 
 // cgoDriver is one GPU's context with the kernels loaded.
 type cgoDriver struct {
-	ctx           C.CUcontext
-	inputs, tiles C.CUfunction
+	ctx                    C.CUcontext
+	inputs, tiles, tile128 C.CUfunction
 }
 
 // openDevice creates the primary context of device ordinal i and loads the
@@ -230,7 +237,7 @@ func openDevice(i int, ptx *C.char) (*device, error) {
 		return d, err
 	}
 	var log [4096]C.char
-	if err := check("load the challenge kernels", C.gm_module(ptx, &drv.inputs, &drv.tiles, &log[0], C.size_t(len(log)))); err != nil {
+	if err := check("load the challenge kernels", C.gm_module(ptx, &drv.inputs, &drv.tiles, &drv.tile128, &log[0], C.size_t(len(log)))); err != nil {
 		if msg := C.GoString(&log[0]); msg != "" {
 			err = fmt.Errorf("%w: %s", err, msg)
 		}
@@ -275,6 +282,9 @@ func (c *cgoDriver) launch(kernel string, grid [2]uint32, args ...any) error {
 	case "gm_tiles":
 		r = C.gm_launch_tiles(c.tiles, C.uint(grid[0]), C.uint(grid[1]), C.CUdeviceptr(args[0].(uint64)), C.CUdeviceptr(args[1].(uint64)),
 			C.CUdeviceptr(args[2].(uint64)), C.uint(args[3].(uint32)), C.uint(args[4].(uint32)), C.uint(args[5].(uint32)))
+	case "gm_tile128":
+		u := func(i int) C.uint { return C.uint(args[i].(uint32)) }
+		r = C.gm_launch_tile128(c.tile128, C.uint(grid[0]), C.CUdeviceptr(args[0].(uint64)), u(1), u(2), u(3), u(4), u(5), u(6), u(7))
 	default:
 		return fmt.Errorf("no kernel %s", kernel)
 	}

@@ -28,7 +28,7 @@ var ErrUnavailable = errors.New("the CUDA driver is not available")
 //go:embed kernels.ptx
 var kernelSource string
 
-// Block is the threads per block of both kernels (the kernels' warp
+// Block is the threads per block of every kernel (the kernels' warp
 // reduction assumes whole warps).
 const Block = 256
 
@@ -36,7 +36,7 @@ const Block = 256
 // becomes Mix32 of register x in place (verify.Mix32), with t as scratch.
 func PTX() string {
 	var b strings.Builder
-	for line := range strings.Lines(kernelSource) {
+	for line := range strings.Lines(kernelSource + tile128PTX()) {
 		f := strings.Fields(strings.ReplaceAll(line, ",", " "))
 		if len(f) != 3 || f[0] != "MIX32" {
 			b.WriteString(line)

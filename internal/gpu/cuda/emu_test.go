@@ -7,84 +7,161 @@ import (
 	"strings"
 )
 
-// A PTX interpreter for the instructions kernels.ptx uses, so that the
-// kernels and the host loop that launches them are tested on machines
-// without a GPU: it runs every thread of a launch, warps in lockstep at
-// shfl.sync, and checks what the driver's compiler and the hardware would
-// refuse or leave undefined: unknown instructions, undeclared registers,
-// operands of the wrong width, launch arguments that do not match the
-// kernel's parameters, memory accesses outside an allocation, a shuffle
-// that not every lane of the warp reaches. It does not check that the
-// driver accepts the PTX's syntax; only a real GPU does (cuda_gpu_test.go).
+// A PTX interpreter for the instructions kernels.ptx and gm_tile128 use,
+// so that the kernels and the host loop that launches them are tested on
+// machines without a GPU. It runs every thread of a block, warps meeting
+// at shfl.sync and the block at bar.sync, and refuses what the driver's
+// compiler or the hardware would refuse or leave undefined: unknown
+// instructions, undeclared registers, operands of the wrong width, launch
+// arguments that do not match the kernel's parameters, global or shared
+// accesses outside an allocation, a shuffle not every lane of the warp
+// reaches, a barrier not every thread of the block reaches. It does not
+// check that the driver accepts the PTX's syntax; only a real GPU does
+// (cuda_gpu_test.go, scripts/gpu-check).
+
+// Operand kinds.
+const (
+	kReg = iota
+	kImm
+	kSpecial // %tid.x and the like: imm is which, see special
+	kParam   // [name]: imm is the parameter's index
+	kGlobal  // [reg+off]: a global address in a 64-bit register
+	kShared  // [reg+off]: a shared address in a 32-bit register
+	kSymbol  // a .shared array's name: imm is its shared address
+	kLabel
+)
+
+// Specials.
+const (
+	sTidX = iota
+	sNtidX
+	sCtaidX
+	sCtaidY
+)
 
 type opnd struct {
-	kind  byte // 'r' register, 'i' immediate, 's' special, 'p' param, 'm' memory [reg+off], 'l' label
+	kind  int
 	reg   int
 	width int // register width: 1 (predicate), 32, 64
 	imm   uint64
-	name  string // special register, param or label
+	name  string
 }
 
 type instr struct {
-	op     string
+	op     int
 	guard  int // predicate register, -1: none
 	negate bool
 	args   []opnd
-	target int // branch target pc
+	target int // branch target
 	text   string
 }
 
 type kernel struct {
 	name   string
-	params []string // names
-	widths []int    // 32 or 64
+	params []string
+	widths []int // 32 or 64
 	nregs  int
 	code   []instr
 }
 
-var (
-	entryRE = regexp.MustCompile(`(?s)\.visible\s+\.entry\s+(\w+)\s*\((.*?)\)\s*\{(.*?)\n\}`)
-	paramRE = regexp.MustCompile(`\.param\s+\.(u32|u64)\s+(\w+)`)
-	regRE   = regexp.MustCompile(`^\.reg\s+\.(pred|b32|b64)\s+(%\w+?)<(\d+)>$`)
-)
-
-// widths of each instruction's operands (0: not a register, any kind).
-var opWidths = map[string][]int{
-	"mov.u32": {32, 0}, "mad.lo.u32": {32, 32, 32, 32}, "ld.param.u32": {32, 0}, "ld.param.u64": {64, 0},
-	"setp.ge.u32": {1, 32, 32}, "setp.lt.u32": {1, 32, 32}, "setp.ne.u32": {1, 32, 32}, "bra": {0},
-	"div.u32": {32, 32, 32}, "rem.u32": {32, 32, 32}, "add.u32": {32, 32, 32}, "add.s64": {64, 64, 64},
-	"xor.b32": {32, 32, 32}, "and.b32": {32, 32, 32}, "mul.lo.u32": {32, 32, 32}, "mul.wide.u32": {64, 32, 32},
-	"shr.u32": {32, 32, 32}, "shl.b64": {64, 64, 32}, "cvta.to.global.u64": {64, 64}, "cvt.u64.u32": {64, 32},
-	"st.global.u32": {0, 32}, "ld.global.u32": {32, 0}, "shfl.sync.bfly.b32": {32, 32, 32, 32, 32},
-	"red.global.add.u32": {0, 32}, "ret": {},
+type opInfo struct {
+	code   int
+	widths []int // per operand: register width wanted, 0: any operand
 }
 
-func parsePTX(src string) (map[string]*kernel, error) {
+const (
+	opMov = iota
+	opMad
+	opLdParam32
+	opLdParam64
+	opSetpGE
+	opSetpLT
+	opSetpNE
+	opBra
+	opDiv
+	opRem
+	opAdd32
+	opAdd64
+	opXor
+	opAnd
+	opMul32
+	opMulWide
+	opShr32
+	opShl32
+	opShl64
+	opCvta
+	opCvt
+	opStGlobal
+	opLdGlobal
+	opStShared
+	opLdShared
+	opShfl
+	opRed
+	opBar
+	opRet
+)
+
+var ops = map[string]opInfo{
+	"mov.u32": {opMov, []int{32, 0}}, "mad.lo.u32": {opMad, []int{32, 32, 32, 32}},
+	"ld.param.u32": {opLdParam32, []int{32, 0}}, "ld.param.u64": {opLdParam64, []int{64, 0}},
+	"setp.ge.u32": {opSetpGE, []int{1, 32, 32}}, "setp.lt.u32": {opSetpLT, []int{1, 32, 32}}, "setp.ne.u32": {opSetpNE, []int{1, 32, 32}},
+	"bra": {opBra, []int{0}}, "div.u32": {opDiv, []int{32, 32, 32}}, "rem.u32": {opRem, []int{32, 32, 32}},
+	"add.u32": {opAdd32, []int{32, 32, 32}}, "add.s64": {opAdd64, []int{64, 64, 64}},
+	"xor.b32": {opXor, []int{32, 32, 32}}, "and.b32": {opAnd, []int{32, 32, 32}},
+	"mul.lo.u32": {opMul32, []int{32, 32, 32}}, "mul.wide.u32": {opMulWide, []int{64, 32, 32}},
+	"shr.u32": {opShr32, []int{32, 32, 32}}, "shl.b32": {opShl32, []int{32, 32, 32}}, "shl.b64": {opShl64, []int{64, 64, 32}},
+	"cvta.to.global.u64": {opCvta, []int{64, 64}}, "cvt.u64.u32": {opCvt, []int{64, 32}},
+	"st.global.u32": {opStGlobal, []int{0, 32}}, "ld.global.u32": {opLdGlobal, []int{32, 0}},
+	"st.shared.u32": {opStShared, []int{0, 32}}, "ld.shared.u32": {opLdShared, []int{32, 0}},
+	"shfl.sync.bfly.b32": {opShfl, []int{32, 32, 32, 32, 32}}, "red.global.add.u32": {opRed, []int{0, 32}},
+	"bar.sync": {opBar, []int{0}}, "ret": {opRet, []int{}},
+}
+
+var (
+	entryRE  = regexp.MustCompile(`(?s)\.visible\s+\.entry\s+(\w+)\s*\((.*?)\)\s*\{(.*?)\n\}`)
+	paramRE  = regexp.MustCompile(`\.param\s+\.(u32|u64)\s+(\w+)`)
+	regRE    = regexp.MustCompile(`^\.reg\s+\.(pred|b32|b64)\s+(%\w+?)<(\d+)>$`)
+	sharedRE = regexp.MustCompile(`(?m)^\.shared\s+\.align\s+\d+\s+\.b32\s+(\w+)\[(\d+)\];`)
+)
+
+// module is a parsed PTX module.
+type module struct {
+	kernels map[string]*kernel
+	shared  map[string]int // .shared arrays: byte offset in a block's shared memory
+	sbytes  int
+}
+
+func parsePTX(src string) (*module, error) {
 	var lines []string
 	for l := range strings.Lines(src) {
 		if i := strings.Index(l, "//"); i >= 0 {
 			l = l[:i]
 		}
-		lines = append(lines, l)
+		lines = append(lines, strings.TrimRight(l, " \t\r\n"))
 	}
 	src = strings.Join(lines, "\n")
-	out := map[string]*kernel{}
+	mod := &module{kernels: map[string]*kernel{}, shared: map[string]int{}}
+	for _, m := range sharedRE.FindAllStringSubmatch(src, -1) {
+		n, _ := strconv.Atoi(m[2])
+		mod.shared[m[1]] = mod.sbytes
+		mod.sbytes += 4 * n
+	}
 	for _, m := range entryRE.FindAllStringSubmatch(src, -1) {
 		k := &kernel{name: m[1]}
 		for _, p := range paramRE.FindAllStringSubmatch(m[2], -1) {
 			k.params = append(k.params, p[2])
 			k.widths = append(k.widths, map[string]int{"u32": 32, "u64": 64}[p[1]])
 		}
-		if err := k.compile(m[3]); err != nil {
+		if err := k.compile(m[3], mod); err != nil {
 			return nil, fmt.Errorf("%s: %w", k.name, err)
 		}
-		out[k.name] = k
+		mod.kernels[k.name] = k
 	}
-	return out, nil
+	return mod, nil
 }
 
-func (k *kernel) compile(body string) error {
-	regs := map[string]opnd{} // name -> register
+func (k *kernel) compile(body string, mod *module) error {
+	regs := map[string]opnd{}
 	labels := map[string]int{}
 	var stmts []string
 	for _, s := range strings.Split(body, ";") {
@@ -104,7 +181,7 @@ func (k *kernel) compile(body string) error {
 			n, _ := strconv.Atoi(m[3])
 			w := map[string]int{"pred": 1, "b32": 32, "b64": 64}[m[1]]
 			for i := range n {
-				regs[fmt.Sprintf("%s%d", m[2], i)] = opnd{kind: 'r', reg: k.nregs, width: w}
+				regs[fmt.Sprintf("%s%d", m[2], i)] = opnd{kind: kReg, reg: k.nregs, width: w}
 				k.nregs++
 			}
 			continue
@@ -129,31 +206,42 @@ func (k *kernel) compile(body string) error {
 			in.guard = r.reg
 			s = strings.TrimSpace(strings.TrimPrefix(s, f[0]))
 		}
-		op, rest, _ := strings.Cut(s, " ")
-		in.op = op
-		widths, ok := opWidths[op]
+		name, rest, _ := strings.Cut(s, " ")
+		info, ok := ops[name]
 		if !ok {
-			return fmt.Errorf("%q: instruction %s is not emulated (teach emu_test.go its meaning)", s, op)
+			return fmt.Errorf("%q: instruction %s is not emulated (teach emu_test.go its meaning)", s, name)
 		}
+		in.op = info.code
 		var args []string
 		if rest = strings.TrimSpace(rest); rest != "" {
 			args = strings.Split(rest, ",")
 		}
-		if len(args) != len(widths) {
-			return fmt.Errorf("%q: %d operands, want %d", s, len(args), len(widths))
+		if len(args) != len(info.widths) {
+			return fmt.Errorf("%q: %d operands, want %d", s, len(args), len(info.widths))
 		}
 		for i, a := range args {
-			o, err := operand(strings.TrimSpace(a), regs, k)
+			o, err := k.operand(strings.TrimSpace(a), regs, mod)
 			if err != nil {
 				return fmt.Errorf("%q: %w", s, err)
 			}
-			if o.kind == 'r' && widths[i] != 0 && o.width != widths[i] {
-				return fmt.Errorf("%q: operand %d is a %d-bit register, want %d-bit", s, i+1, o.width, widths[i])
+			if o.kind == kReg && info.widths[i] != 0 && o.width != info.widths[i] {
+				return fmt.Errorf("%q: operand %d is a %d-bit register, want %d-bit", s, i+1, o.width, info.widths[i])
 			}
-			if o.kind == 'm' && o.width != 64 {
-				return fmt.Errorf("%q: address register is not 64-bit", s)
+			if o.kind == kGlobal {
+				switch {
+				case in.op == opStShared || in.op == opLdShared:
+					if o.width != 32 {
+						return fmt.Errorf("%q: shared address register is not 32-bit", s)
+					}
+					o.kind = kShared
+				case o.width != 64:
+					return fmt.Errorf("%q: global address register is not 64-bit", s)
+				}
 			}
-			if o.kind == 'l' {
+			if o.kind == kLabel {
+				if in.op != opBra {
+					return fmt.Errorf("%q: unknown operand %s", s, o.name)
+				}
 				t, ok := labels[o.name]
 				if !ok {
 					return fmt.Errorf("%q: no label %s", s, o.name)
@@ -167,13 +255,13 @@ func (k *kernel) compile(body string) error {
 	return nil
 }
 
-func operand(a string, regs map[string]opnd, k *kernel) (opnd, error) {
+func (k *kernel) operand(a string, regs map[string]opnd, mod *module) (opnd, error) {
 	switch {
 	case strings.HasPrefix(a, "[") && strings.HasSuffix(a, "]"):
 		in := a[1 : len(a)-1]
-		for _, p := range k.params {
+		for i, p := range k.params {
 			if in == p {
-				return opnd{kind: 'p', name: p}, nil
+				return opnd{kind: kParam, imm: uint64(i), name: p}, nil
 			}
 		}
 		base, off, _ := strings.Cut(in, "+")
@@ -181,7 +269,7 @@ func operand(a string, regs map[string]opnd, k *kernel) (opnd, error) {
 		if !ok {
 			return opnd{}, fmt.Errorf("address %s: no register or parameter %s", a, base)
 		}
-		o := opnd{kind: 'm', reg: r.reg, width: r.width}
+		o := opnd{kind: kGlobal, reg: r.reg, width: r.width}
 		if off != "" {
 			v, err := strconv.ParseUint(off, 0, 64)
 			if err != nil {
@@ -191,7 +279,11 @@ func operand(a string, regs map[string]opnd, k *kernel) (opnd, error) {
 		}
 		return o, nil
 	case strings.HasPrefix(a, "%tid.") || strings.HasPrefix(a, "%ntid.") || strings.HasPrefix(a, "%ctaid."):
-		return opnd{kind: 's', name: a}, nil
+		s, ok := map[string]uint64{"%tid.x": sTidX, "%ntid.x": sNtidX, "%ctaid.x": sCtaidX, "%ctaid.y": sCtaidY}[a]
+		if !ok {
+			return opnd{}, fmt.Errorf("special register %s is not emulated", a)
+		}
+		return opnd{kind: kSpecial, imm: s}, nil
 	case strings.HasPrefix(a, "%"):
 		r, ok := regs[a]
 		if !ok {
@@ -207,14 +299,17 @@ func operand(a string, regs map[string]opnd, k *kernel) (opnd, error) {
 			}
 			v = int64(u)
 		}
-		return opnd{kind: 'i', imm: uint64(v)}, nil
-	default:
-		return opnd{kind: 'l', name: a}, nil
+		return opnd{kind: kImm, imm: uint64(v)}, nil
 	}
+	if off, ok := mod.shared[a]; ok {
+		return opnd{kind: kSymbol, imm: uint64(off), name: a}, nil
+	}
+	return opnd{kind: kLabel, name: a}, nil
 }
 
 // emuDriver is a driver whose GPU is the interpreter.
 type emuDriver struct {
+	mod      *module
 	kernels  map[string]*kernel
 	mem      map[uint64][]uint32 // allocations by base address
 	next     uint64
@@ -222,11 +317,11 @@ type emuDriver struct {
 }
 
 func newEmu(src string) (*emuDriver, error) {
-	ks, err := parsePTX(src)
+	mod, err := parsePTX(src)
 	if err != nil {
 		return nil, err
 	}
-	return &emuDriver{kernels: ks, mem: map[uint64][]uint32{}, next: 1 << 20}, nil
+	return &emuDriver{mod: mod, kernels: mod.kernels, mem: map[uint64][]uint32{}, next: 1 << 20}, nil
 }
 
 func (e *emuDriver) alloc(bytes int) (uint64, error) {
@@ -239,7 +334,7 @@ func (e *emuDriver) alloc(bytes int) (uint64, error) {
 
 func (e *emuDriver) free(p uint64) { delete(e.mem, p) }
 
-// word returns the allocation word at address a.
+// word returns the global word at address a.
 func (e *emuDriver) word(a uint64) (*uint32, error) {
 	if a%4 != 0 {
 		return nil, fmt.Errorf("unaligned address %#x", a)
@@ -276,12 +371,28 @@ func (e *emuDriver) copyOut(dst []uint32, src uint64) error {
 	return nil
 }
 
+// Thread states between steps.
+const (
+	running = iota
+	atShfl
+	atBar
+	exited
+)
+
 type thread struct {
-	pc   int
-	regs []uint64
-	tid  [3]uint64
-	done bool
-	shfl bool // waiting at a shuffle
+	pc    int
+	regs  []uint64
+	tid   uint64
+	state int
+}
+
+// block is one block's run: its threads and shared memory.
+type block struct {
+	k      *kernel
+	params []uint64
+	ctaid  [2]uint64
+	shared []uint32
+	ts     []thread
 }
 
 func (e *emuDriver) launch(name string, grid [2]uint32, args ...any) error {
@@ -292,186 +403,263 @@ func (e *emuDriver) launch(name string, grid [2]uint32, args ...any) error {
 	if len(args) != len(k.params) {
 		return fmt.Errorf("%s: %d arguments for %d parameters", name, len(args), len(k.params))
 	}
-	params := map[string]uint64{}
+	params := make([]uint64, len(args))
 	for i, a := range args {
 		switch v := a.(type) {
 		case uint32:
 			if k.widths[i] != 32 {
 				return fmt.Errorf("%s: argument %d is 32-bit, parameter %s is %d-bit", name, i, k.params[i], k.widths[i])
 			}
-			params[k.params[i]] = uint64(v)
+			params[i] = uint64(v)
 		case uint64:
 			if k.widths[i] != 64 {
 				return fmt.Errorf("%s: argument %d is 64-bit, parameter %s is %d-bit", name, i, k.params[i], k.widths[i])
 			}
-			params[k.params[i]] = v
+			params[i] = v
 		default:
 			return fmt.Errorf("%s: argument %d is a %T", name, i, a)
 		}
 	}
 	e.launches++
+	b := &block{k: k, params: params, shared: make([]uint32, e.mod.sbytes/4), ts: make([]thread, Block)}
+	for i := range b.ts {
+		b.ts[i].regs = make([]uint64, k.nregs)
+	}
 	for by := range grid[1] {
 		for bx := range grid[0] {
-			for w := 0; w < Block; w += 32 {
-				ctaid := [3]uint64{uint64(bx), uint64(by), 0}
-				if err := e.warp(k, params, ctaid, w); err != nil {
-					return fmt.Errorf("%s block (%d,%d) warp %d: %w", name, bx, by, w/32, err)
-				}
+			b.ctaid = [2]uint64{uint64(bx), uint64(by)}
+			clear(b.shared) // shared memory starts undefined: zero it so a read before a write shows
+			for i := range b.ts {
+				b.ts[i] = thread{regs: b.ts[i].regs, tid: uint64(i)}
+				clear(b.ts[i].regs)
+			}
+			if err := e.run(b); err != nil {
+				return fmt.Errorf("%s block (%d,%d): %w", name, bx, by, err)
 			}
 		}
 	}
 	return nil
 }
 
-func (e *emuDriver) warp(k *kernel, params map[string]uint64, ctaid [3]uint64, first int) error {
-	ts := make([]thread, 32)
-	for i := range ts {
-		ts[i] = thread{regs: make([]uint64, k.nregs), tid: [3]uint64{uint64(first + i), 0, 0}}
-	}
+// run runs a block's threads to the end: each until it waits at a shuffle
+// or a barrier or exits; then shuffles whose warp has all arrived, or the
+// barrier once every thread has.
+func (e *emuDriver) run(b *block) error {
 	for {
-		for i := range ts {
-			for t := &ts[i]; !t.done && !t.shfl; {
-				if err := e.step(k, params, ctaid, t); err != nil {
-					return fmt.Errorf("thread %d: %w", first+i, err)
+		for i := range b.ts {
+			for t := &b.ts[i]; t.state == running; {
+				if err := e.step(b, t); err != nil {
+					return fmt.Errorf("thread %d: %w", i, err)
 				}
 			}
 		}
-		waiting, done, pc := 0, 0, -1
-		for _, t := range ts {
-			switch {
-			case t.done:
-				done++
-			case pc == -1 || pc == t.pc:
-				pc = t.pc
-				waiting++
-			default:
-				return fmt.Errorf("lanes wait at different shuffles (%d and %d)", pc, t.pc)
+		progressed := false
+		bar, exit := 0, 0
+		for w := 0; w < len(b.ts); w += 32 {
+			lanes := b.ts[w : w+32]
+			shfl, done := 0, 0
+			for _, t := range lanes {
+				switch t.state {
+				case atShfl:
+					shfl++
+				case exited:
+					done++
+				case atBar:
+					bar++
+				}
 			}
+			exit += done
+			if shfl == 0 {
+				continue
+			}
+			if shfl != 32 {
+				pc := 0
+				for _, t := range lanes {
+					if t.state == atShfl {
+						pc = t.pc
+					}
+				}
+				if done > 0 {
+					return fmt.Errorf("warp %d: %q with a full mask, but %d lanes have exited", w/32, b.k.code[pc].text, done)
+				}
+				return fmt.Errorf("warp %d: %d lanes at %q, the others at a barrier", w/32, shfl, b.k.code[pc].text)
+			}
+			if err := e.shuffle(b, lanes); err != nil {
+				return fmt.Errorf("warp %d: %w", w/32, err)
+			}
+			progressed = true
 		}
-		if waiting == 0 {
-			return nil
+		if progressed {
+			continue
 		}
-		if done > 0 {
-			return fmt.Errorf("%q with a full mask, but %d lanes have exited", k.code[pc].text, done)
+		if bar == 0 {
+			return nil // all exited
 		}
-		in := k.code[pc]
-		vals := make([]uint32, 32)
-		for i := range ts {
-			vals[i] = uint32(e.val(in.args[1], &ts[i], params, ctaid))
+		if exit > 0 {
+			return fmt.Errorf("bar.sync waits for %d threads that have exited", exit)
 		}
-		for i := range ts {
-			lane := uint32(i) ^ uint32(e.val(in.args[2], &ts[i], params, ctaid))
-			ts[i].regs[in.args[0].reg] = uint64(vals[lane&31])
-			ts[i].shfl = false
-			ts[i].pc++
+		for i := range b.ts {
+			b.ts[i].state = running
+			b.ts[i].pc++
 		}
 	}
 }
 
-func (e *emuDriver) val(o opnd, t *thread, params map[string]uint64, ctaid [3]uint64) uint64 {
+func (e *emuDriver) shuffle(b *block, lanes []thread) error {
+	pc := lanes[0].pc
+	for _, t := range lanes {
+		if t.pc != pc {
+			return fmt.Errorf("lanes wait at different shuffles (%d and %d)", pc, t.pc)
+		}
+	}
+	in := b.k.code[pc]
+	var vals [32]uint32
+	for i := range lanes {
+		vals[i] = uint32(e.val(b, &lanes[i], in.args[1]))
+	}
+	for i := range lanes {
+		if uint32(e.val(b, &lanes[i], in.args[3])) != 0x1f || uint32(e.val(b, &lanes[i], in.args[4])) != 0xffffffff {
+			return fmt.Errorf("%q: only whole-warp butterflies are emulated", in.text)
+		}
+		lane := uint32(i) ^ uint32(e.val(b, &lanes[i], in.args[2]))
+		lanes[i].regs[in.args[0].reg] = uint64(vals[lane&31])
+		lanes[i].state = running
+		lanes[i].pc++
+	}
+	return nil
+}
+
+func (e *emuDriver) val(b *block, t *thread, o opnd) uint64 {
 	switch o.kind {
-	case 'r':
+	case kReg:
 		return t.regs[o.reg]
-	case 'i':
+	case kImm, kSymbol:
 		return o.imm
-	case 's':
-		dim := map[byte]int{'x': 0, 'y': 1, 'z': 2}[o.name[len(o.name)-1]]
-		switch {
-		case strings.HasPrefix(o.name, "%tid."):
-			return t.tid[dim]
-		case strings.HasPrefix(o.name, "%ntid."):
-			return map[int]uint64{0: Block, 1: 1, 2: 1}[dim]
+	case kSpecial:
+		switch o.imm {
+		case sTidX:
+			return t.tid
+		case sNtidX:
+			return Block
+		case sCtaidX:
+			return b.ctaid[0]
 		default:
-			return ctaid[dim]
+			return b.ctaid[1]
 		}
-	case 'p':
-		return params[o.name]
+	case kParam:
+		return b.params[o.imm]
 	}
-	panic("operand kind " + string(o.kind))
+	panic(fmt.Sprintf("operand kind %d", o.kind))
 }
 
-func (e *emuDriver) step(k *kernel, params map[string]uint64, ctaid [3]uint64, t *thread) error {
+func (e *emuDriver) sharedWord(b *block, a uint64) (*uint32, error) {
+	if a%4 != 0 || a/4 >= uint64(len(b.shared)) {
+		return nil, fmt.Errorf("shared address %#x is outside the %d bytes of shared memory (or unaligned)", a, 4*len(b.shared))
+	}
+	return &b.shared[a/4], nil
+}
+
+func (e *emuDriver) step(b *block, t *thread) error {
+	k := b.k
 	if t.pc >= len(k.code) {
 		return fmt.Errorf("ran off the end of the kernel")
 	}
-	in := k.code[t.pc]
+	in := &k.code[t.pc]
 	if in.guard >= 0 && (t.regs[in.guard] != 0) == in.negate {
 		t.pc++
 		return nil
 	}
-	v := func(i int) uint64 { return e.val(in.args[i], t, params, ctaid) }
-	u := func(i int) uint32 { return uint32(v(i)) }
-	set := func(x uint64) { t.regs[in.args[0].reg] = x }
-	set32 := func(x uint32) { set(uint64(x)) }
-	addr := func(i int) uint64 { return t.regs[in.args[i].reg] + in.args[i].imm }
+	a := in.args
+	u := func(i int) uint32 { return uint32(e.val(b, t, a[i])) }
+	var d uint64
 	switch in.op {
-	case "mov.u32", "ld.param.u32":
-		set32(u(1))
-	case "ld.param.u64", "cvta.to.global.u64":
-		set(v(1))
-	case "cvt.u64.u32":
-		set(uint64(u(1)))
-	case "mad.lo.u32":
-		set32(u(1)*u(2) + u(3))
-	case "setp.ge.u32", "setp.lt.u32", "setp.ne.u32":
-		r := map[string]bool{"setp.ge.u32": u(1) >= u(2), "setp.lt.u32": u(1) < u(2), "setp.ne.u32": u(1) != u(2)}[in.op]
-		set(map[bool]uint64{false: 0, true: 1}[r])
-	case "bra":
+	case opMov, opLdParam32:
+		d = uint64(u(1))
+	case opLdParam64, opCvta:
+		d = e.val(b, t, a[1])
+	case opCvt:
+		d = uint64(u(1))
+	case opMad:
+		d = uint64(u(1)*u(2) + u(3))
+	case opSetpGE, opSetpLT, opSetpNE:
+		x, y := u(1), u(2)
+		if in.op == opSetpGE && x >= y || in.op == opSetpLT && x < y || in.op == opSetpNE && x != y {
+			d = 1
+		}
+	case opBra:
 		t.pc = in.target
 		return nil
-	case "div.u32", "rem.u32":
+	case opDiv, opRem:
 		if u(2) == 0 {
 			return fmt.Errorf("%q: division by zero", in.text)
 		}
-		if in.op == "div.u32" {
-			set32(u(1) / u(2))
+		if in.op == opDiv {
+			d = uint64(u(1) / u(2))
 		} else {
-			set32(u(1) % u(2))
+			d = uint64(u(1) % u(2))
 		}
-	case "add.u32":
-		set32(u(1) + u(2))
-	case "add.s64":
-		set(v(1) + v(2))
-	case "xor.b32":
-		set32(u(1) ^ u(2))
-	case "and.b32":
-		set32(u(1) & u(2))
-	case "mul.lo.u32":
-		set32(u(1) * u(2))
-	case "mul.wide.u32":
-		set(uint64(u(1)) * uint64(u(2)))
-	case "shr.u32":
-		set32(u(1) >> u(2))
-	case "shl.b64":
-		set(v(1) << u(2))
-	case "ld.global.u32":
-		w, err := e.word(addr(1))
+	case opAdd32:
+		d = uint64(u(1) + u(2))
+	case opAdd64:
+		d = e.val(b, t, a[1]) + e.val(b, t, a[2])
+	case opXor:
+		d = uint64(u(1) ^ u(2))
+	case opAnd:
+		d = uint64(u(1) & u(2))
+	case opMul32:
+		d = uint64(u(1) * u(2))
+	case opMulWide:
+		d = uint64(u(1)) * uint64(u(2))
+	case opShr32:
+		d = uint64(u(1) >> u(2))
+	case opShl32:
+		d = uint64(u(1) << u(2))
+	case opShl64:
+		d = e.val(b, t, a[1]) << u(2)
+	case opLdGlobal, opLdShared:
+		var w *uint32
+		var err error
+		if in.op == opLdGlobal {
+			w, err = e.word(t.regs[a[1].reg] + a[1].imm)
+		} else {
+			w, err = e.sharedWord(b, uint64(uint32(t.regs[a[1].reg]))+a[1].imm)
+		}
 		if err != nil {
 			return fmt.Errorf("%q: %w", in.text, err)
 		}
-		set32(*w)
-	case "st.global.u32", "red.global.add.u32":
-		w, err := e.word(addr(0))
+		d = uint64(*w)
+	case opStGlobal, opRed, opStShared:
+		var w *uint32
+		var err error
+		if in.op == opStShared {
+			w, err = e.sharedWord(b, uint64(uint32(t.regs[a[0].reg]))+a[0].imm)
+		} else {
+			w, err = e.word(t.regs[a[0].reg] + a[0].imm)
+		}
 		if err != nil {
 			return fmt.Errorf("%q: %w", in.text, err)
 		}
-		if in.op == "st.global.u32" {
-			*w = u(1)
-		} else {
+		if in.op == opRed {
 			*w += u(1)
+		} else {
+			*w = u(1)
 		}
-	case "shfl.sync.bfly.b32":
-		if u(3) != 0x1f || u(4) != 0xffffffff {
-			return fmt.Errorf("%q: only whole-warp butterflies are emulated", in.text)
+		t.pc++
+		return nil
+	case opShfl:
+		t.state = atShfl
+		return nil
+	case opBar:
+		if u(0) != 0 {
+			return fmt.Errorf("%q: only barrier 0 is emulated", in.text)
 		}
-		t.shfl = true
+		t.state = atBar
 		return nil
-	case "ret":
-		t.done = true
+	case opRet:
+		t.state = exited
 		return nil
-	default:
-		return fmt.Errorf("%q: not emulated", in.text)
 	}
+	t.regs[a[0].reg] = d
 	t.pc++
 	return nil
 }

@@ -41,9 +41,10 @@ const (
 	syncEvery    = 8       // batches queued between checks of ctx
 )
 
-// solveOn computes every tile's digest of t on d: for each batch of tiles
-// it generates A and B on the GPU and multiplies them into the digests;
-// only the digests (8 bytes a tile) come back. batch is the most entries
+// solveOn computes every tile's digest of t on d, a batch of tiles at a
+// time: 128 x 128 tiles with gm_tile128, others by generating A and B
+// with gm_inputs and multiplying them with gm_tiles. Only the digests (8
+// bytes a tile) come back. batch is the most entries
 // of one matrix a launch makes (batchEntries; smaller in tests).
 func solveOn(ctx context.Context, d driver, t verify.Task, batch int) ([]verify.Digest, error) {
 	if err := t.Validate(); err != nil {
@@ -51,6 +52,7 @@ func solveOn(ctx context.Context, d driver, t verify.Task, batch int) ([]verify.
 	}
 	n, n2 := t.TileSize, t.TileSize*t.TileSize
 	per := min(t.Tiles, max(1, batch/n2), maxGridY) // tiles per batch
+	fast := n == t128                               // gm_tile128 makes its own inputs
 	k := t.Keys()
 	var bufs []uint64
 	defer func() {
@@ -65,13 +67,15 @@ func solveOn(ctx context.Context, d driver, t verify.Task, batch int) ([]verify.
 		}
 		return p, err
 	}
-	a, err := alloc(4 * per * n2)
-	if err != nil {
-		return nil, err
-	}
-	b, err := alloc(4 * per * n2)
-	if err != nil {
-		return nil, err
+	var a, b uint64
+	if !fast {
+		var err error
+		if a, err = alloc(4 * per * n2); err != nil {
+			return nil, err
+		}
+		if b, err = alloc(4 * per * n2); err != nil {
+			return nil, err
+		}
 	}
 	dg, err := alloc(8 * t.Tiles)
 	if err != nil {
@@ -84,13 +88,19 @@ func solveOn(ctx context.Context, d driver, t verify.Task, batch int) ([]verify.
 	for i, tile0 := 0, 0; tile0 < t.Tiles; i, tile0 = i+1, tile0+per {
 		cnt := min(per, t.Tiles-tile0)
 		total := cnt * n2
-		if err := d.launch("gm_inputs", [2]uint32{blocks(total), 1}, a, k[0], k[2], uint32(tile0), uint32(n2), uint32(total)); err != nil {
-			return nil, err
+		dbatch := dg + uint64(8*tile0)
+		if fast {
+			err = d.launch("gm_tile128", [2]uint32{uint32(cnt), 1}, dbatch, uint32(tile0), k[0], k[1], k[2], k[3], k[4], k[5])
+		} else {
+			err = d.launch("gm_inputs", [2]uint32{blocks(total), 1}, a, k[0], k[2], uint32(tile0), uint32(n2), uint32(total))
+			if err == nil {
+				err = d.launch("gm_inputs", [2]uint32{blocks(total), 1}, b, k[1], k[3], uint32(tile0), uint32(n2), uint32(total))
+			}
+			if err == nil {
+				err = d.launch("gm_tiles", [2]uint32{blocks(n2), uint32(cnt)}, a, b, dbatch, uint32(n), k[4], k[5])
+			}
 		}
-		if err := d.launch("gm_inputs", [2]uint32{blocks(total), 1}, b, k[1], k[3], uint32(tile0), uint32(n2), uint32(total)); err != nil {
-			return nil, err
-		}
-		if err := d.launch("gm_tiles", [2]uint32{blocks(n2), uint32(cnt)}, a, b, dg+uint64(8*tile0), uint32(n), k[4], k[5]); err != nil {
+		if err != nil {
 			return nil, err
 		}
 		if (i+1)%syncEvery == 0 {
@@ -128,10 +138,12 @@ type Solver struct {
 
 // selfTests are the tasks a GPU must answer as the CPU reference does
 // before the solver uses it: several Merkle leaves, a tile smaller than a
-// block (idle threads in the warp reduction) and one over several blocks.
+// block (idle threads in the warp reduction), one over several blocks, and
+// the 128 x 128 kernel of the real models.
 var selfTests = []verify.Task{
 	{Nonce: "gpumarket-cuda-self-test-1", TileSize: 8, Tiles: 2 * verify.GroupSize},
 	{Nonce: "gpumarket-cuda-self-test-2", TileSize: 24, Tiles: 4},
+	{Nonce: "gpumarket-cuda-self-test-3", TileSize: t128, Tiles: 2},
 }
 
 // newSolver self-tests devs and returns the solver of those that pass.

@@ -16,8 +16,8 @@ func emu(t *testing.T, src string) *emuDriver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(e.kernels) != 2 {
-		t.Fatalf("parsed %d kernels, want gm_inputs and gm_tiles", len(e.kernels))
+	if len(e.kernels) != 3 {
+		t.Fatalf("parsed %d kernels, want gm_inputs, gm_tiles and gm_tile128", len(e.kernels))
 	}
 	return e
 }
@@ -34,7 +34,7 @@ func TestPTXExpandsMix32(t *testing.T) {
 		}
 	}
 	// Eight instructions per MIX32 line.
-	if got, want := strings.Count(p, "0x7feb352dU"), strings.Count(kernelSource, "MIX32 %"); got != want {
+	if got, want := strings.Count(p, "0x7feb352dU"), strings.Count(kernelSource+tile128PTX(), "MIX32 %"); got != want {
 		t.Fatalf("%d expansions for %d MIX32 lines", got, want)
 	}
 }
@@ -50,6 +50,7 @@ func TestKernelsMatchReference(t *testing.T) {
 		{Nonce: "n-3", UUID: "GPU-emu", TileSize: 1, Tiles: 4},
 		{Nonce: "n-4", UUID: "GPU-emu", TileSize: 24, Tiles: 8},
 		{Nonce: "n-5", UUID: "GPU-emu", TileSize: 17, Tiles: 4},
+		{Nonce: "n-6", UUID: "GPU-emu", TileSize: 128, Tiles: 4}, // gm_tile128
 	}
 	for _, task := range tasks {
 		n2 := task.TileSize * task.TileSize
@@ -64,9 +65,13 @@ func TestKernelsMatchReference(t *testing.T) {
 					t.Fatalf("%+v, batch %d: tile %d digest %08x, want %08x", task, batch, i, d, want)
 				}
 			}
-			wantLaunches := 3 * ((task.Tiles + batch/n2 - 1) / (batch / n2))
+			perBatch := 3 // gm_inputs twice, gm_tiles
+			if task.TileSize == 128 {
+				perBatch = 1 // gm_tile128
+			}
+			wantLaunches := perBatch * ((task.Tiles + batch/n2 - 1) / (batch / n2))
 			if batch == batchEntries {
-				wantLaunches = 3
+				wantLaunches = perBatch
 			}
 			if e.launches != wantLaunches {
 				t.Errorf("%+v, batch %d: %d launches, want %d", task, batch, e.launches, wantLaunches)
@@ -186,4 +191,22 @@ func TestOpenWithoutDriverSaysWhy(t *testing.T) {
 		t.Fatalf("Open: %v, want ErrUnavailable or no GPU", err)
 	}
 	t.Logf("Open: %v", err)
+}
+
+// Without the barrier between making a chunk in shared memory and using
+// it, threads read entries not yet written: the interpreter, which runs
+// each thread as far as it can, shows the wrong digest a GPU might give.
+func TestMissingBarrierIsCaught(t *testing.T) {
+	src := PTX()
+	i := strings.Index(src, ".entry gm_tile128")
+	j := strings.Index(src[i:], "bar.sync 0;")
+	broken := src[:i+j] + src[i+j+len("bar.sync 0;"):]
+	task := verify.Task{Nonce: "n", UUID: "GPU-emu", TileSize: 128, Tiles: 1}
+	got, err := solveOn(context.Background(), emu(t, broken), task, batchEntries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] == task.TileDigest(0) {
+		t.Fatal("a kernel without its barrier gave the right digest")
+	}
 }
