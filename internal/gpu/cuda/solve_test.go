@@ -136,11 +136,21 @@ func TestSolveStopsWhenCancelled(t *testing.T) {
 // The interpreter refuses what the driver would, so the tests above can
 // fail for those reasons too.
 func TestEmulatorRefusesBadKernels(t *testing.T) {
-	tests := []struct{ name, from, to, want string }{
-		{"undeclared register", "mov.u32 %r1, %ctaid.x;", "mov.u32 %r99, %ctaid.x;", "not declared"},
-		{"wrong width", "cvt.u64.u32 %rd2, %r10;", "cvt.u64.u32 %r2, %r10;", "32-bit register, want 64-bit"},
-		{"unknown instruction", "rem.u32 %r8, %r4, %r6;", "rem.s32 %r8, %r4, %r6;", "not emulated"},
-		{"missing label", "@%p2 bra T_LOOP;", "@%p2 bra T_LOOOP;", "no label"},
+	part := verify.Task{Nonce: "n", UUID: "GPU-emu", TileSize: 5, Tiles: 4} // 25 entries: a warp in part
+	big := verify.Task{Nonce: "n", UUID: "GPU-emu", TileSize: 128, Tiles: 1}
+	tests := []struct {
+		name, from, to, want string
+		run                  *verify.Task // nil: refused when parsed
+	}{
+		{"undeclared register", "mov.u32 %r1, %ctaid.x;", "mov.u32 %r99, %ctaid.x;", "not declared", nil},
+		{"wrong width", "cvt.u64.u32 %rd2, %r10;", "cvt.u64.u32 %r2, %r10;", "32-bit register, want 64-bit", nil},
+		{"unknown instruction", "rem.u32 %r8, %r4, %r6;", "rem.s32 %r8, %r4, %r6;", "not emulated", nil},
+		{"missing label", "@%p2 bra T_LOOP;", "@%p2 bra T_LOOOP;", "no label", nil},
+		// B read past its row: out of the allocation.
+		{"out of bounds", "mul.wide.u32 %rd10, %r5, 4;", "mul.wide.u32 %rd10, %r5, 8;", "outside every allocation", &part},
+		// Lanes past the tile exit before the shuffle.
+		{"exit before shuffle", "@%p1 bra T_REDUCE;", "@%p1 bra T_DONE;", "lanes have exited", &part},
+		{"shared out of bounds", "st.shared.u32 [%r22+7168], %r21;", "st.shared.u32 [%r22+8192], %r21;", "outside the 16384 bytes of shared memory", &big},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,25 +158,13 @@ func TestEmulatorRefusesBadKernels(t *testing.T) {
 			if src == PTX() {
 				t.Fatal("the mutation did not apply")
 			}
-			if _, err := newEmu(src); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want %q", err, tc.want)
+			var err error
+			if tc.run == nil {
+				_, err = newEmu(src)
+			} else {
+				_, err = solveOn(context.Background(), emu(t, src), *tc.run, batchEntries)
 			}
-		})
-	}
-	task := verify.Task{Nonce: "n", UUID: "GPU-emu", TileSize: 5, Tiles: 4} // 25 entries: a warp in part
-	run := []struct{ name, from, to, want string }{
-		// B read past its row: out of the allocation.
-		{"out of bounds", "mul.wide.u32 %rd10, %r5, 4;", "mul.wide.u32 %rd10, %r5, 8;", "outside every allocation"},
-		// Lanes past the tile exit before the shuffle.
-		{"exit before shuffle", "@%p1 bra T_REDUCE;", "@%p1 bra T_DONE;", "lanes have exited"},
-	}
-	for _, tc := range run {
-		t.Run(tc.name, func(t *testing.T) {
-			src := strings.Replace(PTX(), tc.from, tc.to, 1)
-			if src == PTX() {
-				t.Fatal("the mutation did not apply")
-			}
-			if _, err := solveOn(context.Background(), emu(t, src), task, batchEntries); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 		})
