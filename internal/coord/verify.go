@@ -210,8 +210,13 @@ func (s *Service) holdIfChanged(m *market.Machine, old market.Hardware) {
 }
 
 // afterRegister claims the machine's GPU UUIDs and, when verification is
-// required, starts a check of all its GPUs (the agent restarted or the
-// hardware changed).
+// required, starts a check (the agent restarted or the hardware changed):
+// of every GPU of a machine held off the market, of the idle ones of a
+// verified machine. A restarted agent adopts its running instances, and
+// their GPUs stay their renters': a challenge would take them away for
+// seconds, and, sharing the GPU with the renter's work, might be judged
+// too slow. With every GPU rented there is no check until one is idle
+// (the periodic checks).
 func (s *Service) afterRegister(ctx context.Context, tx Tx, m *market.Machine) error {
 	uuids := make([]string, 0, len(m.GPUs))
 	for _, g := range m.GPUs {
@@ -223,8 +228,25 @@ func (s *Service) afterRegister(ctx context.Context, tx Tx, m *market.Machine) e
 	if !s.cfg.RequireVerification || len(m.GPUs) == 0 {
 		return nil
 	}
-	_, err := s.startCheck(ctx, tx, m, m.GPUs, market.CheckOnRegister)
+	gpus, err := checkable(ctx, tx, m)
+	if err != nil || len(gpus) == 0 {
+		return err
+	}
+	_, err = s.startCheck(ctx, tx, m, gpus, market.CheckOnRegister)
 	return err
+}
+
+// checkable returns the GPUs of m a check may take: all of a machine held
+// off the market, else the idle ones.
+func checkable(ctx context.Context, tx Tx, m *market.Machine) ([]market.GPU, error) {
+	if m.Unverified {
+		return m.GPUs, nil
+	}
+	used, err := tx.ActiveGPUs(ctx, []market.MachineID{m.ID})
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(slices.Clone(m.GPUs), func(g market.GPU) bool { return slices.Contains(used[m.ID], g.Index) }), nil
 }
 
 // startCheck supersedes the machine's pending checks and starts a new one
@@ -547,16 +569,12 @@ func (s *Service) RequestCheck(ctx context.Context, caller market.Account, id ma
 			c = pending[0]
 			return nil
 		}
-		gpus := m.GPUs
-		if !m.Unverified {
-			used, err := tx.ActiveGPUs(ctx, []market.MachineID{id})
-			if err != nil {
-				return err
-			}
-			gpus = slices.DeleteFunc(slices.Clone(m.GPUs), func(g market.GPU) bool { return slices.Contains(used[id], g.Index) })
-			if len(gpus) == 0 {
-				return market.Errorf(op, market.Conflict, "every GPU of machine %s is rented; checks run on idle GPUs, so try again when one is free", id)
-			}
+		gpus, err := checkable(ctx, tx, &m)
+		if err != nil {
+			return err
+		}
+		if len(gpus) == 0 {
+			return market.Errorf(op, market.Conflict, "every GPU of machine %s is rented; checks run on idle GPUs, so try again when one is free", id)
 		}
 		c, err = s.startCheck(ctx, tx, &m, gpus, market.CheckRequested)
 		return err

@@ -430,6 +430,39 @@ func TestPeriodicChecksRunOnIdleGPUs(t *testing.T) {
 	t.Fatal("no periodic check within 1.5 x CheckEvery")
 }
 
+// An agent restart checks the idle GPUs of a verified machine: its
+// adopted instances keep theirs. With every GPU rented, no check starts.
+func TestRestartChecksOnlyIdleGPUs(t *testing.T) {
+	e := newVEnv(t, nil)
+	hw := fakeHW(t, "fp-1", "2xRTX 4090")
+	m := e.register(e.host, hw)
+	if ch := e.challenge(e.host, m.ID); ch == nil || len(ch.GPUs) != 2 {
+		t.Fatalf("a new machine's check should take both GPUs, got %+v", ch)
+	}
+	if _, err := e.answer(e.host, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	renter := must(e.svc.Signup(e.ctx, market.SignupRequest{Email: "r@example.com", Password: "password1", Roles: []market.Role{market.RoleRenter}}))
+	must(e.svc.Deposit(e.ctx, e.admin, "dep-1", market.DepositRequest{Account: renter.ID, Amount: market.Tokens(100)}))
+	must(e.svc.CreateInstance(e.ctx, renter, market.CreateInstanceRequest{Machine: m.ID, GPUs: 1, Command: []string{"sleep", "1"}}))
+	must(e.svc.RegisterMachine(e.ctx, e.host, hw)) // the agent restarts
+	ch := e.challenge(e.host, m.ID)
+	if ch == nil || len(ch.GPUs) != 1 || ch.GPUs[0].Index != 1 {
+		t.Fatalf("a restart should check only the idle GPU 1, got %+v", ch)
+	}
+	if c := must(e.answer(e.host, m.ID)); c.State != market.CheckPassed || c.Cause != market.CheckOnRegister {
+		t.Fatalf("check %+v", c)
+	}
+	must(e.svc.CreateInstance(e.ctx, renter, market.CreateInstanceRequest{Machine: m.ID, GPUs: 1, Command: []string{"sleep", "1"}}))
+	must(e.svc.RegisterMachine(e.ctx, e.host, hw))
+	if ch := e.challenge(e.host, m.ID); ch != nil {
+		t.Fatalf("with every GPU rented a restart should start no check, got %+v", ch)
+	}
+	if got := e.machine(m.ID); got.Unverified || len(got.UsedGPUs) != 2 {
+		t.Errorf("the machine should stay verified with both GPUs rented: %+v", got)
+	}
+}
+
 func TestReliabilityCountsHostFaultsOnly(t *testing.T) {
 	e := newVEnv(t, func(c *coord.Config) { c.RequireVerification = false })
 	m := e.register(e.host, fakeHW(t, "fp-1", "2xRTX 4090"))
