@@ -98,7 +98,8 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 		IdleConnTimeout:     90 * time.Second,
 	}}
 	stats := newLoadStats()
-	out := env.Stdout
+	// The progress line and the phases print from different goroutines.
+	out := &lockedWriter{w: env.Stdout}
 	run := market.NewID("")
 
 	// A host account for all machines, one API key for all agents.
@@ -656,6 +657,18 @@ func (c *loadtestCmd) hardware(run string, i int) market.Hardware {
 }
 
 // storeLater sets a to v unless it holds a later value.
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // contact records that an agent reached the coordinator at t (unix nanos):
 // its last contact, and the longest time between two.
 func contact(last, longest *atomic.Int64, t int64) {
