@@ -392,7 +392,8 @@ func challengeSolver(ctx context.Context, fakeGPUs bool, log *slog.Logger) verif
 		return solver
 	}
 	if log != nil {
-		log.Info("verification challenges run on the GPUs through CUDA", "gpus", cs.GPUs())
+		v, _ := cuda.DriverVersion()
+		log.Info("verification challenges run on the GPUs through CUDA", "gpus", cs.GPUs(), "cuda_driver", fmt.Sprintf("%d.%d", v/1000, v%1000/10))
 	}
 	for uuid, err := range cs.Failed() {
 		logWarn(log, "this GPU's verification challenges will run on the CPU", "gpu", uuid, "err", err)

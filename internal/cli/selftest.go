@@ -80,6 +80,8 @@ func (c *machineSelfTestCmd) Run(ctx context.Context, env *Env) error {
 			fmt.Fprintf(env.Stderr, "CUDA solver not available, solving on the CPU: %v\n", err)
 		} else {
 			solver = cs
+			v, _ := cuda.DriverVersion()
+			fmt.Fprintf(env.Stderr, "CUDA driver %d.%d: solving on GPUs %v\n", v/1000, v%1000/10, cs.GPUs())
 			for _, u := range cs.GPUs() {
 				onGPU[u] = true
 			}
