@@ -491,7 +491,9 @@ func (c *loadtestCmd) killSome(ctx context.Context, out io.Writer, host *apiclie
 		fmt.Fprintf(out, "%d of the machines taken offline were left silent by this tool for the lost deadline (%s) or longer (up to %s): its own lateness, not the coordinator's mistake\n",
 			toolSilent, lostAfter, longest.Round(time.Millisecond))
 	}
-	if wrong > 0 {
+	if wrong > 0 && lostAfter == 0 {
+		errs = append(errs, fmt.Errorf("%d machines that kept heartbeating were taken offline (the coordinator's lost deadline could not be read, so the tool's own silences are not told apart)", wrong))
+	} else if wrong > 0 {
 		errs = append(errs, fmt.Errorf("%d machines that kept heartbeating within the lost deadline (%s) were taken offline", wrong, lostAfter))
 	}
 	return errors.Join(errs...)
@@ -656,7 +658,6 @@ func (c *loadtestCmd) hardware(run string, i int) market.Hardware {
 	return hw
 }
 
-// storeLater sets a to v unless it holds a later value.
 // lockedWriter serialises writes to w.
 type lockedWriter struct {
 	mu sync.Mutex
@@ -682,6 +683,7 @@ func contact(last, longest *atomic.Int64, t int64) {
 	}
 }
 
+// storeLater sets a to v unless it holds a later value.
 func storeLater(a *atomic.Int64, v int64) {
 	for prev := a.Load(); prev < v && !a.CompareAndSwap(prev, v); prev = a.Load() {
 	}

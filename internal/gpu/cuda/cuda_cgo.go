@@ -26,6 +26,8 @@ static CUresult (*p_cuDeviceGet)(CUdevice *, int);
 static CUresult (*p_cuDeviceGetName)(char *, int, CUdevice);
 static CUresult (*p_cuDeviceGetUuid)(CUuuid *, CUdevice);
 static CUresult (*p_cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+static CUresult (*p_cuDevicePrimaryCtxRelease)(CUdevice);
+static CUresult (*p_cuModuleUnload)(CUmodule);
 static CUresult (*p_cuCtxSetCurrent)(CUcontext);
 static CUresult (*p_cuCtxSynchronize)(void);
 static CUresult (*p_cuModuleLoadDataEx)(CUmodule *, const void *, unsigned int, int *, void **);
@@ -57,6 +59,9 @@ static int gm_load(char *err, size_t errlen) {
 	GM_SYM(p_cuDeviceGetName, "cuDeviceGetName");
 	GM_SYM(p_cuDeviceGetUuid, "cuDeviceGetUuid");
 	GM_SYM(p_cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+	*(void **)(&p_cuDevicePrimaryCtxRelease) = dlsym(lib, "cuDevicePrimaryCtxRelease_v2"); // CUDA 11+
+	if (!p_cuDevicePrimaryCtxRelease) GM_SYM(p_cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease");
+	GM_SYM(p_cuModuleUnload, "cuModuleUnload");
 	GM_SYM(p_cuCtxSetCurrent, "cuCtxSetCurrent");
 	GM_SYM(p_cuCtxSynchronize, "cuCtxSynchronize");
 	GM_SYM(p_cuModuleLoadDataEx, "cuModuleLoadDataEx");
@@ -91,49 +96,56 @@ static CUresult gm_device(int ordinal, CUdevice *dev, char *name, int namelen, u
 	return 0;
 }
 
-static CUresult gm_context(CUdevice dev, CUcontext *ctx) {
-	CUresult r = p_cuDevicePrimaryCtxRetain(ctx, dev);
+// gm_context retains the device's primary context and makes it current;
+// on failure nothing stays retained.
+static CUresult gm_context(CUdevice dev) {
+	CUcontext ctx;
+	CUresult r = p_cuDevicePrimaryCtxRetain(&ctx, dev);
 	if (r) return r;
-	return p_cuCtxSetCurrent(*ctx);
+	if ((r = p_cuCtxSetCurrent(ctx))) p_cuDevicePrimaryCtxRelease(dev);
+	return r;
 }
 
-static CUresult gm_set_current(CUcontext ctx) { return p_cuCtxSetCurrent(ctx); }
+static CUresult gm_release(CUdevice dev) { return p_cuDevicePrimaryCtxRelease(dev); }
 static CUresult gm_sync(void) { return p_cuCtxSynchronize(); }
 
 // gm_module loads the PTX (the driver compiles it for the card) and finds
 // both kernels; a compile error goes to log.
-static CUresult gm_module(const char *ptx, CUfunction *inputs, CUfunction *tiles, CUfunction *tile128, char *log, size_t loglen) {
+static CUresult gm_module(const char *ptx, CUmodule *mod, CUfunction *inputs, CUfunction *tiles, CUfunction *tile128, char *log, size_t loglen) {
 	int opts[2] = {5, 6}; // CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
 	void *vals[2] = {log, (void *)(size_t)loglen};
-	CUmodule mod;
-	CUresult r = p_cuModuleLoadDataEx(&mod, ptx, 2, opts, vals);
+	CUresult r = p_cuModuleLoadDataEx(mod, ptx, 2, opts, vals);
 	if (r) return r;
-	if ((r = p_cuModuleGetFunction(inputs, mod, "gm_inputs"))) return r;
-	if ((r = p_cuModuleGetFunction(tiles, mod, "gm_tiles"))) return r;
-	return p_cuModuleGetFunction(tile128, mod, "gm_tile128");
+	if (!(r = p_cuModuleGetFunction(inputs, *mod, "gm_inputs")) &&
+	    !(r = p_cuModuleGetFunction(tiles, *mod, "gm_tiles")) &&
+	    !(r = p_cuModuleGetFunction(tile128, *mod, "gm_tile128"))) return 0;
+	p_cuModuleUnload(*mod);
+	return r;
 }
+
+static CUresult gm_unload(CUmodule mod) { return p_cuModuleUnload(mod); }
 
 static CUresult gm_alloc(CUdeviceptr *p, size_t n) { return p_cuMemAlloc(p, n); }
 static CUresult gm_free(CUdeviceptr p) { return p_cuMemFree(p); }
 static CUresult gm_memset32(CUdeviceptr p, unsigned int v, size_t n) { return p_cuMemsetD32(p, v, n); }
 static CUresult gm_copy_out(void *dst, CUdeviceptr src, size_t n) { return p_cuMemcpyDtoH(dst, src, n); }
 
-static CUresult gm_launch_inputs(CUfunction f, unsigned int gx, CUdeviceptr out, unsigned int key,
+static CUresult gm_launch_inputs(CUfunction f, unsigned int gx, unsigned int bx, CUdeviceptr out, unsigned int key,
 		unsigned int key2, unsigned int tile0, unsigned int n2, unsigned int total) {
 	void *args[] = {&out, &key, &key2, &tile0, &n2, &total};
-	return p_cuLaunchKernel(f, gx, 1, 1, 256, 1, 1, 0, NULL, args, NULL);
+	return p_cuLaunchKernel(f, gx, 1, 1, bx, 1, 1, 0, NULL, args, NULL);
 }
 
-static CUresult gm_launch_tiles(CUfunction f, unsigned int gx, unsigned int gy, CUdeviceptr a,
+static CUresult gm_launch_tiles(CUfunction f, unsigned int gx, unsigned int gy, unsigned int bx, CUdeviceptr a,
 		CUdeviceptr b, CUdeviceptr d, unsigned int n, unsigned int k4, unsigned int k5) {
 	void *args[] = {&a, &b, &d, &n, &k4, &k5};
-	return p_cuLaunchKernel(f, gx, gy, 1, 256, 1, 1, 0, NULL, args, NULL);
+	return p_cuLaunchKernel(f, gx, gy, 1, bx, 1, 1, 0, NULL, args, NULL);
 }
 
-static CUresult gm_launch_tile128(CUfunction f, unsigned int gx, CUdeviceptr d, unsigned int tile0,
+static CUresult gm_launch_tile128(CUfunction f, unsigned int gx, unsigned int bx, CUdeviceptr d, unsigned int tile0,
 		unsigned int k0, unsigned int k1, unsigned int k2, unsigned int k3, unsigned int k4, unsigned int k5) {
 	void *args[] = {&d, &tile0, &k0, &k1, &k2, &k3, &k4, &k5};
-	return p_cuLaunchKernel(f, gx, 1, 1, 256, 1, 1, 0, NULL, args, NULL);
+	return p_cuLaunchKernel(f, gx, 1, 1, bx, 1, 1, 0, NULL, args, NULL);
 }
 */
 import "C"
@@ -151,6 +163,8 @@ import (
 var (
 	loadOnce sync.Once
 	loadErr  error
+	ptxOnce  sync.Once
+	ptx      *C.char // the kernels' PTX
 )
 
 func check(op string, r C.CUresult) error {
@@ -160,8 +174,8 @@ func check(op string, r C.CUresult) error {
 	return fmt.Errorf("%s: %s (CUDA error %d)", op, C.GoString(C.gm_error(r)), int(r))
 }
 
-// Open loads the CUDA driver, compiles the kernels on every GPU and
-// self-tests each (see the package comment). GPUs that fail are listed
+// Open loads the CUDA driver and self-tests every GPU (see the package
+// comment). GPUs that fail are listed
 // by Failed and left to fallback, which also takes every task of a GPU
 // the driver does not show (fake GPUs).
 func Open(ctx context.Context, fallback verify.Solver) (*Solver, error) {
@@ -183,18 +197,13 @@ func Open(ctx context.Context, fallback verify.Solver) (*Solver, error) {
 	if count == 0 {
 		return nil, errNoGPU
 	}
-	ptx := C.CString(PTX())
-	defer C.free(unsafe.Pointer(ptx))
+	ptxOnce.Do(func() { ptx = C.CString(PTX()) }) // kept for the process's life
 	var devs []*device
 	failed := map[string]error{}
 	for i := range int(count) {
-		d, err := openDevice(i, ptx)
-		if d == nil {
-			failed[fmt.Sprintf("CUDA device %d", i)] = err
-			continue
-		}
+		d, err := openDevice(i)
 		if err != nil {
-			failed[d.uuid] = err
+			failed[fmt.Sprintf("CUDA device %d", i)] = err
 			continue
 		}
 		devs = append(devs, d)
@@ -213,18 +222,18 @@ func DriverVersion() (int, error) {
 	return int(v), err
 }
 
-// cgoDriver is one GPU's context with the kernels loaded.
+// cgoDriver is one GPU's context, current on the calling thread, with the
+// kernels loaded.
 type cgoDriver struct {
-	ctx                    C.CUcontext
 	inputs, tiles, tile128 C.CUfunction
 }
 
-// openDevice creates the primary context of device ordinal i and loads the
-// kernels into it. It returns a nil device only when it cannot tell the
-// GPU's UUID.
-func openDevice(i int, ptx *C.char) (*device, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+// openDevice finds device ordinal i's name and UUID. Its context exists
+// only while a solve runs (run): a context held for the agent's life would
+// keep hundreds of MiB of the GPU's memory from its renters, and a GPU in
+// exclusive-process mode from their workloads altogether. The driver
+// caches the compiled kernels, so loading them again costs little.
+func openDevice(i int) (*device, error) {
 	var dev C.CUdevice
 	var name [256]C.char
 	var id [16]C.uchar
@@ -232,23 +241,23 @@ func openDevice(i int, ptx *C.char) (*device, error) {
 		return nil, err
 	}
 	d := &device{uuid: formatUUID(C.GoBytes(unsafe.Pointer(&id[0]), 16)), name: C.GoString(&name[0])}
-	drv := &cgoDriver{}
-	if err := check("cuDevicePrimaryCtxRetain", C.gm_context(dev, &drv.ctx)); err != nil {
-		return d, err
-	}
-	var log [4096]C.char
-	if err := check("load the challenge kernels", C.gm_module(ptx, &drv.inputs, &drv.tiles, &drv.tile128, &log[0], C.size_t(len(log)))); err != nil {
-		if msg := C.GoString(&log[0]); msg != "" {
-			err = fmt.Errorf("%w: %s", err, msg)
-		}
-		return d, err
-	}
 	d.run = func(f func(driver) error) error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		if err := check("cuCtxSetCurrent", C.gm_set_current(drv.ctx)); err != nil {
+		if err := check("cuDevicePrimaryCtxRetain", C.gm_context(dev)); err != nil {
 			return err
 		}
+		defer C.gm_release(dev)
+		var mod C.CUmodule
+		drv := &cgoDriver{}
+		var log [4096]C.char
+		if err := check("load the challenge kernels", C.gm_module(ptx, &mod, &drv.inputs, &drv.tiles, &drv.tile128, &log[0], C.size_t(len(log)))); err != nil {
+			if msg := C.GoString(&log[0]); msg != "" {
+				err = fmt.Errorf("%w: %s", err, msg)
+			}
+			return err
+		}
+		defer C.gm_unload(mod)
 		return f(drv)
 	}
 	return d, nil
@@ -277,14 +286,14 @@ func (c *cgoDriver) launch(kernel string, grid [2]uint32, args ...any) error {
 	var r C.CUresult
 	switch kernel {
 	case "gm_inputs":
-		r = C.gm_launch_inputs(c.inputs, C.uint(grid[0]), C.CUdeviceptr(args[0].(uint64)),
+		r = C.gm_launch_inputs(c.inputs, C.uint(grid[0]), Block, C.CUdeviceptr(args[0].(uint64)),
 			C.uint(args[1].(uint32)), C.uint(args[2].(uint32)), C.uint(args[3].(uint32)), C.uint(args[4].(uint32)), C.uint(args[5].(uint32)))
 	case "gm_tiles":
-		r = C.gm_launch_tiles(c.tiles, C.uint(grid[0]), C.uint(grid[1]), C.CUdeviceptr(args[0].(uint64)), C.CUdeviceptr(args[1].(uint64)),
+		r = C.gm_launch_tiles(c.tiles, C.uint(grid[0]), C.uint(grid[1]), Block, C.CUdeviceptr(args[0].(uint64)), C.CUdeviceptr(args[1].(uint64)),
 			C.CUdeviceptr(args[2].(uint64)), C.uint(args[3].(uint32)), C.uint(args[4].(uint32)), C.uint(args[5].(uint32)))
 	case "gm_tile128":
 		u := func(i int) C.uint { return C.uint(args[i].(uint32)) }
-		r = C.gm_launch_tile128(c.tile128, C.uint(grid[0]), C.CUdeviceptr(args[0].(uint64)), u(1), u(2), u(3), u(4), u(5), u(6), u(7))
+		r = C.gm_launch_tile128(c.tile128, C.uint(grid[0]), Block, C.CUdeviceptr(args[0].(uint64)), u(1), u(2), u(3), u(4), u(5), u(6), u(7))
 	default:
 		return fmt.Errorf("no kernel %s", kernel)
 	}

@@ -16,7 +16,8 @@ import (
 // to global memory. The code is unrolled, so it is generated here rather
 // than written by hand; PTX expands its MIX32 lines like the rest.
 //
-// Thread t has ty = t / 16 and tx = t % 16, and computes the entries
+// It needs blocks of exactly 256 threads (Block): thread t has ty = t / 16
+// and tx = t % 16, and computes the entries
 // (ty*8 + r, tx + 16c) for r, c in 0..7: within a warp, the A values it
 // reads are broadcast (one ty per half-warp) and the B values are 16
 // consecutive words.
