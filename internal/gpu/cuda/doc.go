@@ -1,7 +1,7 @@
 // Package cuda answers verification challenges (internal/verify, protocol
 // 2) on NVIDIA GPUs through the CUDA driver API. It loads the driver's
 // libcuda.so.1 at run time with dlopen, so the binary builds and runs
-// without CUDA; its kernels are hand-written PTX (kernels.ptx), which the
+// without CUDA; its kernels are PTX (kernels.ptx, and tile128.go), which the
 // driver compiles for the card when the module loads, so no CUDA toolkit
 // is needed either. Without cgo, off Linux or without the driver, Open
 // says why and the agent keeps the CPU solver.
@@ -9,7 +9,9 @@
 // A Solver checks itself before use: Open solves a small task on every
 // GPU and compares the root with the CPU reference, and a GPU that
 // disagrees is left to the fallback solver, so an honest host never
-// commits a wrong answer computed by a broken kernel or driver.
+// commits a wrong answer computed by a broken kernel or driver. A GPU's
+// context exists only while a solve runs, so the agent holds none of the
+// renters' GPU memory between challenges.
 //
 // It imports only internal/market and internal/verify of gpumarket.
 package cuda
