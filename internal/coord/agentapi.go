@@ -18,21 +18,31 @@ const maxPollWait = 60 * time.Second
 // always the full state: the agent reconciles against it every time.
 func (s *Service) Desired(ctx context.Context, caller market.Account, id market.MachineID, since int64, wait time.Duration) (market.DesiredState, error) {
 	const op = "get desired state"
-	var m market.Machine
-	err := s.store.Tx(ctx, func(tx Tx) error {
-		var err error
-		m, err = ownMachine(ctx, tx, caller, id, op)
-		return err
-	})
-	if err != nil {
-		return market.DesiredState{}, err
+	// Only the owner may wait on a machine. An online machine's owner is
+	// known here (a machine never changes hands); the read below checks
+	// again in the store.
+	if s.hub.version(machineTopic(id)) == since && wait > 0 && !s.live.owns(id, caller.ID) {
+		err := s.store.Tx(ctx, func(tx Tx) error {
+			_, err := ownMachine(ctx, tx, caller, id, op)
+			return err
+		})
+		if err != nil {
+			return market.DesiredState{}, err
+		}
 	}
 	version := s.hub.wait(ctx, machineTopic(id), since, min(wait, maxPollWait))
 	ds := market.DesiredState{Machine: id, Version: version, Assignments: []market.Assignment{}, LostAfterSeconds: int(s.cfg.LostAfter / time.Second)}
+	var m market.Machine
 	var insts []market.Instance
-	err = s.store.Tx(ctx, func(tx Tx) error {
+	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
-		insts, err = tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true})
+		if m, err = ownMachine(ctx, tx, caller, id, op); err != nil {
+			return err
+		}
+		if insts, err = tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true}); err != nil {
+			return err
+		}
+		ds.Challenge, err = s.challengeIn(ctx, tx, id)
 		return err
 	})
 	if err != nil {
@@ -69,9 +79,6 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 			a.GPUUUIDs = append(a.GPUUUIDs, uuid[g])
 		}
 		ds.Assignments = append(ds.Assignments, a)
-	}
-	if ds.Challenge, err = s.challengeFor(ctx, id); err != nil {
-		return market.DesiredState{}, err
 	}
 	return ds, nil
 }

@@ -2,6 +2,8 @@ package coord
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -79,9 +81,7 @@ func (s *Service) followOnce(ctx context.Context) error {
 		}
 	}
 	f.started = true
-	for id := range changed {
-		s.reindex(ctx, id)
-	}
+	s.reindex(ctx, slices.Collect(maps.Keys(changed))...) // in batches
 	return nil
 }
 

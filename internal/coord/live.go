@@ -78,6 +78,14 @@ func (l *liveSet) beat(id market.MachineID, owner market.AccountID, now time.Tim
 	return true
 }
 
+// owns reports whether id is known here, online and owned by owner.
+func (l *liveSet) owns(id market.MachineID, owner market.AccountID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m, ok := l.machines[id]
+	return ok && m.owner == owner
+}
+
 // online records that id is online in the store, owned by owner, seen at
 // now; the next flush claims it.
 func (l *liveSet) online(id market.MachineID, owner market.AccountID, now time.Time) {

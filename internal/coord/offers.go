@@ -120,23 +120,13 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 		var vouched map[market.MachineID]time.Time
 		var insts []market.Instance
 		err := s.store.Tx(ctx, func(tx Tx) error {
-			ms, insts = ms[:0], insts[:0]
-			for _, id := range chunk {
-				m, err := tx.Machine(ctx, id)
-				if market.IsKind(err, market.NotFound) {
-					continue // not a machine: nothing to index
-				}
-				if err != nil {
-					return err
-				}
-				ms = append(ms, m)
-				mi, err := activeInstances(ctx, tx, &id)
-				if err != nil {
-					return err
-				}
-				insts = append(insts, mi...)
-			}
 			var err error
+			if ms, err = tx.Machines(ctx, MachineFilter{IDs: chunk}); err != nil {
+				return fmt.Errorf("read the machines of the offer index: %w", err)
+			}
+			if insts, err = tx.Instances(ctx, InstanceFilter{Machines: chunk, ActiveOnly: true}); err != nil {
+				return fmt.Errorf("read the instances of the offer index: %w", err)
+			}
 			used, vouched, err = fillReads(ctx, tx, chunk)
 			return err
 		})

@@ -341,6 +341,8 @@ type Lease struct {
 
 // MachineFilter selects machines. Zero fields do not filter.
 type MachineFilter struct {
+	// IDs, when not empty, selects only these machines.
+	IDs    []market.MachineID
 	Owner  market.AccountID
 	Listed *bool
 	Online *bool
@@ -351,8 +353,10 @@ type MachineFilter struct {
 
 // InstanceFilter selects instances. Zero fields do not filter.
 type InstanceFilter struct {
-	Renter     market.AccountID
-	Machine    market.MachineID
+	Renter  market.AccountID
+	Machine market.MachineID
+	// Machines, when not empty, selects only instances on these machines.
+	Machines   []market.MachineID
 	ActiveOnly bool // only states that hold GPUs
 	// Billable selects instances with StartedAt set and Settled false:
 	// those whose charges or escrow release may still be due.

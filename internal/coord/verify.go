@@ -343,38 +343,33 @@ func coversAll(m market.Machine, c market.Check) bool {
 	return true
 }
 
-// challengeFor returns the machine's pending challenge for its desired
+// challengeIn returns the machine's pending challenge for its desired
 // state, issuing it (starting its clock) on the first fetch.
-func (s *Service) challengeFor(ctx context.Context, id market.MachineID) (*market.Challenge, error) {
-	var ch *market.Challenge
-	err := s.store.Tx(ctx, func(tx Tx) error {
-		ch = nil
-		cs, err := tx.Checks(ctx, CheckFilter{Machine: id, State: market.CheckPending, Limit: 1})
-		if err != nil || len(cs) == 0 {
-			return err
-		}
-		c := cs[0]
-		if c.IssuedAt == nil {
-			real := s.realNow()
-			var allowed time.Duration
-			for _, g := range c.GPUs {
-				allowed = max(allowed, s.verify.table.Allowed(g))
-			}
-			c.IssuedAt, c.Deadline = ptr(real), ptr(real.Add(allowed))
-			if err := tx.UpdateCheck(ctx, c); err != nil {
-				return err
-			}
-		}
-		if c.CommittedAt != nil {
-			return nil // the agent has it; it is proving
-		}
-		ch = &market.Challenge{Check: c.ID, Protocol: verify.Protocol, Nonce: c.Nonce, Deadline: *c.Deadline}
+func (s *Service) challengeIn(ctx context.Context, tx Tx, id market.MachineID) (*market.Challenge, error) {
+	cs, err := tx.Checks(ctx, CheckFilter{Machine: id, State: market.CheckPending, Limit: 1})
+	if err != nil || len(cs) == 0 {
+		return nil, err
+	}
+	c := cs[0]
+	if c.IssuedAt == nil {
+		real := s.realNow()
+		var allowed time.Duration
 		for _, g := range c.GPUs {
-			ch.GPUs = append(ch.GPUs, market.ChallengeTask{Index: g.Index, UUID: g.UUID, TileSize: g.TileSize, Tiles: g.Tiles})
+			allowed = max(allowed, s.verify.table.Allowed(g))
 		}
-		return nil
-	})
-	return ch, err
+		c.IssuedAt, c.Deadline = ptr(real), ptr(real.Add(allowed))
+		if err := tx.UpdateCheck(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	if c.CommittedAt != nil {
+		return nil, nil // the agent has it; it is proving
+	}
+	ch := &market.Challenge{Check: c.ID, Protocol: verify.Protocol, Nonce: c.Nonce, Deadline: *c.Deadline}
+	for _, g := range c.GPUs {
+		ch.GPUs = append(ch.GPUs, market.ChallengeTask{Index: g.Index, UUID: g.UUID, TileSize: g.TileSize, Tiles: g.Tiles})
+	}
+	return ch, nil
 }
 
 // pendingCheck loads a check of machine m that still waits for its agent.

@@ -121,7 +121,8 @@ func numberSome(ctx context.Context, db *sql.DB, d Deferral, classify Classifier
 		return 0, fmt.Errorf("number events: counter: %w", err)
 	}
 	first := last - int64(len(evs)) + 1
-	t := &sqlTx{tx: tx, classify: classify, rowsPerStmt: max(rowsPerStmt, 1)}
+	t := &sqlTx{classify: classify, rowsPerStmt: max(rowsPerStmt, 1)}
+	t.tx = &txConn{tx: tx, t: t}
 	if _, err := t.writeRows(ctx, insertEvents, len(evs), func(i int, args []any) []any {
 		p := evs[i]
 		return append(args, first+int64(i), p.at, p.typ, p.account, p.machine, p.instance, p.message)

@@ -31,7 +31,6 @@ VALUES ($1, $2, $3, $4, $5, $6)`
 	qAllActiveGPUs     = `SELECT machine_id, gpu_index FROM gpu_allocations` + qActiveGPUsOrder
 	instanceColumns    = `id, renter_id, machine_id, kind, gpus, image, command, env, state, active, generation, price_per_hour, escrow, reason, exit_code, created_at, started_at, stop_at, ended_at, billed_minutes, charged, settled, grace_seconds, notice_at, last_report_at, bid_id, price_per_day, power_limit_w, clocks, notice_seconds, template, ports, ssh_keys, limits, port_map`
 	qInsertInstance    = `INSERT INTO instances (` + instanceColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)`
-	qInstanceExists    = `SELECT id FROM instances WHERE id = $1`
 	qUpdateInstance    = `UPDATE instances SET renter_id = $2, machine_id = $3, kind = $4, gpus = $5, image = $6, command = $7, env = $8, state = $9, active = $10, generation = $11, price_per_hour = $12, escrow = $13, reason = $14, exit_code = $15, created_at = $16, started_at = $17, stop_at = $18, ended_at = $19, billed_minutes = $20, charged = $21, settled = $22, grace_seconds = $23, notice_at = $24, last_report_at = $25, bid_id = $26, price_per_day = $27, power_limit_w = $28, clocks = $29, notice_seconds = $30, template = $31, ports = $32, ssh_keys = $33, limits = $34, port_map = $35 WHERE id = $1`
 	qInstance          = `SELECT ` + instanceColumns + ` FROM instances WHERE id = $1`
 	qInstances         = `SELECT ` + instanceColumns + ` FROM instances` // + filter + qInstancesOrder
@@ -47,7 +46,7 @@ RETURNING value`
 
 	transferColumns  = `seq, id, idem_key, kind, asset, instance_id, minute, memo, at`
 	qInsertTransfer  = `INSERT INTO transfers (` + transferColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
-	qInsertEntry     = `INSERT INTO transfer_entries (transfer_seq, idx, account, owner_id, amount) VALUES ($1, $2, $3, $4, $5)`
+	qInsertEntries2  = qInsertEntriesPrefix + `($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)` // billing.go
 	qTransferKeyUsed = `SELECT seq FROM transfers WHERE idem_key = $1`
 	qChargeExists    = `SELECT transfer_seq FROM minute_charges WHERE instance_id = $1 AND minute = $2`
 	qTransferIDUsed  = `SELECT seq FROM transfers WHERE id = $1`
@@ -81,9 +80,6 @@ ORDER BY t.seq DESC, e.idx`
 	qInsertEvent = `INSERT INTO events (` + eventColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7)`
 	qEvents      = `SELECT ` + eventColumns + ` FROM events` // + filter + qEventsOrder
 	qEventsOrder = ` ORDER BY seq DESC`
-	qSavepoint   = `SAVEPOINT store_op`
-	qRollbackTo  = `ROLLBACK TO SAVEPOINT store_op`
-	qReleaseSave = `RELEASE SAVEPOINT store_op`
 	bidColumns   = `id, seq, bidder_id, machine_id, gpus, price_per_gpu_day, power_limit_w, clocks, image, command, env, webhook, notice_seconds, state, in_book, created_at, expires_at, instance_id`
 	qInsertBid   = `INSERT INTO bids (` + bidColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`
 	qBidExists   = `SELECT id FROM bids WHERE id = $1`

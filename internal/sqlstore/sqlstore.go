@@ -83,9 +83,13 @@ func RunTxConfig(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfi
 			_ = tx.Rollback() // the error that led here matters more
 		}
 	}()
-	t := &sqlTx{tx: tx, classify: c.Classify, rowsPerStmt: max(c.RowsPerStmt, 1), deferral: c.Defer}
+	t := &sqlTx{classify: c.Classify, rowsPerStmt: max(c.RowsPerStmt, 1), deferral: c.Defer}
+	t.tx = &txConn{tx: tx, t: t}
 	if err := fn(t); err != nil {
 		return false, err
+	}
+	if t.broken != nil {
+		return false, t.broken
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("commit: %w", err)

@@ -43,7 +43,6 @@ WHERE t.at < $1 AND t.kind <> 'charge' AND t.kind <> 'charges' AND t.kind IN ` /
 
 	idemColumns        = `account_id, idem_key, op, request_hash, error_kind, error_message, response, created_at`
 	qInsertIdempotency = `INSERT INTO idempotency_keys (` + idemColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
-	qIdemExists        = `SELECT idem_key FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2`
 	qIdempotency       = `SELECT ` + idemColumns + ` FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2`
 
 	withdrawalColumns = `id, account_id, asset, amount, state, reason, created_at, decided_at, decided_by`
@@ -132,11 +131,6 @@ func (t *sqlTx) TransfersByKind(ctx context.Context, kinds []market.TransferKind
 func (t *sqlTx) InsertIdempotency(ctx context.Context, r coord.IdemRecord) error {
 	const op = "record idempotency key"
 	conflict := market.Errorf(op, market.Conflict, "idempotency key %q was already used", r.Key)
-	if ok, err := t.exists(ctx, qIdemExists, r.Account, r.Key); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	} else if ok {
-		return conflict
-	}
 	return t.atomic(ctx, func() error {
 		_, err := t.tx.ExecContext(ctx, qInsertIdempotency, r.Account, r.Key, r.Op, r.RequestHash, r.ErrorKind, r.ErrorMessage, string(r.Response), micros(r.CreatedAt))
 		if t.classify(err) == UniqueViolation {

@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -20,7 +21,7 @@ import (
 // in queries.go. Nothing in it is specific to one database except the
 // classify function it is given.
 type sqlTx struct {
-	tx       *sql.Tx
+	tx       *txConn
 	classify Classifier
 	// rowsPerStmt is how many rows one statement of a batch write holds.
 	rowsPerStmt int
@@ -28,6 +29,19 @@ type sqlTx struct {
 	// (events.go); deferred counts the events written there.
 	deferral *Deferral
 	deferred int64
+
+	// Lazy savepoints (savepoint.go): the open atomic steps, innermost
+	// last; writes counts write statements; version names the state the
+	// writes left (a count of writes, reset by a rollback to a
+	// savepoint); spSet counts savepoints set; release is the savepoint
+	// to release with the next one set (0: none); broken is set when a
+	// savepoint could not be set or rolled back to, and fails the commit.
+	frames  []frame
+	writes  int64
+	version int64
+	spSet   int
+	release int
+	broken  error
 }
 
 var _ coord.Tx = (*sqlTx)(nil)
@@ -72,28 +86,6 @@ func limitOf(n int) int64 {
 
 // scanner is *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
-
-// atomic runs fn inside a savepoint: if fn fails, everything it wrote is
-// undone and the transaction stays usable (on Postgres a failed statement
-// would otherwise abort the whole transaction).
-func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
-	if _, err := t.tx.ExecContext(ctx, qSavepoint); err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
-	if err := fn(); err != nil {
-		if _, rerr := t.tx.ExecContext(ctx, qRollbackTo); rerr != nil {
-			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rerr))
-		}
-		if _, rerr := t.tx.ExecContext(ctx, qReleaseSave); rerr != nil {
-			return errors.Join(err, fmt.Errorf("release savepoint: %w", rerr))
-		}
-		return err
-	}
-	if _, err := t.tx.ExecContext(ctx, qReleaseSave); err != nil {
-		return fmt.Errorf("release savepoint: %w", err)
-	}
-	return nil
-}
 
 // Atomic is atomic for the coordinator (coord.Tx).
 func (t *sqlTx) Atomic(ctx context.Context, fn func() error) error { return t.atomic(ctx, fn) }
@@ -391,6 +383,37 @@ func (w *where) add(cond string, arg any) {
 	w.conds = append(w.conds, strings.Replace(cond, "?", "$"+strconv.Itoa(len(w.args)), 1))
 }
 
+// in appends "col IN (...)" over vals, one placeholder each.
+func (w *where) in(col string, vals []string) {
+	ph := make([]string, len(vals))
+	for i, v := range vals {
+		w.args = append(w.args, v)
+		ph[i] = "$" + strconv.Itoa(len(w.args))
+	}
+	w.conds = append(w.conds, col+" IN ("+strings.Join(ph, ", ")+")")
+}
+
+// chunked runs list once per chunk of at most inList of ids (once when
+// ids is empty) and returns the rows of all runs.
+func chunked[T any, ID ~string](ids []ID, list func(chunk []string) ([]T, error)) ([]T, error) {
+	if len(ids) == 0 {
+		return list(nil)
+	}
+	var out []T
+	for chunk := range slices.Chunk(ids, inList) {
+		s := make([]string, len(chunk))
+		for i, id := range chunk {
+			s[i] = string(id)
+		}
+		rows, err := list(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	return out, nil
+}
+
 func (w *where) sql() string {
 	if len(w.conds) == 0 {
 		return ""
@@ -399,7 +422,18 @@ func (w *where) sql() string {
 }
 
 func (t *sqlTx) Machines(ctx context.Context, f coord.MachineFilter) ([]market.Machine, error) {
+	ms, err := chunked(f.IDs, func(ids []string) ([]market.Machine, error) { return t.machines(ctx, f, ids) })
+	if len(f.IDs) > inList {
+		slices.SortFunc(ms, func(a, b market.Machine) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	}
+	return ms, err
+}
+
+func (t *sqlTx) machines(ctx context.Context, f coord.MachineFilter, ids []string) ([]market.Machine, error) {
 	var w where
+	if len(ids) > 0 {
+		w.in("id", ids)
+	}
 	if f.Owner != "" {
 		w.add("owner_id = ?", f.Owner)
 	}
@@ -598,7 +632,7 @@ func checkGPUList(op string, i market.Instance) error {
 // reserve makes the instance's gpu_allocations rows match what it should
 // hold: its GPUs while active, nothing once terminal. It must run inside
 // atomic, so that a Conflict leaves nothing written.
-func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance) error {
+func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance, fresh bool) error {
 	var want []allocation
 	if holdsGPUs(i) {
 		for _, g := range i.GPUs {
@@ -606,20 +640,22 @@ func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance) error
 		}
 		slices.SortFunc(want, func(a, b allocation) int { return a.gpu - b.gpu })
 	}
-	rows, err := t.tx.QueryContext(ctx, qAllocations, i.ID)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, i.ID, err)
-	}
-	have, err := collect(rows, scanAllocation)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, i.ID, err)
-	}
-	if slices.Equal(have, want) {
-		return nil
-	}
-	if len(have) > 0 {
-		if _, err := t.tx.ExecContext(ctx, qDeleteAllocations, i.ID); err != nil {
-			return fmt.Errorf("%s %s: release gpus: %w", op, i.ID, err)
+	if !fresh { // an instance just inserted holds nothing yet
+		rows, err := t.tx.QueryContext(ctx, qAllocations, i.ID)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, i.ID, err)
+		}
+		have, err := collect(rows, scanAllocation)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, i.ID, err)
+		}
+		if slices.Equal(have, want) {
+			return nil
+		}
+		if len(have) > 0 {
+			if _, err := t.tx.ExecContext(ctx, qDeleteAllocations, i.ID); err != nil {
+				return fmt.Errorf("%s %s: release gpus: %w", op, i.ID, err)
+			}
 		}
 	}
 	// Look first, to name every GPU in use in the message.
@@ -670,11 +706,6 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, i.ID, err)
 	}
-	if ok, err := t.exists(ctx, qInstanceExists, i.ID); err != nil {
-		return fmt.Errorf("%s %s: %w", op, i.ID, err)
-	} else if ok {
-		return market.Errorf(op, market.Conflict, "instance %s already exists", i.ID)
-	}
 	var fk bool
 	err = t.atomic(ctx, func() error {
 		_, err := t.tx.ExecContext(ctx, qInsertInstance, args...)
@@ -688,7 +719,7 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", op, i.ID, err)
 		}
-		return t.reserve(ctx, op, i)
+		return t.reserve(ctx, op, i, true)
 	})
 	if fk {
 		return t.missingRef(ctx, op, i)
@@ -718,7 +749,7 @@ func (t *sqlTx) UpdateInstance(ctx context.Context, i market.Instance) error {
 		if err := mustAffect(res, market.Errorf(op, market.NotFound, "instance %s not found", i.ID)); err != nil {
 			return err
 		}
-		return t.reserve(ctx, op, i)
+		return t.reserve(ctx, op, i, false)
 	})
 	if fk {
 		return t.missingRef(ctx, op, i)
@@ -738,12 +769,25 @@ func (t *sqlTx) Instance(ctx context.Context, id market.InstanceID) (market.Inst
 }
 
 func (t *sqlTx) Instances(ctx context.Context, f coord.InstanceFilter) ([]market.Instance, error) {
+	is, err := chunked(f.Machines, func(ids []string) ([]market.Instance, error) { return t.instances(ctx, f, ids) })
+	if len(f.Machines) > inList {
+		slices.SortFunc(is, func(a, b market.Instance) int {
+			return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(string(a.ID), string(b.ID)))
+		})
+	}
+	return is, err
+}
+
+func (t *sqlTx) instances(ctx context.Context, f coord.InstanceFilter, machines []string) ([]market.Instance, error) {
 	var w where
 	if f.Renter != "" {
 		w.add("renter_id = ?", f.Renter)
 	}
 	if f.Machine != "" {
 		w.add("machine_id = ?", f.Machine)
+	}
+	if len(machines) > 0 {
+		w.in("machine_id", machines)
 	}
 	if f.ActiveOnly {
 		w.add("active = ?", true)
@@ -822,32 +866,12 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		return market.Transfer{}, err
 	}
 	tr.At = fromMicros(micros(tr.At))
-	if ok, err := t.exists(ctx, qTransferKeyUsed, tr.Key); err != nil {
-		return market.Transfer{}, fmt.Errorf("%s %s: %w", op, tr.ID, err)
-	} else if ok {
-		return market.Transfer{}, market.Errorf(op, market.Conflict, "transfer key %q was already used", tr.Key)
-	}
-	if tr.Kind == market.TransferCharge {
-		if ok, err := t.exists(ctx, qChargeExists, tr.Instance, tr.Minute); err != nil {
-			return market.Transfer{}, fmt.Errorf("%s %s: %w", op, tr.ID, err)
-		} else if ok {
-			return market.Transfer{}, market.Errorf(op, market.Conflict, "minute %d of instance %s is already charged", tr.Minute, tr.Instance)
-		}
-	}
-	// Check balances before writing anything, for a message that says how
-	// much is missing. The update below checks again, atomically.
-	for _, n := range net {
-		if n.Amount >= 0 || n.Account.MayGoNegative() {
-			continue
-		}
-		have, err := t.Balance(ctx, n.Account, tr.Asset)
-		if err != nil {
-			return market.Transfer{}, fmt.Errorf("%s %s: %w", op, tr.ID, err)
-		}
-		if have+n.Amount < 0 {
-			return market.Transfer{}, insufficient(op, n.Account, tr.Asset, have, n.Amount)
-		}
-	}
+	// The writes check everything (the unique keys, the balances); only
+	// when one fails, and the step is undone, do the reads below find out
+	// what to tell the caller. Reading first would cost every transfer
+	// those round trips.
+	var used bool           // the key or the charged minute is taken
+	var short *market.Entry // this debit would take its account below zero
 	err = t.atomic(ctx, func() error {
 		if err := t.tx.QueryRowContext(ctx, qNextCounter, counterTransfer).Scan(&tr.Seq); err != nil {
 			return fmt.Errorf("%s %s: next seq: %w", op, tr.ID, err)
@@ -855,41 +879,36 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		_, err := t.tx.ExecContext(ctx, qInsertTransfer, tr.Seq, tr.ID, tr.Key, string(tr.Kind), string(tr.Asset),
 			tr.Instance, tr.Minute, tr.Memo, micros(tr.At))
 		if t.classify(err) == UniqueViolation {
-			return market.Errorf(op, market.Conflict, "transfer %s, its key %q or its charge of minute %d was already recorded", tr.ID, tr.Key, tr.Minute)
+			used = true
+			return err
 		}
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", op, tr.ID, err)
 		}
-		for k, e := range tr.Entries {
-			if _, err := t.tx.ExecContext(ctx, qInsertEntry, tr.Seq, k, e.Account, e.Account.Owner(), int64(e.Amount)); err != nil {
-				return fmt.Errorf("%s %s: entry %d: %w", op, tr.ID, k, err)
-			}
+		if _, err := t.tx.ExecContext(ctx, insertEntries(len(tr.Entries)), entryArgs(tr)...); err != nil {
+			return fmt.Errorf("%s %s: entries: %w", op, tr.ID, err)
 		}
 		if tr.Kind == market.TransferCharge {
-			if err := t.insertMinuteCharges(ctx, op, []market.MinuteCharge{minuteOf(tr)}); err != nil {
+			err := t.insertMinuteCharges(ctx, op, []market.MinuteCharge{minuteOf(tr)})
+			if market.IsKind(err, market.Conflict) {
+				used = true
+			}
+			if err != nil {
 				return err
 			}
 		}
 		for _, n := range net {
 			q := qAddBalance
-			if n.Amount < 0 && !n.Account.MayGoNegative() {
+			debit := n.Amount < 0 && !n.Account.MayGoNegative()
+			if debit {
 				q = qSubBalance
 			}
 			var after int64
 			err := t.tx.QueryRowContext(ctx, q, n.Account, tr.Asset, int64(n.Amount)).Scan(&after)
-			if errors.Is(err, sql.ErrNoRows) { // no balance row yet: it holds 0
-				return insufficient(op, n.Account, tr.Asset, 0, n.Amount)
-			}
-			if t.classify(err) == CheckViolation {
-				// A concurrent transfer spent it since the check above. The
-				// failed statement leaves Postgres unable to read until the
-				// savepoint is rolled back, so the balance now is unknown.
-				return market.Errorf(op, market.InsufficientFunds,
-					"account %s no longer holds the %s %s needed (another transfer spent it); deposit more tokens",
-					n.Account, -n.Amount, tr.Asset)
-			}
-			if err == nil && after < 0 && !n.Account.MayGoNegative() {
-				return insufficient(op, n.Account, tr.Asset, market.Money(after)-n.Amount, n.Amount)
+			if debit && (errors.Is(err, sql.ErrNoRows) || t.classify(err) == CheckViolation || (err == nil && after < 0)) {
+				// No balance row (it holds 0), or not enough in it.
+				short = &n
+				return market.Errorf(op, market.InsufficientFunds, "account %s is short", n.Account)
 			}
 			if err != nil {
 				return fmt.Errorf("%s %s: balance of %s: %w", op, tr.ID, n.Account, err)
@@ -897,10 +916,52 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		}
 		return nil
 	})
-	if err != nil {
-		return market.Transfer{}, err
+	switch {
+	case err == nil:
+		return tr, nil
+	case used:
+		return market.Transfer{}, t.transferTaken(ctx, op, tr)
+	case short != nil:
+		have, berr := t.Balance(ctx, short.Account, tr.Asset)
+		if berr != nil {
+			return market.Transfer{}, fmt.Errorf("%s %s: %w", op, tr.ID, berr)
+		}
+		return market.Transfer{}, insufficient(op, short.Account, tr.Asset, have, short.Amount)
 	}
-	return tr, nil
+	return market.Transfer{}, err
+}
+
+// transferTaken says which of tr's unique keys another transfer holds.
+func (t *sqlTx) transferTaken(ctx context.Context, op string, tr market.Transfer) error {
+	if ok, err := t.exists(ctx, qTransferKeyUsed, tr.Key); err != nil {
+		return fmt.Errorf("%s %s: %w", op, tr.ID, err)
+	} else if ok {
+		return market.Errorf(op, market.Conflict, "transfer key %q was already used", tr.Key)
+	}
+	if tr.Kind == market.TransferCharge {
+		if ok, err := t.exists(ctx, qChargeExists, tr.Instance, tr.Minute); err != nil {
+			return fmt.Errorf("%s %s: %w", op, tr.ID, err)
+		} else if ok {
+			return market.Errorf(op, market.Conflict, "minute %d of instance %s is already charged", tr.Minute, tr.Instance)
+		}
+	}
+	return market.Errorf(op, market.Conflict, "transfer %s was already recorded", tr.ID)
+}
+
+// insertEntries is the statement that inserts n entries of one transfer.
+func insertEntries(n int) string {
+	if n == 2 {
+		return qInsertEntries2
+	}
+	return qInsertEntriesPrefix + valuesList(n, 5, 1, nil)
+}
+
+func entryArgs(tr market.Transfer) []any {
+	args := make([]any, 0, 5*len(tr.Entries))
+	for k, e := range tr.Entries {
+		args = append(args, tr.Seq, k, e.Account, e.Account.Owner(), int64(e.Amount))
+	}
+	return args
 }
 
 // transferRow is one row of a transfers-join-entries query.

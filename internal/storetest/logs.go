@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -239,6 +240,101 @@ func testRollback(t *testing.T, s coord.Store) {
 			}
 			return err
 		})
+	})
+
+	t.Run("nested and repeated steps", func(t *testing.T) {
+		// The SQL stores set savepoints lazily and share them between
+		// steps (sqlstore/savepoint.go): every way steps nest and follow
+		// each other must still undo exactly the failed step's writes.
+		accts := map[string]market.Account{}
+		acct := func(name string) market.Account {
+			if _, ok := accts[name]; !ok {
+				accts[name] = account(name + "@nested.example.com")
+			}
+			return accts[name]
+		}
+		want := map[string]bool{}
+		insert := func(ctx context.Context, tx coord.Tx, name string, kept bool) error {
+			want[name] = kept
+			return tx.InsertAccount(ctx, acct(name))
+		}
+		step := func(ctx context.Context, tx coord.Tx, fn func() error) {
+			t.Helper()
+			if err := tx.Atomic(ctx, fn); err != nil && !errors.Is(err, errBoom) && !market.IsKind(err, market.Conflict) {
+				t.Fatalf("Atomic: %v", err)
+			}
+		}
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			// Outer writes nothing; the inner step writes and fails; the
+			// outer then writes and succeeds.
+			step(ctx, tx, func() error {
+				step(ctx, tx, func() error {
+					if err := insert(ctx, tx, "inner-failed", false); err != nil {
+						return err
+					}
+					return errBoom
+				})
+				return insert(ctx, tx, "outer-kept", true)
+			})
+			// The inner step writes and succeeds; the outer fails after it.
+			step(ctx, tx, func() error {
+				step(ctx, tx, func() error { return insert(ctx, tx, "inner-of-failed", false) })
+				return errBoom
+			})
+			// Outer writes, inner writes and fails, outer goes on.
+			step(ctx, tx, func() error {
+				if err := insert(ctx, tx, "outer-first", true); err != nil {
+					return err
+				}
+				step(ctx, tx, func() error {
+					if err := insert(ctx, tx, "inner-after-write", false); err != nil {
+						return err
+					}
+					return errBoom
+				})
+				return insert(ctx, tx, "outer-second", true)
+			})
+			// A failed statement inside a step that shares its outer
+			// step's savepoint; then the outer step goes on.
+			step(ctx, tx, func() error {
+				taken := account("outer-kept@nested.example.com") // another ID, the same email
+				step(ctx, tx, func() error { return tx.InsertAccount(ctx, taken) })
+				return insert(ctx, tx, "after-failed-statement", true)
+			})
+			// A step that only reads, then fails: nothing to undo.
+			step(ctx, tx, func() error {
+				if _, err := tx.Account(ctx, "a-none"); !market.IsKind(err, market.NotFound) {
+					return err
+				}
+				return errBoom
+			})
+			// Many steps in a row, every third failing, some nested.
+			for i := range 60 {
+				step(ctx, tx, func() error {
+					if err := insert(ctx, tx, fmt.Sprintf("row-%d", i), i%3 != 0); err != nil {
+						return err
+					}
+					if i%5 == 0 {
+						step(ctx, tx, func() error {
+							if err := insert(ctx, tx, fmt.Sprintf("row-%d-inner", i), false); err != nil {
+								return err
+							}
+							return errBoom
+						})
+					}
+					if i%3 == 0 {
+						return errBoom
+					}
+					return nil
+				})
+			}
+			return insert(ctx, tx, "top-level", true)
+		})
+		for name, kept := range want {
+			if got := exists(t, acct(name).ID); got != kept {
+				t.Errorf("account %s committed: %v, want %v", name, got, kept)
+			}
+		}
 	})
 
 	t.Run("commit", func(t *testing.T) {

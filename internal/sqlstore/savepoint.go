@@ -1,0 +1,165 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// Savepoints, lazily. Tx.Atomic (and the store's own steps that must fail
+// whole) run inside a savepoint, so that a step refused leaves the
+// transaction as it was. On Postgres every SAVEPOINT and RELEASE is a
+// round trip to the server, and an instance create ran eight of them for
+// some twenty statements. So:
+//
+//   - A step's savepoint is set only before its first write: a step that
+//     only reads, or is refused before it writes, has nothing to undo.
+//   - Steps opened with nothing written since an outer step's savepoint
+//     was set share it: rolling back to it restores the state either
+//     began from. (A create's first write is its instance; the instance
+//     insert's own step then needs no savepoint of its own.)
+//   - A savepoint no longer needed is not released at once: the release
+//     goes with the next SAVEPOINT, in the same round trip, or not at all
+//     (COMMIT releases every savepoint).
+//
+// Savepoints are numbered (sp_1, sp_2, ...): releasing or rolling back to
+// one ends every savepoint set after it, which the bookkeeping below
+// follows.
+
+// frame is one open atomic step.
+type frame struct {
+	sp      int   // savepoint it rolls back to; 0: none set yet (nothing written in it)
+	owns    bool  // it set sp (rather than sharing an outer step's)
+	version int64 // of the savepoint sp: the state it restores
+}
+
+// txConn runs a transaction's statements; before a statement that may
+// write, it sets the savepoints the open steps lack.
+type txConn struct {
+	tx *sql.Tx
+	t  *sqlTx
+}
+
+// readOnly reports whether query only reads: a SELECT.
+func readOnly(query string) bool {
+	q := strings.TrimLeft(query, " \t\r\n(")
+	return len(q) >= 6 && strings.EqualFold(q[:6], "SELECT")
+}
+
+func (c *txConn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := c.t.beforeWrite(ctx, query); err != nil {
+		return nil, err
+	}
+	return c.tx.ExecContext(ctx, query, args...)
+}
+
+func (c *txConn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := c.t.beforeWrite(ctx, query); err != nil {
+		return nil, err
+	}
+	return c.tx.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext runs query; when a savepoint it needs cannot be set, the
+// transaction cannot commit (sqlTx.broken) and the statement still runs,
+// since a *sql.Row cannot carry the error.
+func (c *txConn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	_ = c.t.beforeWrite(ctx, query)
+	return c.tx.QueryRowContext(ctx, query, args...)
+}
+
+// PrepareContext prepares query; a write statement's savepoint is set now,
+// so the statement must run in the step that prepared it.
+func (c *txConn) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	if err := c.t.beforeWrite(ctx, query); err != nil {
+		return nil, err
+	}
+	return c.tx.PrepareContext(ctx, query)
+}
+
+// beforeWrite notes a write (any statement but a SELECT) and first sets
+// the savepoint of the open steps that have none. Every open step without
+// a savepoint has seen no write since it opened, so they all share one:
+// the innermost savepoint set, if nothing was written since, else a new
+// one, set in the same round trip as the pending release.
+func (t *sqlTx) beforeWrite(ctx context.Context, query string) error {
+	if readOnly(query) {
+		return nil
+	}
+	if t.broken != nil {
+		return t.broken
+	}
+	if n := len(t.frames); n > 0 && t.frames[n-1].sp == 0 {
+		first := n - 1
+		for first > 0 && t.frames[first-1].sp == 0 {
+			first--
+		}
+		sp, version, owns := 0, t.version, false
+		if first > 0 && t.frames[first-1].version == t.version {
+			sp = t.frames[first-1].sp
+		} else {
+			t.spSet++
+			sp, owns = t.spSet, true
+			cmd := fmt.Sprintf("SAVEPOINT sp_%d", sp)
+			if t.release > 0 {
+				cmd = fmt.Sprintf("RELEASE SAVEPOINT sp_%d; %s", t.release, cmd)
+			}
+			if _, err := t.tx.tx.ExecContext(ctx, cmd); err != nil {
+				t.broken = fmt.Errorf("savepoint: %w", err)
+				return t.broken
+			}
+			t.release = 0
+		}
+		for i := first; i < n; i++ {
+			t.frames[i] = frame{sp: sp, owns: owns && i == first, version: version}
+		}
+	}
+	t.writes++
+	t.version = t.writes
+	return nil
+}
+
+// atomic runs fn as one step: if fn fails, everything it wrote is undone
+// and the transaction stays usable (on Postgres a failed statement would
+// otherwise abort the whole transaction).
+func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
+	if t.broken != nil {
+		return t.broken
+	}
+	t.frames = append(t.frames, frame{})
+	err := fn()
+	f := t.frames[len(t.frames)-1]
+	t.frames = t.frames[:len(t.frames)-1]
+	if err == nil {
+		if f.owns {
+			t.dangle(f.sp)
+		}
+		return err
+	}
+	if f.sp == 0 {
+		return err // nothing written: nothing to undo
+	}
+	cmd := fmt.Sprintf("ROLLBACK TO SAVEPOINT sp_%d", f.sp)
+	if _, rerr := t.tx.tx.ExecContext(ctx, cmd); rerr != nil {
+		t.broken = fmt.Errorf("rollback to savepoint: %w", rerr)
+		return fmt.Errorf("%w (and %w)", err, t.broken)
+	}
+	// The savepoints set after sp are gone; sp remains, as it was.
+	t.version = f.version
+	if t.release > f.sp {
+		t.release = 0
+	}
+	if f.owns {
+		t.dangle(f.sp)
+	}
+	return err
+}
+
+// dangle notes that savepoint sp is no longer needed. Releasing the
+// outermost such savepoint releases the others, all set after it.
+func (t *sqlTx) dangle(sp int) {
+	if t.release == 0 || sp < t.release {
+		t.release = sp
+	}
+}
