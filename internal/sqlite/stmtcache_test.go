@@ -2,10 +2,14 @@ package sqlite
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"testing"
 
 	msqlite "modernc.org/sqlite"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/market"
 )
 
 func openCached(t *testing.T) (*sql.DB, *cachingConn) {
@@ -115,3 +119,61 @@ func TestStatementCache(t *testing.T) {
 		t.Error("a statement that failed to prepare was cached")
 	}
 }
+
+// A transaction of many atomic steps uses a few savepoint texts, however
+// many steps it runs: the cache keeps every text it sees, up to its limit,
+// so one text per step would fill it and leave later queries uncached.
+func TestManyStepsFewTexts(t *testing.T) {
+	db, err := Open(t.Context(), t.TempDir()+"/steps.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := t.Context()
+	cached := func() int {
+		t.Helper()
+		conn, err := db.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		var n int
+		if err := conn.Raw(func(dc any) error { n = len(dc.(*cachingConn).stmts); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	run := func(from, steps int) {
+		t.Helper()
+		err := db.Tx(ctx, func(tx coord.Tx) error {
+			for k := from; k < from+steps; k++ {
+				err := tx.Atomic(ctx, func() error {
+					a := market.Account{ID: market.AccountID(fmt.Sprint("a-", k)), Email: fmt.Sprint(k, "@steps.example.com"),
+						PasswordHash: "x", Roles: []market.Role{market.RoleRenter}}
+					if err := tx.InsertAccount(ctx, a); err != nil {
+						return err
+					}
+					if k%2 == 0 {
+						return errSkip // undone
+					}
+					return nil
+				})
+				if err != nil && err != errSkip {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(0, 50)
+	before := cached()
+	run(50, 400)
+	if after := cached(); after != before {
+		t.Errorf("statements cached: %d after 50 steps, %d after 400 more; want no more", before, after)
+	}
+}
+
+var errSkip = errors.New("skip")

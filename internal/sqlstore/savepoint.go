@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -23,13 +24,15 @@ import (
 //     goes with the next SAVEPOINT, in the same round trip, or not at all
 //     (COMMIT releases every savepoint).
 //
-// Savepoints are numbered (sp_1, sp_2, ...): releasing or rolling back to
-// one ends every savepoint set after it, which the bookkeeping below
-// follows.
+// Savepoints are named by their depth (sp_1 within none, sp_2 within
+// sp_1, ...), so that a transaction uses a few statement texts however
+// many steps it runs (SQLite's statement cache keeps each text it sees).
+// Releasing or rolling back to one ends every savepoint set after it,
+// which the bookkeeping below follows.
 
 // frame is one open atomic step.
 type frame struct {
-	sp      int   // savepoint it rolls back to; 0: none set yet (nothing written in it)
+	sp      int   // savepoint it rolls back to (sp_N); 0: none set yet (nothing written in it)
 	owns    bool  // it set sp (rather than sharing an outer step's)
 	version int64 // of the savepoint sp: the state it restores
 }
@@ -99,17 +102,20 @@ func (t *sqlTx) beforeWrite(ctx context.Context, query string) error {
 		if first > 0 && t.frames[first-1].version == t.version {
 			sp = t.frames[first-1].sp
 		} else {
-			t.spSet++
-			sp, owns = t.spSet, true
-			cmd := fmt.Sprintf("SAVEPOINT sp_%d", sp)
-			if t.release > 0 {
-				cmd = fmt.Sprintf("RELEASE SAVEPOINT sp_%d; %s", t.release, cmd)
+			// The savepoints no longer needed are the last ones set
+			// (sqlTx.sps); releasing the first of them releases the rest.
+			var cmd string
+			kept := len(t.sps)
+			if j := slices.Index(t.sps, true); j >= 0 {
+				cmd, kept = fmt.Sprintf("RELEASE SAVEPOINT sp_%d; ", j+1), j
 			}
+			cmd += fmt.Sprintf("SAVEPOINT sp_%d", kept+1)
 			if _, err := t.tx.tx.ExecContext(ctx, cmd); err != nil {
 				t.broken = fmt.Errorf("savepoint: %w", err)
 				return t.broken
 			}
-			t.release = 0
+			t.sps = append(t.sps[:kept], false)
+			sp, owns = len(t.sps), true
 		}
 		for i := first; i < n; i++ {
 			t.frames[i] = frame{sp: sp, owns: owns && i == first, version: version}
@@ -133,7 +139,7 @@ func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
 	t.frames = t.frames[:len(t.frames)-1]
 	if err == nil {
 		if f.owns {
-			t.dangle(f.sp)
+			t.sps[f.sp-1] = true // no longer needed
 		}
 		return err
 	}
@@ -147,19 +153,9 @@ func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
 	}
 	// The savepoints set after sp are gone; sp remains, as it was.
 	t.version = f.version
-	if t.release > f.sp {
-		t.release = 0
-	}
+	t.sps = t.sps[:f.sp]
 	if f.owns {
-		t.dangle(f.sp)
+		t.sps[f.sp-1] = true
 	}
 	return err
-}
-
-// dangle notes that savepoint sp is no longer needed. Releasing the
-// outermost such savepoint releases the others, all set after it.
-func (t *sqlTx) dangle(sp int) {
-	if t.release == 0 || sp < t.release {
-		t.release = sp
-	}
 }

@@ -33,14 +33,15 @@ type sqlTx struct {
 	// Lazy savepoints (savepoint.go): the open atomic steps, innermost
 	// last; writes counts write statements; version names the state the
 	// writes left (a count of writes, reset by a rollback to a
-	// savepoint); spSet counts savepoints set; release is the savepoint
-	// to release with the next one set (0: none); broken is set when a
-	// savepoint could not be set or rolled back to, and fails the commit.
+	// savepoint); sps holds a flag per savepoint set, outermost first
+	// (sp_1, sp_2, ...): true once no step needs it, to be released with
+	// the next one set (those are always the last ones); broken is set
+	// when a savepoint could not be set or rolled back to, and fails the
+	// commit.
 	frames  []frame
 	writes  int64
 	version int64
-	spSet   int
-	release int
+	sps     []bool
 	broken  error
 }
 
