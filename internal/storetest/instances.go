@@ -144,6 +144,9 @@ func testInstanceFilters(t *testing.T, s coord.Store) {
 		{"active and billable", coord.InstanceFilter{ActiveOnly: true, Billable: true},
 			func(i market.Instance) bool { return i.Active() && i.StartedAt != nil && !i.Settled }},
 		{"unknown machine", coord.InstanceFilter{Machine: "m-nowhere"}, func(market.Instance) bool { return false }},
+		{"machines", coord.InstanceFilter{Machines: []market.MachineID{"m-nowhere", w.machine}}, func(i market.Instance) bool { return i.Machine == w.machine }},
+		{"machines, active", coord.InstanceFilter{Machines: []market.MachineID{m2, w.machine}, ActiveOnly: true}, market.Instance.Active},
+		{"many machines", coord.InstanceFilter{Machines: manyIDs(m2, w.machine)}, func(market.Instance) bool { return true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var want []market.Instance

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -133,6 +134,14 @@ func testMachineFilters(t *testing.T, s coord.Store) {
 		{"listed and online", coord.MachineFilter{Listed: ptr(true), Online: ptr(true)}, func(m market.Machine) bool { return m.Listed && m.Online }},
 		{"owner and listed", coord.MachineFilter{Owner: b, Listed: ptr(true)}, func(m market.Machine) bool { return m.Owner == b && m.Listed }},
 		{"unknown owner", coord.MachineFilter{Owner: "a-nobody"}, func(market.Machine) bool { return false }},
+		{"ids", coord.MachineFilter{IDs: []market.MachineID{all[3].ID, "m-nowhere", all[1].ID}},
+			func(m market.Machine) bool { return m.ID == all[1].ID || m.ID == all[3].ID }},
+		{"ids and owner", coord.MachineFilter{IDs: []market.MachineID{all[0].ID, all[3].ID}, Owner: a},
+			func(m market.Machine) bool { return m.ID == all[0].ID }},
+		// More IDs than one statement's IN list holds: read in chunks,
+		// still ordered by ID.
+		{"many ids", coord.MachineFilter{IDs: manyIDs(all[4].ID, all[0].ID, all[2].ID)},
+			func(m market.Machine) bool { return m.ID == all[0].ID || m.ID == all[2].ID || m.ID == all[4].ID }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			do(t, s, func(ctx context.Context, tx coord.Tx) error {
@@ -161,4 +170,17 @@ func testMachineFilters(t *testing.T, s coord.Store) {
 			return nil
 		})
 	})
+}
+
+// manyIDs returns 1,500 machine IDs: ids spread among made-up ones.
+func manyIDs(ids ...market.MachineID) []market.MachineID {
+	var out []market.MachineID
+	for k := range 1500 {
+		if k%600 == 0 && len(ids) > 0 {
+			out, ids = append(out, ids[0]), ids[1:]
+			continue
+		}
+		out = append(out, market.MachineID(fmt.Sprintf("m-none-%04d", k)))
+	}
+	return out
 }
