@@ -102,22 +102,27 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 	var seen time.Time
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		res, changedLogs, ended, cameOnline = market.ReportResult{}, nil, nil, false
-		m, err := ownMachine(ctx, tx, caller, id, op)
-		if err != nil {
-			return err
-		}
 		now := s.now()
-		owner, seen = m.Owner, now
-		if !m.Online {
-			cameOnline = true
-			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: m.Owner, Machine: m.ID, Message: "heartbeats resumed"}); err != nil {
+		owner, seen = caller.ID, now
+		// A machine online here, the caller's, needs no read: as for a
+		// bare heartbeat above.
+		if !s.live.owns(id, caller.ID) {
+			m, err := ownMachine(ctx, tx, caller, id, op)
+			if err != nil {
 				return err
 			}
-			// Only the change is written at once; later heartbeats of an
-			// online machine go to memory and are flushed in batches.
-			m.Online, m.LastSeenAt = true, now
-			if err := tx.UpdateMachine(ctx, m); err != nil {
-				return err
+			owner = m.Owner
+			if !m.Online {
+				cameOnline = true
+				if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: m.Owner, Machine: m.ID, Message: "heartbeats resumed"}); err != nil {
+					return err
+				}
+				// Only the change is written at once; later heartbeats of an
+				// online machine go to memory and are flushed in batches.
+				m.Online, m.LastSeenAt = true, now
+				if err := tx.UpdateMachine(ctx, m); err != nil {
+					return err
+				}
 			}
 		}
 		accepted := map[market.InstanceID]bool{}
