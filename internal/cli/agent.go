@@ -393,7 +393,7 @@ func challengeSolver(ctx context.Context, fakeGPUs bool, log *slog.Logger) verif
 	}
 	if log != nil {
 		v, _ := cuda.DriverVersion()
-		log.Info("verification challenges run on the GPUs through CUDA", "gpus", cs.GPUs(), "cuda_driver", fmt.Sprintf("%d.%d", v/1000, v%1000/10))
+		log.Info("verification challenges run on the GPUs through CUDA", "gpus", cs.GPUs(), "cuda_driver", v)
 	}
 	for uuid, err := range cs.Failed() {
 		logWarn(log, "this GPU's verification challenges will run on the CPU", "gpu", uuid, "err", err)

@@ -81,7 +81,7 @@ func (c *machineSelfTestCmd) Run(ctx context.Context, env *Env) error {
 		} else {
 			solver = cs
 			v, _ := cuda.DriverVersion()
-			fmt.Fprintf(env.Stderr, "CUDA driver %d.%d: solving on GPUs %v\n", v/1000, v%1000/10, cs.GPUs())
+			fmt.Fprintf(env.Stderr, "CUDA driver %s: solving on GPUs %v\n", v, cs.GPUs())
 			for _, u := range cs.GPUs() {
 				onGPU[u] = true
 			}

@@ -215,11 +215,14 @@ func Open(ctx context.Context, fallback verify.Solver) (*Solver, error) {
 	return s, nil
 }
 
-// DriverVersion returns the CUDA driver's version, as 12040 for 12.4.
-func DriverVersion() (int, error) {
+// DriverVersion returns the CUDA driver's version, as "12.4", or
+// "unknown" with the error.
+func DriverVersion() (string, error) {
 	var v C.int
-	err := check("cuDriverGetVersion", C.gm_driver_version(&v))
-	return int(v), err
+	if err := check("cuDriverGetVersion", C.gm_driver_version(&v)); err != nil {
+		return "unknown", err
+	}
+	return fmt.Sprintf("%d.%d", v/1000, v%1000/10), nil
 }
 
 // cgoDriver is one GPU's context, current on the calling thread, with the

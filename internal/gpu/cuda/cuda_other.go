@@ -16,6 +16,6 @@ func Open(context.Context, verify.Solver) (*Solver, error) {
 }
 
 // DriverVersion reports the same.
-func DriverVersion() (int, error) {
-	return 0, fmt.Errorf("%w: this binary was built without cgo", ErrUnavailable)
+func DriverVersion() (string, error) {
+	return "unknown", fmt.Errorf("%w: this binary was built without cgo", ErrUnavailable)
 }
