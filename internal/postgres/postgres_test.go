@@ -32,6 +32,10 @@ func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) coord.Store { return openFresh(t) })
 }
 
+func TestStepsRerunOnlyWhenGonePast(t *testing.T) {
+	storetest.Reruns(t, openFresh(t), sqlstore.Reruns)
+}
+
 func TestReopen(t *testing.T) {
 	dbURL := freshDatabase(t)
 	// Coordinators starting together migrate one database once.

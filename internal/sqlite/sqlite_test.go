@@ -26,6 +26,10 @@ func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) coord.Store { return openTemp(t) })
 }
 
+func TestStepsRerunOnlyWhenGonePast(t *testing.T) {
+	storetest.Reruns(t, openTemp(t), sqlstore.Reruns)
+}
+
 func TestReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gpumarket.db")
 	db, err := Open(t.Context(), path)

@@ -9,36 +9,36 @@ const (
 
 	qInsertAccount = `INSERT INTO accounts (id, email, email_lower, password_hash, roles, created_at)
 VALUES ($1, $2, $3, $4, $5, $6)`
-	qAccountExists     = `SELECT id FROM accounts WHERE id = $1 OR email_lower = $2 LIMIT 1`
-	qAccount           = `SELECT ` + accountColumns + ` FROM accounts WHERE id = $1`
-	qAccountByEmail    = `SELECT ` + accountColumns + ` FROM accounts WHERE email_lower = $1`
-	apiKeyColumns      = `id, owner_id, name, prefix, hash, created_at, revoked_at`
-	qInsertAPIKey      = `INSERT INTO api_keys (` + apiKeyColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7)`
-	qAPIKeyByHash      = `SELECT ` + apiKeyColumns + ` FROM api_keys WHERE hash = $1`
-	qAPIKeys           = `SELECT ` + apiKeyColumns + ` FROM api_keys WHERE owner_id = $1 ORDER BY created_at, id`
-	qRevokeAPIKey      = `UPDATE api_keys SET revoked_at = $3 WHERE id = $2 AND owner_id = $1`
-	machineColumns     = `id, owner_id, fingerprint, hostname, gpus, cpu_cores, ram_mib, disk_gib, driver_version, cuda_version, runner, region, datacenter, listed, online, status, price_per_gpu_hour, last_seen_at, created_at, spot_reserve_per_gpu_day, energy_per_kwh, spot_max_power_w, spot_clock_ranges, port_range, unverified, review`
-	qInsertMachine     = `INSERT INTO machines (` + machineColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`
-	qMachineConflict   = `SELECT id FROM machines WHERE id = $1 OR (owner_id = $2 AND fingerprint = $3) LIMIT 1`
-	qUpdateMachine     = `UPDATE machines SET owner_id = $2, fingerprint = $3, hostname = $4, gpus = $5, cpu_cores = $6, ram_mib = $7, disk_gib = $8, driver_version = $9, cuda_version = $10, runner = $11, region = $12, datacenter = $13, listed = $14, online = $15, status = $16, price_per_gpu_hour = $17, last_seen_at = $18, created_at = $19, spot_reserve_per_gpu_day = $20, energy_per_kwh = $21, spot_max_power_w = $22, spot_clock_ranges = $23, port_range = $24, unverified = $25, review = $26 WHERE id = $1`
-	qMachine           = `SELECT ` + machineColumns + ` FROM machines WHERE id = $1`
-	qMachineExists     = `SELECT id FROM machines WHERE id = $1`
-	qMachineByFP       = `SELECT ` + machineColumns + ` FROM machines WHERE owner_id = $1 AND fingerprint = $2`
-	qMachines          = `SELECT ` + machineColumns + ` FROM machines` // + filter + qMachinesOrder
-	qMachinesOrder     = ` ORDER BY id`
-	qActiveGPUsPrefix  = `SELECT machine_id, gpu_index FROM gpu_allocations WHERE machine_id IN ` // + ($1, ...)
-	qActiveGPUsOrder   = ` ORDER BY machine_id, gpu_index`
-	qAllActiveGPUs     = `SELECT machine_id, gpu_index FROM gpu_allocations` + qActiveGPUsOrder
-	instanceColumns    = `id, renter_id, machine_id, kind, gpus, image, command, env, state, active, generation, price_per_hour, escrow, reason, exit_code, created_at, started_at, stop_at, ended_at, billed_minutes, charged, settled, grace_seconds, notice_at, last_report_at, bid_id, price_per_day, power_limit_w, clocks, notice_seconds, template, ports, ssh_keys, limits, port_map`
-	qInsertInstance    = `INSERT INTO instances (` + instanceColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)`
-	qUpdateInstance    = `UPDATE instances SET renter_id = $2, machine_id = $3, kind = $4, gpus = $5, image = $6, command = $7, env = $8, state = $9, active = $10, generation = $11, price_per_hour = $12, escrow = $13, reason = $14, exit_code = $15, created_at = $16, started_at = $17, stop_at = $18, ended_at = $19, billed_minutes = $20, charged = $21, settled = $22, grace_seconds = $23, notice_at = $24, last_report_at = $25, bid_id = $26, price_per_day = $27, power_limit_w = $28, clocks = $29, notice_seconds = $30, template = $31, ports = $32, ssh_keys = $33, limits = $34, port_map = $35 WHERE id = $1`
-	qInstance          = `SELECT ` + instanceColumns + ` FROM instances WHERE id = $1`
-	qInstances         = `SELECT ` + instanceColumns + ` FROM instances` // + filter + qInstancesOrder
-	qInstancesOrder    = ` ORDER BY created_at, id`
-	qAllocations       = `SELECT machine_id, gpu_index FROM gpu_allocations WHERE instance_id = $1 ORDER BY machine_id, gpu_index`
-	qHeldGPU           = `SELECT instance_id FROM gpu_allocations WHERE machine_id = $1 AND gpu_index = $2 AND instance_id <> $3`
-	qInsertAllocation  = `INSERT INTO gpu_allocations (machine_id, gpu_index, instance_id) VALUES ($1, $2, $3)`
-	qDeleteAllocations = `DELETE FROM gpu_allocations WHERE instance_id = $1`
+	qAccountExists           = `SELECT id FROM accounts WHERE id = $1 OR email_lower = $2 LIMIT 1`
+	qAccount                 = `SELECT ` + accountColumns + ` FROM accounts WHERE id = $1`
+	qAccountByEmail          = `SELECT ` + accountColumns + ` FROM accounts WHERE email_lower = $1`
+	apiKeyColumns            = `id, owner_id, name, prefix, hash, created_at, revoked_at`
+	qInsertAPIKey            = `INSERT INTO api_keys (` + apiKeyColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	qAPIKeyByHash            = `SELECT ` + apiKeyColumns + ` FROM api_keys WHERE hash = $1`
+	qAPIKeys                 = `SELECT ` + apiKeyColumns + ` FROM api_keys WHERE owner_id = $1 ORDER BY created_at, id`
+	qRevokeAPIKey            = `UPDATE api_keys SET revoked_at = $3 WHERE id = $2 AND owner_id = $1`
+	machineColumns           = `id, owner_id, fingerprint, hostname, gpus, cpu_cores, ram_mib, disk_gib, driver_version, cuda_version, runner, region, datacenter, listed, online, status, price_per_gpu_hour, last_seen_at, created_at, spot_reserve_per_gpu_day, energy_per_kwh, spot_max_power_w, spot_clock_ranges, port_range, unverified, review`
+	qInsertMachine           = `INSERT INTO machines (` + machineColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`
+	qMachineConflict         = `SELECT id FROM machines WHERE id = $1 OR (owner_id = $2 AND fingerprint = $3) LIMIT 1`
+	qUpdateMachine           = `UPDATE machines SET owner_id = $2, fingerprint = $3, hostname = $4, gpus = $5, cpu_cores = $6, ram_mib = $7, disk_gib = $8, driver_version = $9, cuda_version = $10, runner = $11, region = $12, datacenter = $13, listed = $14, online = $15, status = $16, price_per_gpu_hour = $17, last_seen_at = $18, created_at = $19, spot_reserve_per_gpu_day = $20, energy_per_kwh = $21, spot_max_power_w = $22, spot_clock_ranges = $23, port_range = $24, unverified = $25, review = $26 WHERE id = $1`
+	qMachine                 = `SELECT ` + machineColumns + ` FROM machines WHERE id = $1`
+	qMachineExists           = `SELECT id FROM machines WHERE id = $1`
+	qMachineByFP             = `SELECT ` + machineColumns + ` FROM machines WHERE owner_id = $1 AND fingerprint = $2`
+	qMachines                = `SELECT ` + machineColumns + ` FROM machines` // + filter + qMachinesOrder
+	qMachinesOrder           = ` ORDER BY id`
+	qActiveGPUsPrefix        = `SELECT machine_id, gpu_index FROM gpu_allocations WHERE machine_id IN ` // + ($1, ...)
+	qActiveGPUsOrder         = ` ORDER BY machine_id, gpu_index`
+	qAllActiveGPUs           = `SELECT machine_id, gpu_index FROM gpu_allocations` + qActiveGPUsOrder
+	instanceColumns          = `id, renter_id, machine_id, kind, gpus, image, command, env, state, active, generation, price_per_hour, escrow, reason, exit_code, created_at, started_at, stop_at, ended_at, billed_minutes, charged, settled, grace_seconds, notice_at, last_report_at, bid_id, price_per_day, power_limit_w, clocks, notice_seconds, template, ports, ssh_keys, limits, port_map`
+	qInsertInstance          = `INSERT INTO instances (` + instanceColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)`
+	qUpdateInstance          = `UPDATE instances SET renter_id = $2, machine_id = $3, kind = $4, gpus = $5, image = $6, command = $7, env = $8, state = $9, active = $10, generation = $11, price_per_hour = $12, escrow = $13, reason = $14, exit_code = $15, created_at = $16, started_at = $17, stop_at = $18, ended_at = $19, billed_minutes = $20, charged = $21, settled = $22, grace_seconds = $23, notice_at = $24, last_report_at = $25, bid_id = $26, price_per_day = $27, power_limit_w = $28, clocks = $29, notice_seconds = $30, template = $31, ports = $32, ssh_keys = $33, limits = $34, port_map = $35 WHERE id = $1`
+	qInstance                = `SELECT ` + instanceColumns + ` FROM instances WHERE id = $1`
+	qInstances               = `SELECT ` + instanceColumns + ` FROM instances` // + filter + qInstancesOrder
+	qInstancesOrder          = ` ORDER BY created_at, id`
+	qAllocations             = `SELECT machine_id, gpu_index FROM gpu_allocations WHERE instance_id = $1 ORDER BY machine_id, gpu_index`
+	qHeldGPU                 = `SELECT instance_id FROM gpu_allocations WHERE machine_id = $1 AND gpu_index = $2 AND instance_id <> $3`
+	qInsertAllocationsPrefix = `INSERT INTO gpu_allocations (machine_id, gpu_index, instance_id) VALUES ` // + ($1, $2, $3), ...
+	qDeleteAllocations       = `DELETE FROM gpu_allocations WHERE instance_id = $1`
 
 	qNextCounter = `INSERT INTO counters (name, value) VALUES ($1, 1)
 ON CONFLICT (name) DO UPDATE SET value = counters.value + 1

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
 )
 
 // Savepoints, lazily. Tx.Atomic (and the store's own steps that must fail
@@ -24,11 +26,57 @@ import (
 //     goes with the next SAVEPOINT, in the same round trip, or not at all
 //     (COMMIT releases every savepoint).
 //
+// The store's own steps (atomic: a transfer, an instance insert) set no
+// savepoint at all, unless the transaction runs eagerly: nearly always
+// their failure fails the coordinator's step around them (Tx.Atomic, which
+// is undone to its own savepoint) or the whole transaction, and on
+// Postgres each savepoint is a round trip and a subtransaction (past 64 in
+// one transaction, every other session's snapshot checks get slower). A
+// failed one that wrote leaves sqlTx.failed set until the coordinator's
+// step around it is undone. If the caller goes on instead (runs another
+// statement, or ends that step or the transaction without an error), the
+// transaction is rolled back and run again eagerly, with a savepoint for
+// every step, so that the step is undone alone as it would have been
+// (RunTxConfig; Reruns counts them).
+//
 // Savepoints are named by their depth (sp_1 within none, sp_2 within
 // sp_1, ...), so that a transaction uses a few statement texts however
 // many steps it runs (SQLite's statement cache keeps each text it sees).
 // Releasing or rolling back to one ends every savepoint set after it,
 // which the bookkeeping below follows.
+
+// failure is a step of the store's that failed after it wrote, with no
+// savepoint of its own: depth is how many coordinator's steps were open
+// around it.
+type failure struct{ depth int }
+
+// rerunSignal unwinds the transaction's function when it goes on after a
+// failure not undone (a statement, or a coordinator's step that ends
+// without an error): runTx recovers it and runs the transaction again,
+// eagerly. So the function never sees what such a transaction would show
+// (on Postgres, every statement refused; on SQLite, the step half done).
+type rerunSignal struct{}
+
+// goOn is called when the transaction's function goes on; after a
+// failure not undone it unwinds the function (rerunSignal).
+func (t *sqlTx) goOn() {
+	if t.failed != nil {
+		t.rerun = true
+		panic(rerunSignal{})
+	}
+}
+
+// run calls fn, and recovers rerunSignal (t.rerun is then set).
+func (t *sqlTx) run(fn func(tx coord.Tx) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if _, ok := p.(rerunSignal); !ok {
+				panic(p)
+			}
+		}
+	}()
+	return fn(t)
+}
 
 // frame is one open atomic step.
 type frame struct {
@@ -51,34 +99,42 @@ func readOnly(query string) bool {
 }
 
 func (c *txConn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if err := c.t.beforeWrite(ctx, query); err != nil {
+	if err := c.t.beforeStatement(ctx, query); err != nil {
 		return nil, err
 	}
 	return c.tx.ExecContext(ctx, query, args...)
 }
 
 func (c *txConn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if err := c.t.beforeWrite(ctx, query); err != nil {
+	if err := c.t.beforeStatement(ctx, query); err != nil {
 		return nil, err
 	}
 	return c.tx.QueryContext(ctx, query, args...)
 }
 
 // QueryRowContext runs query; when a savepoint it needs cannot be set, the
-// transaction cannot commit (sqlTx.broken) and the statement still runs,
-// since a *sql.Row cannot carry the error.
+// transaction cannot commit (sqlTx.broken), and after a failure not undone
+// it is run again (sqlTx.rerun); the statement still runs, since a
+// *sql.Row cannot carry the error.
 func (c *txConn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	_ = c.t.beforeWrite(ctx, query)
+	_ = c.t.beforeStatement(ctx, query)
 	return c.tx.QueryRowContext(ctx, query, args...)
 }
 
 // PrepareContext prepares query; a write statement's savepoint is set now,
 // so the statement must run in the step that prepared it.
 func (c *txConn) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
-	if err := c.t.beforeWrite(ctx, query); err != nil {
+	if err := c.t.beforeStatement(ctx, query); err != nil {
 		return nil, err
 	}
 	return c.tx.PrepareContext(ctx, query)
+}
+
+// beforeStatement unwinds the transaction's function after a failure not
+// undone (goOn), and runs beforeWrite.
+func (t *sqlTx) beforeStatement(ctx context.Context, query string) error {
+	t.goOn()
+	return t.beforeWrite(ctx, query)
 }
 
 // beforeWrite notes a write (any statement but a SELECT) and first sets
@@ -126,33 +182,61 @@ func (t *sqlTx) beforeWrite(ctx context.Context, query string) error {
 	return nil
 }
 
-// atomic runs fn as one step: if fn fails, everything it wrote is undone
+// atomic runs fn as one of the store's steps: as step when the
+// transaction runs eagerly, else with no savepoint (see above).
+func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
+	if t.eager {
+		return t.step(ctx, fn)
+	}
+	if t.broken != nil {
+		return t.broken
+	}
+	writes := t.writes
+	err := fn()
+	if err != nil && t.writes != writes && t.failed == nil {
+		t.failed = &failure{depth: len(t.frames)}
+	}
+	return err
+}
+
+// step runs fn as one step: if fn fails, everything it wrote is undone
 // and the transaction stays usable (on Postgres a failed statement would
 // otherwise abort the whole transaction).
-func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
+func (t *sqlTx) step(ctx context.Context, fn func() error) error {
 	if t.broken != nil {
 		return t.broken
 	}
 	t.frames = append(t.frames, frame{})
+	depth := len(t.frames)
 	err := fn()
 	f := t.frames[len(t.frames)-1]
 	t.frames = t.frames[:len(t.frames)-1]
+	failedInside := t.failed != nil && t.failed.depth >= depth
 	if err == nil {
+		t.goOn() // after a failure inside, fn went on: unwinds
 		if f.owns {
 			t.sps[f.sp-1] = true // no longer needed
 		}
 		return err
 	}
 	if f.sp == 0 {
+		if failedInside { // cannot happen: a write sets the savepoint first
+			t.goOn()
+		}
 		return err // nothing written: nothing to undo
+	}
+	if failedInside {
+		t.failed = nil // undone below, with the rest of fn's writes
 	}
 	cmd := fmt.Sprintf("ROLLBACK TO SAVEPOINT sp_%d", f.sp)
 	if _, rerr := t.tx.tx.ExecContext(ctx, cmd); rerr != nil {
 		t.broken = fmt.Errorf("rollback to savepoint: %w", rerr)
 		return fmt.Errorf("%w (and %w)", err, t.broken)
 	}
-	// The savepoints set after sp are gone; sp remains, as it was.
+	// The savepoints set after sp are gone; sp remains, as it was. What
+	// the undone writes left in t.held is forgotten.
 	t.version = f.version
+	t.held = nil
 	t.sps = t.sps[:f.sp]
 	if f.owns {
 		t.sps[f.sp-1] = true

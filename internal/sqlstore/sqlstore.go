@@ -13,6 +13,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
 )
@@ -66,6 +67,9 @@ type TxConfig struct {
 	// Defer, when set, makes AppendEvent leave events for NumberEvents to
 	// number after commit instead of numbering them in the transaction.
 	Defer *Deferral
+	// WritingCTEs: the database runs INSERT and UPDATE inside WITH
+	// (Postgres), so that a transfer is written in one statement.
+	WritingCTEs bool
 }
 
 // RunTxConfig is RunTx for an adapter described by c. It also reports
@@ -73,9 +77,29 @@ type TxConfig struct {
 // the adapter then runs NumberEvents, so that they are listed once its Tx
 // returns.
 func RunTxConfig(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, fn func(tx coord.Tx) error) (deferred bool, err error) {
+	deferred, rerun, err := runTx(ctx, db, opts, c, false, fn)
+	if rerun {
+		reruns.Add(1)
+		deferred, _, err = runTx(ctx, db, opts, c, true, fn)
+	}
+	return deferred, err
+}
+
+// reruns counts the transactions run again eagerly (Reruns).
+var reruns atomic.Int64
+
+// Reruns is how many transactions this process ran a second time because
+// a caller went on after a step of the store failed, with savepoints set
+// for every step (savepoint.go).
+func Reruns() int64 { return reruns.Load() }
+
+// runTx runs fn in one transaction. With eager unset, the store's steps
+// set no savepoints; when fn goes on after one of them failed, it rolls
+// back and reports rerun.
+func runTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, eager bool, fn func(tx coord.Tx) error) (deferred, rerun bool, err error) {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return false, fmt.Errorf("begin transaction: %w", err)
+		return false, false, fmt.Errorf("begin transaction: %w", err)
 	}
 	committed := false
 	defer func() {
@@ -83,17 +107,23 @@ func RunTxConfig(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfi
 			_ = tx.Rollback() // the error that led here matters more
 		}
 	}()
-	t := &sqlTx{classify: c.Classify, rowsPerStmt: max(c.RowsPerStmt, 1), deferral: c.Defer}
+	t := &sqlTx{classify: c.Classify, rowsPerStmt: max(c.RowsPerStmt, 1), deferral: c.Defer, ctes: c.WritingCTEs, eager: eager}
 	t.tx = &txConn{tx: tx, t: t}
-	if err := fn(t); err != nil {
-		return false, err
-	}
-	if t.broken != nil {
-		return false, t.broken
+	err = t.run(fn)
+	switch {
+	case t.rerun || (err == nil && t.failed != nil):
+		// fn went on after a step failed that set no savepoint: what that
+		// step wrote cannot be undone alone.
+		return false, true, nil
+	case err != nil:
+		// Everything is undone: the same outcome as with every savepoint.
+		return false, false, err
+	case t.broken != nil:
+		return false, false, t.broken
 	}
 	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("commit: %w", err)
+		return false, false, fmt.Errorf("commit: %w", err)
 	}
 	committed = true
-	return t.deferred > 0, nil
+	return t.deferred > 0, false, nil
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
@@ -29,6 +30,8 @@ type sqlTx struct {
 	// (events.go); deferred counts the events written there.
 	deferral *Deferral
 	deferred int64
+	// ctes: write a transfer in one statement (TxConfig.WritingCTEs).
+	ctes bool
 
 	// Lazy savepoints (savepoint.go): the open atomic steps, innermost
 	// last; writes counts write statements; version names the state the
@@ -43,6 +46,20 @@ type sqlTx struct {
 	version int64
 	sps     []bool
 	broken  error
+	// Steps of the store's own (atomic): eager, every one sets its
+	// savepoint as a coordinator's step does; otherwise they set none,
+	// and a failed one that wrote leaves failed, until the coordinator's
+	// step around it is undone or the transaction ends; rerun: a
+	// statement ran, or a step succeeded, while a failure was not undone:
+	// the transaction is run again, eagerly (RunTxConfig).
+	eager  bool
+	failed *failure
+	rerun  bool
+
+	// held maps an instance to its gpu_allocations rows, as its row read
+	// in this transaction implies (every write of those rows is reserve's)
+	// or as reserve left them; forgotten when a step is undone.
+	held map[market.InstanceID][]allocation
 }
 
 var _ coord.Tx = (*sqlTx)(nil)
@@ -88,8 +105,9 @@ func limitOf(n int) int64 {
 // scanner is *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
 
-// Atomic is atomic for the coordinator (coord.Tx).
-func (t *sqlTx) Atomic(ctx context.Context, fn func() error) error { return t.atomic(ctx, fn) }
+// Atomic is atomic for the coordinator (coord.Tx): a step with its own
+// savepoint, whose failure the caller may recover from.
+func (t *sqlTx) Atomic(ctx context.Context, fn func() error) error { return t.step(ctx, fn) }
 
 // exists reports whether query returns a row.
 func (t *sqlTx) exists(ctx context.Context, query string, args ...any) (bool, error) {
@@ -630,27 +648,53 @@ func checkGPUList(op string, i market.Instance) error {
 	return nil
 }
 
+// allocationsOf is the gpu_allocations rows i should have, in the order
+// qAllocations lists them: its GPUs while it holds them, else none.
+func allocationsOf(i market.Instance) []allocation {
+	if !holdsGPUs(i) {
+		return nil
+	}
+	want := make([]allocation, len(i.GPUs))
+	for k, g := range i.GPUs {
+		want[k] = allocation{i.Machine, g}
+	}
+	slices.SortFunc(want, func(a, b allocation) int { return a.gpu - b.gpu })
+	return want
+}
+
+// noteHeld records the gpu_allocations rows instance id has, as read or
+// written in this transaction (sqlTx.held).
+func (t *sqlTx) noteHeld(id market.InstanceID, rows []allocation) {
+	if t.held == nil {
+		t.held = map[market.InstanceID][]allocation{}
+	}
+	t.held[id] = rows
+}
+
+// errGPUsTaken is reserve's answer when another instance holds one of the
+// GPUs: the caller's step is undone, and gpusTaken then names them.
+var errGPUsTaken = errors.New("gpus taken")
+
 // reserve makes the instance's gpu_allocations rows match what it should
 // hold: its GPUs while active, nothing once terminal. It must run inside
-// atomic, so that a Conflict leaves nothing written.
+// atomic, so that a conflict (errGPUsTaken) leaves nothing written. What
+// the instance holds is not read when its row, read in this transaction,
+// says (sqlTx.held), nor for a fresh one: it holds nothing yet.
 func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance, fresh bool) error {
-	var want []allocation
-	if holdsGPUs(i) {
-		for _, g := range i.GPUs {
-			want = append(want, allocation{i.Machine, g})
-		}
-		slices.SortFunc(want, func(a, b allocation) int { return a.gpu - b.gpu })
-	}
-	if !fresh { // an instance just inserted holds nothing yet
-		rows, err := t.tx.QueryContext(ctx, qAllocations, i.ID)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", op, i.ID, err)
-		}
-		have, err := collect(rows, scanAllocation)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", op, i.ID, err)
+	want := allocationsOf(i)
+	if !fresh {
+		have, known := t.held[i.ID]
+		if !known {
+			rows, err := t.tx.QueryContext(ctx, qAllocations, i.ID)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", op, i.ID, err)
+			}
+			if have, err = collect(rows, scanAllocation); err != nil {
+				return fmt.Errorf("%s %s: %w", op, i.ID, err)
+			}
 		}
 		if slices.Equal(have, want) {
+			t.noteHeld(i.ID, want)
 			return nil
 		}
 		if len(have) > 0 {
@@ -659,9 +703,28 @@ func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance, fresh
 			}
 		}
 	}
-	// Look first, to name every GPU in use in the message.
+	if len(want) > 0 {
+		args := make([]any, 0, 3*len(want))
+		for _, a := range want {
+			args = append(args, a.machine, a.gpu, i.ID)
+		}
+		_, err := t.tx.ExecContext(ctx, qInsertAllocationsPrefix+valuesList(len(want), 3, 1, nil), args...)
+		if t.classify(err) == UniqueViolation {
+			return errGPUsTaken
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: reserve gpus %v: %w", op, i.ID, i.GPUs, err)
+		}
+	}
+	t.noteHeld(i.ID, want)
+	return nil
+}
+
+// gpusTaken names the GPUs of i that other instances hold, after reserve
+// found one taken and the step was undone.
+func (t *sqlTx) gpusTaken(ctx context.Context, op string, i market.Instance) error {
 	var held []int
-	for _, a := range want {
+	for _, a := range allocationsOf(i) {
 		ok, err := t.exists(ctx, qHeldGPU, a.machine, a.gpu, i.ID)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", op, i.ID, err)
@@ -670,19 +733,7 @@ func (t *sqlTx) reserve(ctx context.Context, op string, i market.Instance, fresh
 			held = append(held, a.gpu)
 		}
 	}
-	if len(held) > 0 {
-		return gpuConflict(op, i.Machine, held)
-	}
-	for _, a := range want {
-		_, err := t.tx.ExecContext(ctx, qInsertAllocation, a.machine, a.gpu, i.ID)
-		if t.classify(err) == UniqueViolation { // a concurrent transaction won the race
-			return gpuConflict(op, i.Machine, []int{a.gpu})
-		}
-		if err != nil {
-			return fmt.Errorf("%s %s: reserve gpu %d: %w", op, i.ID, a.gpu, err)
-		}
-	}
-	return nil
+	return gpuConflict(op, i.Machine, held)
 }
 
 func gpuConflict(op string, m market.MachineID, held []int) error {
@@ -722,8 +773,11 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 		}
 		return t.reserve(ctx, op, i, true)
 	})
-	if fk {
+	switch {
+	case fk:
 		return t.missingRef(ctx, op, i)
+	case errors.Is(err, errGPUsTaken):
+		return t.gpusTaken(ctx, op, i)
 	}
 	return err
 }
@@ -752,8 +806,11 @@ func (t *sqlTx) UpdateInstance(ctx context.Context, i market.Instance) error {
 		}
 		return t.reserve(ctx, op, i, false)
 	})
-	if fk {
+	switch {
+	case fk:
 		return t.missingRef(ctx, op, i)
+	case errors.Is(err, errGPUsTaken):
+		return t.gpusTaken(ctx, op, i)
 	}
 	return err
 }
@@ -766,6 +823,7 @@ func (t *sqlTx) Instance(ctx context.Context, id market.InstanceID) (market.Inst
 	if err != nil {
 		return i, fmt.Errorf("get instance %s: %w", id, err)
 	}
+	t.noteHeld(i.ID, allocationsOf(i))
 	return i, nil
 }
 
@@ -800,7 +858,11 @@ func (t *sqlTx) instances(ctx context.Context, f coord.InstanceFilter, machines 
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
-	return collect(rows, scanInstance)
+	is, err := collect(rows, scanInstance)
+	for _, i := range is {
+		t.noteHeld(i.ID, allocationsOf(i))
+	}
+	return is, err
 }
 
 // Ledger.
@@ -873,7 +935,13 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 	// those round trips.
 	var used bool           // the key or the charged minute is taken
 	var short *market.Entry // this debit would take its account below zero
+	var anyShort bool       // a debit would (writeTransfer)
 	err = t.atomic(ctx, func() error {
+		if t.ctes {
+			var err error
+			used, anyShort, err = t.writeTransfer(ctx, op, &tr, net)
+			return err
+		}
 		if err := t.tx.QueryRowContext(ctx, qNextCounter, counterTransfer).Scan(&tr.Seq); err != nil {
 			return fmt.Errorf("%s %s: next seq: %w", op, tr.ID, err)
 		}
@@ -922,6 +990,8 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		return tr, nil
 	case used:
 		return market.Transfer{}, t.transferTaken(ctx, op, tr)
+	case anyShort:
+		return market.Transfer{}, t.shortDebit(ctx, op, tr, net)
 	case short != nil:
 		have, berr := t.Balance(ctx, short.Account, tr.Asset)
 		if berr != nil {
@@ -930,6 +1000,67 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		return market.Transfer{}, insufficient(op, short.Account, tr.Asset, have, short.Amount)
 	}
 	return market.Transfer{}, err
+}
+
+// writeTransfer writes tr (its number, row, entries and balances; net is
+// the change per account) in one statement, where the database runs
+// writes inside WITH (sqlTx.ctes). A write that fails reports used (a
+// unique key of the transfer or its charged minute is taken) or short (a
+// debit would take its account below zero).
+func (t *sqlTx) writeTransfer(ctx context.Context, op string, tr *market.Transfer, net []market.Entry) (used, short bool, err error) {
+	var debits, credits []market.Entry
+	for _, n := range net {
+		if n.Amount < 0 && !n.Account.MayGoNegative() {
+			debits = append(debits, n)
+		} else {
+			credits = append(credits, n)
+		}
+	}
+	args := []any{counterTransfer, tr.ID, tr.Key, string(tr.Kind), string(tr.Asset), tr.Instance, tr.Minute, tr.Memo, micros(tr.At)}
+	for k, e := range tr.Entries {
+		args = append(args, k, e.Account, e.Account.Owner(), int64(e.Amount))
+	}
+	for _, n := range debits {
+		args = append(args, n.Account, int64(n.Amount))
+	}
+	for _, n := range credits {
+		args = append(args, n.Account, int64(n.Amount))
+	}
+	var updated int
+	err = t.tx.QueryRowContext(ctx, transferStatement(len(tr.Entries), len(debits), len(credits)), args...).Scan(&tr.Seq, &updated)
+	// An account debited below zero fails the CHECK; one without a
+	// balance row (it holds 0) is not updated. Which it is, is read once
+	// the step is undone: on Postgres the failed statement aborted the
+	// transaction until then.
+	switch {
+	case t.classify(err) == UniqueViolation:
+		return true, false, err
+	case t.classify(err) == CheckViolation || (err == nil && updated < len(debits)):
+		return false, true, market.Errorf(op, market.InsufficientFunds, "a debit of transfer %s is short", tr.ID)
+	case err != nil:
+		return false, false, fmt.Errorf("%s %s: %w", op, tr.ID, err)
+	case tr.Kind == market.TransferCharge:
+		err := t.insertMinuteCharges(ctx, op, []market.MinuteCharge{minuteOf(*tr)})
+		return market.IsKind(err, market.Conflict), false, err
+	}
+	return false, false, nil
+}
+
+// shortDebit names the first debit of net that its account cannot pay.
+func (t *sqlTx) shortDebit(ctx context.Context, op string, tr market.Transfer, net []market.Entry) error {
+	for _, n := range net {
+		if n.Amount >= 0 || n.Account.MayGoNegative() {
+			continue
+		}
+		have, err := t.Balance(ctx, n.Account, tr.Asset)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", op, tr.ID, err)
+		}
+		if have+n.Amount < 0 {
+			return insufficient(op, n.Account, tr.Asset, have, n.Amount)
+		}
+	}
+	return market.Errorf(op, market.InsufficientFunds, "transfer %s: a debit is short", tr.ID)
 }
 
 // transferTaken says which of tr's unique keys another transfer holds.
@@ -1174,3 +1305,51 @@ func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event
 	}
 	return collect(rows, scanEvent)
 }
+
+// transferStatement writes a transfer with the given numbers of entries,
+// debits and credits in one statement (writeTransfer), and returns its
+// number and how many debited balances it updated. Arguments: the
+// counter's name, the transfer's eight columns after seq; then per entry
+// its index, account, owner and amount; per debit, then per credit, the
+// account and amount.
+func transferStatement(entries, debits, credits int) string {
+	key := [3]int{entries, debits, credits}
+	if q, ok := transferStatements.Load(key); ok {
+		return q.(string)
+	}
+	var b strings.Builder
+	b.WriteString(`WITH c AS (` + qNextCounter + `),
+t AS (INSERT INTO transfers (` + transferColumns + `)
+  SELECT c.value, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text, $9::bigint FROM c RETURNING seq),
+e AS (INSERT INTO transfer_entries (transfer_seq, idx, account, owner_id, amount)
+  SELECT t.seq, v.idx, v.account, v.owner_id, v.amount FROM t, (VALUES `)
+	b.WriteString(valuesList(entries, 4, 10, []string{"BIGINT", "TEXT", "TEXT", "BIGINT"}))
+	b.WriteString(`) AS v (idx, account, owner_id, amount))`)
+	n := 10 + 4*entries
+	if debits > 0 {
+		b.WriteString(`,
+d AS (UPDATE balances SET amount = balances.amount + v.amount FROM (VALUES `)
+		b.WriteString(valuesList(debits, 2, n, []string{"TEXT", "BIGINT"}))
+		b.WriteString(`) AS v (account, amount) WHERE balances.account = v.account AND balances.asset = $5 RETURNING 1)`)
+		n += 2 * debits
+	}
+	if credits > 0 {
+		b.WriteString(`,
+a AS (INSERT INTO balances (account, asset, amount) SELECT v.account, $5, v.amount FROM (VALUES `)
+		b.WriteString(valuesList(credits, 2, n, []string{"TEXT", "BIGINT"}))
+		b.WriteString(`) AS v (account, amount)
+  ON CONFLICT (account, asset) DO UPDATE SET amount = balances.amount + excluded.amount)`)
+	}
+	if debits > 0 {
+		b.WriteString(`
+SELECT (SELECT seq FROM t), (SELECT count(*) FROM d)`)
+	} else {
+		b.WriteString(`
+SELECT (SELECT seq FROM t), 0`)
+	}
+	q, _ := transferStatements.LoadOrStore(key, b.String())
+	return q.(string)
+}
+
+// transferStatements caches transferStatement's texts.
+var transferStatements sync.Map

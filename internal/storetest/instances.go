@@ -2,7 +2,10 @@ package storetest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -190,6 +193,9 @@ func testGPUReservation(t *testing.T, s coord.Store) {
 		b := instance(w.renter, w.machine, 1, 2)
 		err := try(t, s, func(ctx context.Context, tx coord.Tx) error { return tx.InsertInstance(ctx, b) })
 		wantKind(t, "InsertInstance", err, market.Conflict)
+		if !strings.Contains(fmt.Sprint(err), "GPUs [1] of machine") {
+			t.Errorf("InsertInstance: %v; want it to name GPU 1, the one held", err)
+		}
 		do(t, s, func(ctx context.Context, tx coord.Tx) error {
 			_, err := tx.Instance(ctx, b.ID)
 			wantKind(t, "Instance after conflict", err, market.NotFound)
@@ -234,6 +240,31 @@ func testGPUReservation(t *testing.T, s coord.Store) {
 			diff(t, "instance after refused update", got, b)
 			return nil
 		})
+	})
+
+	t.Run("a step undone forgets the GPUs it reserved", func(t *testing.T) {
+		// The store knows what an instance read in the transaction holds;
+		// a step undone must not leave it believing the undone move.
+		d := instance(w.renter, m2, 1)
+		addInstance(t, s, d)
+		moved := d
+		moved.GPUs = []int{2}
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			if _, err := tx.Instance(ctx, d.ID); err != nil {
+				return err
+			}
+			undo := errors.New("undo")
+			if err := tx.Atomic(ctx, func() error {
+				if err := tx.UpdateInstance(ctx, moved); err != nil {
+					return err
+				}
+				return undo
+			}); err != undo {
+				t.Errorf("Atomic: %v, want the step's own error", err)
+			}
+			return tx.UpdateInstance(ctx, moved)
+		})
+		diff(t, "ActiveGPUs", activeGPUs(t, s, m2), map[market.MachineID][]int{m2: {0, 2}})
 	})
 
 	t.Run("update keeps the GPUs of an active instance", func(t *testing.T) {

@@ -2,7 +2,9 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -187,26 +189,33 @@ func testTransferFailures(t *testing.T, s coord.Store) {
 		name string
 		tr   market.Transfer
 		kind market.Kind
+		msg  string // the error names the account short
 	}{
-		{"spends more than the balance", transfer(market.TransferHold, move(avail, market.Escrow(alice), market.Tokens(10)+1)...), market.InsufficientFunds},
-		{"spends from an empty account", transfer(market.TransferHold, move(market.Available(bob), market.Escrow(bob), 1)...), market.InsufficientFunds},
+		{"spends more than the balance", transfer(market.TransferHold, move(avail, market.Escrow(alice), market.Tokens(10)+1)...), market.InsufficientFunds,
+			fmt.Sprintf("account %s holds", avail)},
+		{"spends from an empty account", transfer(market.TransferHold, move(market.Available(bob), market.Escrow(bob), 1)...), market.InsufficientFunds,
+			fmt.Sprintf("account %s holds", market.Available(bob))},
 		{"second leg is short", transfer(market.TransferCharge,
 			market.Entry{Account: avail, Amount: -market.Tokens(1)},
 			market.Entry{Account: market.Escrow(bob), Amount: -1},
 			market.Entry{Account: market.FeesAccount, Amount: market.Tokens(1) + 1},
-		), market.InsufficientFunds},
+		), market.InsufficientFunds, fmt.Sprintf("account %s holds", market.Escrow(bob))},
 		{"does not sum to zero", transfer(market.TransferDeposit,
 			market.Entry{Account: market.WorldAccount, Amount: -5},
 			market.Entry{Account: avail, Amount: 6},
-		), market.Invalid},
-		{"key used before", dupKey, market.Conflict},
+		), market.Invalid, ""},
+		{"key used before", dupKey, market.Conflict, "was already used"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.tr.Kind == market.TransferCharge {
 				tc.tr.Instance = "i-x"
 			}
 			before := balances(t, s, gmt)
-			wantKind(t, "ApplyTransfer", applyErr(t, s, tc.tr), tc.kind)
+			err := applyErr(t, s, tc.tr)
+			wantKind(t, "ApplyTransfer", err, tc.kind)
+			if !strings.Contains(fmt.Sprint(err), tc.msg) {
+				t.Errorf("ApplyTransfer: %v; want it to say %q", err, tc.msg)
+			}
 			diff(t, "Balances after refusal", balances(t, s, gmt), before)
 			do(t, s, func(ctx context.Context, tx coord.Tx) error {
 				if tc.kind != market.Conflict {
@@ -258,6 +267,48 @@ func testTransferFailures(t *testing.T, s coord.Store) {
 			t.Errorf("Seq = %d, want 4", got.Seq)
 		}
 		diff(t, "Seqs", seqs(allTransfers(t, s, "", 0, 0)), []int64{4, 3, 2, 1})
+	})
+
+	t.Run("refusal inside a step, gone past or undone", func(t *testing.T) {
+		// The SQL stores set no savepoint for their own steps (a transfer
+		// writes, then finds the balance short): a caller that goes on
+		// after one must still find it undone alone, and its exact error.
+		before := balances(t, s, gmt)
+		short := func() market.Transfer {
+			return transfer(market.TransferHold, move(avail, market.Escrow(alice), market.Tokens(5))...)
+		}
+		var kept market.Transfer
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			// A step goes past the refusal and succeeds.
+			if err := tx.Atomic(ctx, func() error {
+				_, err := tx.ApplyTransfer(ctx, short())
+				wantKind(t, "ApplyTransfer in a step", err, market.InsufficientFunds)
+				if !strings.Contains(fmt.Sprint(err), fmt.Sprintf("account %s holds", avail)) {
+					t.Errorf("ApplyTransfer in a step: %v; want it to name %s", err, avail)
+				}
+				kept, err = tx.ApplyTransfer(ctx, deposit(avail, 2))
+				return err
+			}); err != nil {
+				return err
+			}
+			// A step that wrote fails with the refusal: all of it undone.
+			err := tx.Atomic(ctx, func() error {
+				if _, err := tx.ApplyTransfer(ctx, deposit(avail, 3)); err != nil {
+					return err
+				}
+				_, err := tx.ApplyTransfer(ctx, short())
+				return err
+			})
+			wantKind(t, "Atomic", err, market.InsufficientFunds)
+			return nil
+		})
+		if kept.Seq != 5 {
+			t.Errorf("Seq = %d, want 5", kept.Seq)
+		}
+		diff(t, "Seqs", seqs(allTransfers(t, s, "", 0, 0)), []int64{5, 4, 3, 2, 1})
+		before[avail] += 2
+		before[market.WorldAccount] -= 2
+		diff(t, "Balances", balances(t, s, gmt), before)
 	})
 }
 
