@@ -3,6 +3,7 @@ package coord_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -439,6 +440,89 @@ func TestConcurrentCreatesNeverShareAGPU(t *testing.T) {
 	}
 	if n != 4 {
 		t.Errorf("%d creates succeeded, want 4 (one per GPU)", n)
+	}
+	e.check()
+}
+
+// Creates that arrive together share a transaction and read their
+// machines once (batchReads): each must still see the GPUs the ones
+// before it took, so that as many creates as GPUs all succeed.
+func TestConcurrentCreatesFillAMachine(t *testing.T) {
+	e := newEnv(t)
+	e.deposit(e.renter, market.Tokens(1000))
+	var wg sync.WaitGroup
+	got := make(chan market.Instance, 4)
+	for range 4 {
+		wg.Go(func() {
+			inst, err := e.create(1)
+			if err != nil {
+				t.Errorf("create: %v", err)
+				return
+			}
+			got <- inst
+		})
+	}
+	wg.Wait()
+	close(got)
+	var gpus []int
+	for inst := range got {
+		gpus = append(gpus, inst.GPUs...)
+	}
+	slices.Sort(gpus)
+	if !slices.Equal(gpus, []int{0, 1, 2, 3}) {
+		t.Errorf("GPUs %v, want each of 0-3 once", gpus)
+	}
+	e.check()
+}
+
+// Creates in one batch see the holds and the keys of those before them:
+// a renter with money for two one-hour holds gets two of four, and one
+// key sent four times at once makes one instance.
+func TestConcurrentCreatesSeeHoldsAndKeys(t *testing.T) {
+	e := newEnv(t)
+	poor := e.account("poor@example.com", market.RoleRenter)
+	req := market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"sleep", "60"}}
+	hold := e.mach.PricePerGPUHour
+	e.deposit(poor, 2*hold+hold/2)
+	var wg sync.WaitGroup
+	var made, short atomic.Int32
+	for range 4 {
+		wg.Go(func() {
+			_, err := e.svc.CreateInstance(e.ctx, poor, req)
+			switch {
+			case err == nil:
+				made.Add(1)
+			case market.IsKind(err, market.InsufficientFunds):
+				short.Add(1)
+			default:
+				t.Errorf("create: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if made.Load() != 2 || short.Load() != 2 {
+		t.Errorf("%d made, %d short of funds; want 2 and 2", made.Load(), short.Load())
+	}
+
+	ids := make(chan market.InstanceID, 4)
+	for range 4 {
+		wg.Go(func() {
+			inst, err := e.svc.CreateInstanceOnce(e.ctx, e.renter, "k-at-once", req)
+			if err != nil {
+				t.Errorf("create with a key: %v", err)
+				return
+			}
+			ids <- inst.ID
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[market.InstanceID]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	if len(seen) != 1 {
+		t.Errorf("one key sent 4 times at once made instances %v; want one", seen)
 	}
 	e.check()
 }

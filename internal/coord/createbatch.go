@@ -13,7 +13,8 @@ import (
 // On-demand creates that arrive together share a transaction (group
 // commit). The first create to find no batch running commits: it takes
 // the creates queued meanwhile, up to maxCreateBatch, runs each as a step
-// of one transaction (Tx.Atomic: a create refused is undone alone), and
+// of one transaction (Tx.AtomicOrRerun: a create refused is undone alone),
+// with the batch's machines read once (batchReads), and
 // repeats until its own create is done; it then hands the queue to a new
 // goroutine, so that no caller waits for more than the batches ahead of
 // it. On Postgres every create takes the next transfer number from a
@@ -113,9 +114,15 @@ func (s *Service) runCreates(batch []*createCall) {
 		}
 	}()
 	err := s.store.Tx(ctx, func(tx Tx) error {
+		reads, err := readBatch(ctx, tx, batch)
+		if err != nil {
+			return err
+		}
 		for _, c := range batch {
 			c.inst = c.base
-			c.err = tx.Atomic(ctx, func() error { return s.createIn(c.ctx, tx, c.caller, c.req, &c.inst) })
+			// A create is refused before it writes (nearly always): its
+			// step needs no savepoint (Tx.AtomicOrRerun).
+			c.err = tx.AtomicOrRerun(ctx, func() error { return s.createIn(c.ctx, reads, c.caller, c.req, &c.inst) })
 			if storeFailure(c.err) {
 				return c.err
 			}
@@ -151,4 +158,180 @@ func (s *Service) runCreates(batch []*createCall) {
 func storeFailure(err error) bool {
 	var rec *recordedError
 	return err != nil && market.KindOf(err) == market.Internal && !errors.As(err, &rec) && !errors.Is(err, errKeyRace)
+}
+
+// batchReads is a create batch's transaction, which reads once for the
+// whole batch, instead of once per create, the batch's machines, the GPUs
+// in use on them, the renters' available balances and spend limits and
+// the creates' idempotency records. A create's writes that change what is
+// kept drop it, so that the next read of it goes to the store: an
+// instance inserted or updated drops its machine's GPUs, a machine
+// updated drops it, a transfer drops the balances it moves, a record
+// inserted drops its key. (An undone create's writes dropped them too.)
+// What a create writes otherwise changes none of these.
+type batchReads struct {
+	Tx
+	machines map[market.MachineID]market.Machine
+	used     map[market.MachineID][]int // GPUs in use; present for every machine known
+	balances map[market.LedgerAccount]market.Money
+	limits   map[market.AccountID]*SpendLimit // nil: none set
+	records  map[IdemKey]*IdemRecord          // nil: none recorded
+}
+
+// readBatch reads what batch's creates will read.
+func readBatch(ctx context.Context, tx Tx, batch []*createCall) (*batchReads, error) {
+	b := &batchReads{Tx: tx, machines: map[market.MachineID]market.Machine{}, used: map[market.MachineID][]int{},
+		balances: map[market.LedgerAccount]market.Money{}, limits: map[market.AccountID]*SpendLimit{}, records: map[IdemKey]*IdemRecord{}}
+	var ids []market.MachineID
+	var renters []market.AccountID
+	var avail []market.LedgerAccount
+	var keys []IdemKey
+	for _, c := range batch {
+		if id := c.req.Machine; id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+		if !slices.Contains(renters, c.caller.ID) {
+			renters = append(renters, c.caller.ID)
+			avail = append(avail, market.Available(c.caller.ID))
+		}
+		if k, ok := c.ctx.Value(createKey{}).(idemCall); ok {
+			keys = append(keys, IdemKey{Account: k.caller, Key: k.key})
+		}
+	}
+	if len(ids) > 0 {
+		ms, err := tx.Machines(ctx, MachineFilter{IDs: ids})
+		if err != nil {
+			return nil, err
+		}
+		used, err := tx.ActiveGPUs(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			b.machines[m.ID], b.used[m.ID] = m, used[m.ID]
+		}
+	}
+	bals, err := tx.BalancesOf(ctx, market.DefaultAsset, avail)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range avail {
+		b.balances[a] = bals[a]
+	}
+	limits, err := tx.SpendLimitsOf(ctx, renters)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range renters {
+		if l, ok := limits[r]; ok {
+			b.limits[r] = &l
+		} else {
+			b.limits[r] = nil
+		}
+	}
+	if len(keys) > 0 {
+		recs, err := tx.IdempotencyOf(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			if r, ok := recs[k]; ok {
+				b.records[k] = &r
+			} else {
+				b.records[k] = nil
+			}
+		}
+	}
+	return b, nil
+}
+
+func (b *batchReads) Machine(ctx context.Context, id market.MachineID) (market.Machine, error) {
+	if m, ok := b.machines[id]; ok {
+		return m, nil
+	}
+	return b.Tx.Machine(ctx, id)
+}
+
+func (b *batchReads) ActiveGPUs(ctx context.Context, ids []market.MachineID) (map[market.MachineID][]int, error) {
+	out := make(map[market.MachineID][]int, len(ids))
+	for _, id := range ids {
+		u, ok := b.used[id]
+		if !ok {
+			return b.Tx.ActiveGPUs(ctx, ids)
+		}
+		if len(u) > 0 {
+			out[id] = slices.Clone(u)
+		}
+	}
+	return out, nil
+}
+
+func (b *batchReads) Balance(ctx context.Context, a market.LedgerAccount, asset market.Asset) (market.Money, error) {
+	if v, ok := b.balances[a]; ok && asset == market.DefaultAsset {
+		return v, nil
+	}
+	return b.Tx.Balance(ctx, a, asset)
+}
+
+func (b *batchReads) SpendLimit(ctx context.Context, account market.AccountID) (SpendLimit, error) {
+	l, ok := b.limits[account]
+	switch {
+	case !ok:
+		return b.Tx.SpendLimit(ctx, account)
+	case l == nil:
+		return SpendLimit{}, market.Errorf("get spend limits", market.NotFound, "account %s set no spend limits", account)
+	}
+	return *l, nil
+}
+
+func (b *batchReads) Idempotency(ctx context.Context, account market.AccountID, key string) (IdemRecord, error) {
+	r, ok := b.records[IdemKey{Account: account, Key: key}]
+	switch {
+	case !ok:
+		return b.Tx.Idempotency(ctx, account, key)
+	case r == nil:
+		return IdemRecord{}, market.Errorf("get idempotency key", market.NotFound, "no call recorded with key %q", key)
+	}
+	return *r, nil
+}
+
+func (b *batchReads) InsertInstance(ctx context.Context, i market.Instance) error {
+	delete(b.used, i.Machine)
+	return b.Tx.InsertInstance(ctx, i)
+}
+
+func (b *batchReads) UpdateInstance(ctx context.Context, i market.Instance) error {
+	delete(b.used, i.Machine)
+	return b.Tx.UpdateInstance(ctx, i)
+}
+
+func (b *batchReads) UpdateMachine(ctx context.Context, m market.Machine) error {
+	delete(b.machines, m.ID)
+	return b.Tx.UpdateMachine(ctx, m)
+}
+
+func (b *batchReads) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.Transfer, error) {
+	for _, e := range tr.Entries {
+		delete(b.balances, e.Account)
+	}
+	return b.Tx.ApplyTransfer(ctx, tr)
+}
+
+func (b *batchReads) ApplyTransfers(ctx context.Context, trs []market.Transfer) ([]market.Transfer, error) {
+	for _, tr := range trs {
+		for _, e := range tr.Entries {
+			delete(b.balances, e.Account)
+		}
+	}
+	return b.Tx.ApplyTransfers(ctx, trs)
+}
+
+func (b *batchReads) PutSpendLimit(ctx context.Context, l SpendLimit) error {
+	delete(b.limits, l.Account)
+	return b.Tx.PutSpendLimit(ctx, l)
+}
+
+func (b *batchReads) InsertIdempotency(ctx context.Context, r IdemRecord) error {
+	delete(b.records, IdemKey{Account: r.Account, Key: r.Key})
+	return b.Tx.InsertIdempotency(ctx, r)
 }

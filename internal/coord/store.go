@@ -25,6 +25,11 @@ type Tx interface {
 	// everything it wrote is undone and the transaction goes on, so that
 	// one batch can try many changes and keep those that succeed.
 	Atomic(ctx context.Context, fn func() error) error
+	// AtomicOrRerun is Atomic for a step that nearly never fails after it
+	// first writes: the store may set no savepoint for it, and when it
+	// does fail after writing and the caller goes on, run the whole
+	// transaction again (fn with it, so it must be rerunnable).
+	AtomicOrRerun(ctx context.Context, fn func() error) error
 
 	// Accounts and keys.
 	InsertAccount(ctx context.Context, a market.Account) error // Conflict if the email is taken (case-insensitive)
@@ -114,6 +119,8 @@ type Tx interface {
 	// SpendAlerts lists the rows with an alert threshold.
 	PutSpendLimit(ctx context.Context, l SpendLimit) error
 	SpendLimit(ctx context.Context, account market.AccountID) (SpendLimit, error)
+	// SpendLimitsOf returns the limits of those of accounts that set any.
+	SpendLimitsOf(ctx context.Context, accounts []market.AccountID) (map[market.AccountID]SpendLimit, error)
 	SpendAlerts(ctx context.Context) ([]SpendLimit, error)
 
 	// Flow sums the entries of f.Account in transfers of kind f.Kind (or
@@ -134,6 +141,8 @@ type Tx interface {
 	// InsertIdempotency returns Conflict if the key was recorded before.
 	InsertIdempotency(ctx context.Context, r IdemRecord) error
 	Idempotency(ctx context.Context, account market.AccountID, key string) (IdemRecord, error)
+	// IdempotencyOf returns the records of those of keys recorded.
+	IdempotencyOf(ctx context.Context, keys []IdemKey) (map[IdemKey]IdemRecord, error)
 
 	// Withdrawals, ordered by CreatedAt then ID. UpdateWithdrawal writes
 	// the whole row by ID.
@@ -452,6 +461,12 @@ type DayFlow struct {
 // IdemRecord is the stored answer of a money call made with an
 // Idempotency-Key: the hash of what was asked and either the JSON result or
 // the error kind and message.
+// IdemKey names an idempotency record: an account's key.
+type IdemKey struct {
+	Account market.AccountID
+	Key     string
+}
+
 type IdemRecord struct {
 	Account      market.AccountID
 	Key          string

@@ -118,6 +118,7 @@ const (
 ON CONFLICT (account_id) DO UPDATE SET max_per_hour = excluded.max_per_hour, alert_at = excluded.alert_at,
 webhook = excluded.webhook, alerted_at = excluded.alerted_at, updated_at = excluded.updated_at`
 	qSpendLimit  = `SELECT ` + spendColumns + ` FROM spend_limits WHERE account_id = $1`
+	qSpendLimits = `SELECT ` + spendColumns + ` FROM spend_limits` // + WHERE account_id IN (...)
 	qSpendAlerts = `SELECT ` + spendColumns + ` FROM spend_limits WHERE alert_at > 0 ORDER BY account_id`
 )
 
@@ -160,6 +161,29 @@ func (t *sqlTx) SpendLimit(ctx context.Context, account market.AccountID) (coord
 		return l, fmt.Errorf("get spend limits of %s: %w", account, err)
 	}
 	return l, nil
+}
+
+func (t *sqlTx) SpendLimitsOf(ctx context.Context, accounts []market.AccountID) (map[market.AccountID]coord.SpendLimit, error) {
+	out := make(map[market.AccountID]coord.SpendLimit, len(accounts))
+	if len(accounts) == 0 {
+		return out, nil
+	}
+	ls, err := chunked(accounts, func(ids []string) ([]coord.SpendLimit, error) {
+		var w where
+		w.in("account_id", ids)
+		rows, err := t.tx.QueryContext(ctx, qSpendLimits+w.sql(), w.args...)
+		if err != nil {
+			return nil, err
+		}
+		return collect(rows, scanSpendLimit)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get spend limits: %w", err)
+	}
+	for _, l := range ls {
+		out[l.Account] = l
+	}
+	return out, nil
 }
 
 func (t *sqlTx) SpendAlerts(ctx context.Context) ([]coord.SpendLimit, error) {

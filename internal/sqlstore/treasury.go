@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,7 @@ WHERE t.at < $1 AND t.kind <> 'charge' AND t.kind <> 'charges' AND t.kind IN ` /
 	idemColumns        = `account_id, idem_key, op, request_hash, error_kind, error_message, response, created_at`
 	qInsertIdempotency = `INSERT INTO idempotency_keys (` + idemColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 	qIdempotency       = `SELECT ` + idemColumns + ` FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2`
+	qIdempotencies     = `SELECT ` + idemColumns + ` FROM idempotency_keys` // + WHERE account_id IN (...) AND idem_key IN (...)
 
 	withdrawalColumns = `id, account_id, asset, amount, state, reason, created_at, decided_at, decided_by`
 	qInsertWithdrawal = `INSERT INTO withdrawals (` + withdrawalColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
@@ -143,20 +145,57 @@ func (t *sqlTx) InsertIdempotency(ctx context.Context, r coord.IdemRecord) error
 	})
 }
 
-func (t *sqlTx) Idempotency(ctx context.Context, account market.AccountID, key string) (coord.IdemRecord, error) {
+func scanIdempotency(s scanner) (coord.IdemRecord, error) {
 	var r coord.IdemRecord
 	var resp string
 	var created int64
-	err := t.tx.QueryRowContext(ctx, qIdempotency, account, key).Scan(&r.Account, &r.Key, &r.Op, &r.RequestHash, &r.ErrorKind, &r.ErrorMessage, &resp, &created)
+	err := s.Scan(&r.Account, &r.Key, &r.Op, &r.RequestHash, &r.ErrorKind, &r.ErrorMessage, &resp, &created)
+	r.Response = []byte(resp)
+	r.CreatedAt = fromMicros(created)
+	return r, err
+}
+
+func (t *sqlTx) Idempotency(ctx context.Context, account market.AccountID, key string) (coord.IdemRecord, error) {
+	r, err := scanIdempotency(t.tx.QueryRowContext(ctx, qIdempotency, account, key))
 	if err == sql.ErrNoRows {
 		return r, market.Errorf("get idempotency key", market.NotFound, "no call recorded with key %q", key)
 	}
 	if err != nil {
 		return r, fmt.Errorf("get idempotency key: %w", err)
 	}
-	r.Response = []byte(resp)
-	r.CreatedAt = fromMicros(created)
 	return r, nil
+}
+
+// IdempotencyOf reads the records of keys' accounts with keys' keys, and
+// keeps those of keys.
+func (t *sqlTx) IdempotencyOf(ctx context.Context, keys []coord.IdemKey) (map[coord.IdemKey]coord.IdemRecord, error) {
+	out := make(map[coord.IdemKey]coord.IdemRecord, len(keys))
+	for chunk := range slices.Chunk(keys, inList/2) {
+		var accounts, names []string
+		for _, k := range chunk {
+			if !slices.Contains(accounts, string(k.Account)) {
+				accounts = append(accounts, string(k.Account))
+			}
+			names = append(names, k.Key)
+		}
+		var w where
+		w.in("account_id", accounts)
+		w.in("idem_key", names)
+		rows, err := t.tx.QueryContext(ctx, qIdempotencies+w.sql(), w.args...)
+		if err != nil {
+			return nil, fmt.Errorf("get idempotency keys: %w", err)
+		}
+		rs, err := collect(rows, scanIdempotency)
+		if err != nil {
+			return nil, fmt.Errorf("get idempotency keys: %w", err)
+		}
+		for _, r := range rs {
+			if k := (coord.IdemKey{Account: r.Account, Key: r.Key}); slices.Contains(chunk, k) {
+				out[k] = r
+			}
+		}
+	}
+	return out, nil
 }
 
 // Withdrawals.

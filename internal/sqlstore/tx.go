@@ -109,6 +109,10 @@ type scanner interface{ Scan(dest ...any) error }
 // savepoint, whose failure the caller may recover from.
 func (t *sqlTx) Atomic(ctx context.Context, fn func() error) error { return t.step(ctx, fn) }
 
+// AtomicOrRerun is atomic for the coordinator (coord.Tx): no savepoint,
+// as for the store's own steps.
+func (t *sqlTx) AtomicOrRerun(ctx context.Context, fn func() error) error { return t.atomic(ctx, fn) }
+
 // exists reports whether query returns a row.
 func (t *sqlTx) exists(ctx context.Context, query string, args ...any) (bool, error) {
 	var v any

@@ -254,8 +254,42 @@ func testRefundsAssetsLimits(t *testing.T, s coord.Store) {
 			return err
 		}
 		diff(t, "SpendLimit", got, l)
+		of, err := tx.SpendLimitsOf(ctx, []market.AccountID{"a-none", w.renter, w.host})
+		if err != nil {
+			return err
+		}
+		diff(t, "SpendLimitsOf", of, map[market.AccountID]coord.SpendLimit{w.renter: l})
+		if of, err = tx.SpendLimitsOf(ctx, nil); err != nil || len(of) != 0 {
+			t.Errorf("SpendLimitsOf no account = %v, %v; want none", of, err)
+		}
 		alerts, err := tx.SpendAlerts(ctx)
 		diff(t, "SpendAlerts", alerts, []coord.SpendLimit{l})
+		return err
+	})
+}
+
+func testIdempotencyOf(t *testing.T, s coord.Store) {
+	w := newWorld(t, s, 1)
+	rec := func(a market.AccountID, key string) coord.IdemRecord {
+		return coord.IdemRecord{Account: a, Key: key, Op: "create instance", RequestHash: "h-" + key, Response: []byte(`{"id":"i-1"}`), CreatedAt: at(1)}
+	}
+	renterK1, hostK2 := rec(w.renter, "k1"), rec(w.host, "k2")
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		if err := tx.InsertIdempotency(ctx, renterK1); err != nil {
+			return err
+		}
+		return tx.InsertIdempotency(ctx, hostK2)
+	})
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		// The renter never used k2, nor the host k1: the pairs count.
+		key := func(a market.AccountID, k string) coord.IdemKey { return coord.IdemKey{Account: a, Key: k} }
+		got, err := tx.IdempotencyOf(ctx, []coord.IdemKey{key(w.renter, "k1"), key(w.renter, "k2"), key(w.host, "k1"), key(w.host, "k2"), key("a-none", "k1")})
+		diff(t, "IdempotencyOf", got, map[coord.IdemKey]coord.IdemRecord{key(w.renter, "k1"): renterK1, key(w.host, "k2"): hostK2})
+		if err != nil {
+			return err
+		}
+		one, err := tx.Idempotency(ctx, w.renter, "k1")
+		diff(t, "Idempotency", one, renterK1)
 		return err
 	})
 }

@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) coord.Store) {
 		{"ApplyCharges", testApplyCharges},
 		{"BillingRows", testBillingRows},
 		{"RefundsAssetsLimits", testRefundsAssetsLimits},
+		{"IdempotencyOf", testIdempotencyOf},
 		{"Flow", testFlow},
 		{"FeesByDay", testFeesByDay},
 		{"Logs", testLogs},
