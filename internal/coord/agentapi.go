@@ -34,9 +34,15 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 	ds := market.DesiredState{Machine: id, Version: version, Assignments: []market.Assignment{}, LostAfterSeconds: int(s.cfg.LostAfter / time.Second)}
 	var m market.Machine
 	var insts []market.Instance
+	// The machine is read for its GPUs' UUIDs, and to check its owner:
+	// for the caller's machine online here, the offer index has them.
+	indexed, known := s.index.Machine(id)
+	known = known && s.live.owns(id, caller.ID)
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		var err error
-		if m, err = ownMachine(ctx, tx, caller, id, op); err != nil {
+		if known {
+			m = indexed
+		} else if m, err = ownMachine(ctx, tx, caller, id, op); err != nil {
 			return err
 		}
 		if insts, err = tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true}); err != nil {

@@ -24,6 +24,34 @@ type follower struct {
 	mu      sync.Mutex
 	seq     int64
 	started bool
+
+	// covered holds, per machine, the newest event seen by the read that
+	// last refreshed its index entry: that read saw every change named by
+	// events up to it, so that the follower skips them (most events are
+	// this replica's own changes, refreshed at once).
+	coveredMu sync.Mutex
+	covered   map[market.MachineID]int64
+}
+
+// cover notes that the entries of ids were refreshed from a read that saw
+// the events up to seq.
+func (f *follower) cover(ids []market.MachineID, seq int64) {
+	f.coveredMu.Lock()
+	defer f.coveredMu.Unlock()
+	if f.covered == nil {
+		f.covered = map[market.MachineID]int64{}
+	}
+	for _, id := range ids {
+		f.covered[id] = max(f.covered[id], seq)
+	}
+}
+
+// isCovered reports whether the index entry of id was refreshed from a
+// read that saw event seq.
+func (f *follower) isCovered(id market.MachineID, seq int64) bool {
+	f.coveredMu.Lock()
+	defer f.coveredMu.Unlock()
+	return f.covered[id] >= seq
 }
 
 // FollowChanges refreshes the offer index from other replicas' changes
@@ -70,7 +98,9 @@ func (s *Service) followOnce(ctx context.Context) error {
 	for _, ev := range evs {
 		f.seq = max(f.seq, ev.Seq)
 		if f.started && ev.Machine != "" {
-			changed[ev.Machine] = true
+			if !f.isCovered(ev.Machine, ev.Seq) {
+				changed[ev.Machine] = true
+			}
 			if ev.Type == "machine.offline" {
 				// Another leader took it offline: if this coordinator
 				// still holds its claim, the next flush finds out and

@@ -119,8 +119,12 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 		var used map[market.MachineID][]int
 		var vouched map[market.MachineID]time.Time
 		var insts []market.Instance
+		var newest []market.Event
 		err := s.store.Tx(ctx, func(tx Tx) error {
 			var err error
+			if newest, err = tx.Events(ctx, EventFilter{Limit: 1}); err != nil {
+				return fmt.Errorf("read the newest event: %w", err)
+			}
 			if ms, err = tx.Machines(ctx, MachineFilter{IDs: chunk}); err != nil {
 				return fmt.Errorf("read the machines of the offer index: %w", err)
 			}
@@ -139,6 +143,9 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 		applyOnDemand(ms, insts)
 		for _, m := range ms {
 			s.index.Upsert(m)
+		}
+		if len(newest) > 0 {
+			s.follow.cover(chunk, newest[0].Seq)
 		}
 		unlock()
 	}
