@@ -22,7 +22,7 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 	// known here (a machine never changes hands); the read below checks
 	// again in the store.
 	if s.hub.version(machineTopic(id)) == since && wait > 0 && !s.live.owns(id, caller.ID) {
-		err := s.store.Tx(ctx, func(tx Tx) error {
+		err := s.read(ctx, func(tx Tx) error {
 			_, err := ownMachine(ctx, tx, caller, id, op)
 			return err
 		})
@@ -38,7 +38,10 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 	// for the caller's machine online here, the offer index has them.
 	indexed, known := s.index.Machine(id)
 	known = known && s.live.owns(id, caller.ID)
-	err := s.store.Tx(ctx, func(tx Tx) error {
+	// The machine, its instances and its challenge need not be read at
+	// one instant: each is answered as it stands, and a change after
+	// wakes the agent again.
+	err := s.read(ctx, func(tx Tx) error {
 		var err error
 		if known {
 			m = indexed

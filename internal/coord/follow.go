@@ -82,7 +82,7 @@ func (s *Service) followOnce(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var evs []market.Event
-	err := s.store.Tx(ctx, func(tx Tx) error {
+	err := s.read(ctx, func(tx Tx) error {
 		var err error
 		if !f.started {
 			evs, err = tx.Events(ctx, EventFilter{Limit: 1})

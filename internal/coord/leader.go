@@ -155,6 +155,16 @@ func (f fencedStore) Tx(ctx context.Context, fn func(tx Tx) error) error {
 	})
 }
 
+// read runs fn, which only reads and needs no agreement between its
+// reads, outside a transaction where the store can (Reader), else in one.
+// Reads need no fence.
+func (s *Service) read(ctx context.Context, fn func(tx Tx) error) error {
+	if r, ok := s.cfg.Store.(Reader); ok {
+		return r.Read(ctx, fn)
+	}
+	return s.cfg.Store.Tx(ctx, fn)
+}
+
 // checkFence returns an Unavailable error wrapping errNotLeader unless the
 // lease is held by this coordinator with generation gen and not expired.
 func (s *Service) checkFence(ctx context.Context, tx Tx, gen int64) error {

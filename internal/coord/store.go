@@ -17,6 +17,13 @@ type Store interface {
 	Close() error
 }
 
+// A Reader is a Store that can also run reads outside a transaction, each
+// statement seeing what was committed before it: cheaper than Tx where
+// the reads need not agree with one another. fn must not write.
+type Reader interface {
+	Read(ctx context.Context, fn func(tx Tx) error) error
+}
+
 // Tx is the set of operations available inside a transaction. Lookups of a
 // missing row return a *market.Error of kind NotFound; uniqueness violations
 // return kind Conflict.

@@ -166,6 +166,13 @@ func (d *DB) Tx(ctx context.Context, fn func(tx coord.Tx) error) error {
 	}
 }
 
+// Read runs fn's reads outside a transaction, each statement on its own
+// at READ COMMITTED (coord.Reader): no BEGIN and COMMIT, and no part in
+// the serialization checks of the transactions that write.
+func (d *DB) Read(ctx context.Context, fn func(tx coord.Tx) error) error {
+	return sqlstore.RunRead(ctx, d.db, sqlstore.TxConfig{Classify: classify, RowsPerStmt: sqlstore.DefaultRowsPerStatement, WritingCTEs: true}, fn)
+}
+
 // attempt runs fn in one transaction, alone among this DB's transactions
 // when exclusive.
 func (d *DB) attempt(ctx context.Context, exclusive bool, fn func(tx coord.Tx) error) error {

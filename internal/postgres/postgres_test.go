@@ -32,6 +32,45 @@ func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) coord.Store { return openFresh(t) })
 }
 
+// Read runs reads outside a transaction: they see what is committed, and
+// a write among them is refused, not run.
+func TestReadOutsideATransaction(t *testing.T) {
+	db := openFresh(t)
+	defer db.Close()
+	var _ coord.Reader = db
+	ctx := t.Context()
+	a := market.Account{ID: "a-reader", Email: "reader@example.com", PasswordHash: "x", Roles: []market.Role{market.RoleRenter}}
+	if err := db.Tx(ctx, func(tx coord.Tx) error { return tx.InsertAccount(ctx, a) }); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Read(ctx, func(tx coord.Tx) error {
+		got, err := tx.Account(ctx, a.ID)
+		if err == nil && got.Email != a.Email {
+			t.Errorf("Account = %+v, want %+v", got, a)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	err = db.Read(ctx, func(tx coord.Tx) error {
+		return tx.InsertAPIKey(ctx, market.APIKey{ID: "k-1", Owner: a.ID, Name: "x", Prefix: "p", Hash: []byte("h")})
+	})
+	if err == nil || !strings.Contains(err.Error(), "outside a transaction") {
+		t.Fatalf("a write in Read: %v, want it refused", err)
+	}
+	err = db.Tx(ctx, func(tx coord.Tx) error {
+		keys, err := tx.APIKeys(ctx, a.ID)
+		if len(keys) != 0 {
+			t.Errorf("API keys after the refused write: %v", keys)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestStepsRerunOnlyWhenGonePast(t *testing.T) {
 	storetest.Reruns(t, openFresh(t), sqlstore.Reruns)
 }

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -88,9 +89,20 @@ type frame struct {
 // txConn runs a transaction's statements; before a statement that may
 // write, it sets the savepoints the open steps lack.
 type txConn struct {
-	tx *sql.Tx
+	tx querier // the transaction, or the pool for reads (RunRead)
 	t  *sqlTx
 }
+
+// querier is *sql.Tx or *sql.DB.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+}
+
+// errWriteInRead refuses a write outside a transaction (RunRead).
+var errWriteInRead = errors.New("a write among reads run outside a transaction (Store.Read); run it in a transaction")
 
 // readOnly reports whether query only reads: a SELECT.
 func readOnly(query string) bool {
@@ -115,9 +127,12 @@ func (c *txConn) QueryContext(ctx context.Context, query string, args ...any) (*
 // QueryRowContext runs query; when a savepoint it needs cannot be set, the
 // transaction cannot commit (sqlTx.broken), and after a failure not undone
 // it is run again (sqlTx.rerun); the statement still runs, since a
-// *sql.Row cannot carry the error.
+// *sql.Row cannot carry the error. A write among reads (RunRead) is a bug
+// of the caller's: it panics.
 func (c *txConn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	_ = c.t.beforeStatement(ctx, query)
+	if err := c.t.beforeStatement(ctx, query); errors.Is(err, errWriteInRead) {
+		panic(fmt.Sprintf("sqlstore: %v: %s", err, query))
+	}
 	return c.tx.QueryRowContext(ctx, query, args...)
 }
 
@@ -133,6 +148,9 @@ func (c *txConn) PrepareContext(ctx context.Context, query string) (*sql.Stmt, e
 // beforeStatement unwinds the transaction's function after a failure not
 // undone (goOn), and runs beforeWrite.
 func (t *sqlTx) beforeStatement(ctx context.Context, query string) error {
+	if t.reads && !readOnly(query) {
+		return errWriteInRead
+	}
 	t.goOn()
 	return t.beforeWrite(ctx, query)
 }

@@ -85,6 +85,17 @@ func RunTxConfig(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfi
 	return deferred, err
 }
 
+// RunRead runs fn's statements outside a transaction, each on its own
+// (on Postgres, READ COMMITTED: each sees what was committed before it),
+// and refuses writes. It saves a transaction's BEGIN and COMMIT, and its
+// reads take no part in other transactions' serialization checks, where
+// fn's reads need not agree with one another.
+func RunRead(ctx context.Context, db *sql.DB, c TxConfig, fn func(tx coord.Tx) error) error {
+	t := &sqlTx{classify: c.Classify, rowsPerStmt: max(c.RowsPerStmt, 1), ctes: c.WritingCTEs, eager: true, reads: true}
+	t.tx = &txConn{tx: db, t: t}
+	return fn(t)
+}
+
 // reruns counts the transactions run again eagerly (Reruns).
 var reruns atomic.Int64
 

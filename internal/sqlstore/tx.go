@@ -55,6 +55,9 @@ type sqlTx struct {
 	eager  bool
 	failed *failure
 	rerun  bool
+	// reads: the statements run outside a transaction, and may only read
+	// (RunRead).
+	reads bool
 
 	// held maps an instance to its gpu_allocations rows, as its row read
 	// in this transaction implies (every write of those rows is reserve's)
