@@ -527,6 +527,53 @@ func TestConcurrentCreatesSeeHoldsAndKeys(t *testing.T) {
 	e.check()
 }
 
+// Reports that arrive together are each recorded as if alone: a
+// stranger's is refused, a stale one rejected, the others recorded.
+func TestConcurrentReportsRecordedTogether(t *testing.T) {
+	e := newEnv(t)
+	var insts []market.Instance
+	for k := range 6 {
+		m := e.machine(e.host, fmt.Sprintf("fp-batch-%d", k), 1)
+		insts = append(insts, must(e.svc.CreateInstance(e.ctx, e.renter, market.CreateInstanceRequest{Machine: m.ID, GPUs: 1, Command: []string{"sleep", "60"}})))
+	}
+	stranger := e.account("stranger@example.com", market.RoleHost)
+	var wg sync.WaitGroup
+	for round := range 3 {
+		for k, inst := range insts {
+			wg.Go(func() {
+				gen := inst.Generation
+				if k == 0 {
+					gen++ // stale: rejected, the others not
+				}
+				res, err := e.svc.Report(e.ctx, e.host, inst.Machine, market.Report{Instances: []market.InstanceReport{{Instance: inst.ID, Generation: gen, State: market.ObservedRunning}}})
+				switch {
+				case err != nil:
+					t.Errorf("round %d: report of %s: %v", round, inst.ID, err)
+				case (k == 0) != (len(res.Rejected) == 1):
+					t.Errorf("round %d: report of %s rejected %v", round, inst.ID, res.Rejected)
+				}
+			})
+			wg.Go(func() {
+				_, err := e.svc.Report(e.ctx, stranger, inst.Machine, market.Report{Instances: []market.InstanceReport{{Instance: inst.ID, Generation: inst.Generation, State: market.ObservedFailed}}})
+				if !market.IsKind(err, market.NotFound) {
+					t.Errorf("round %d: a stranger's report: %v, want NotFound", round, err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	for k, inst := range insts {
+		want := market.InstanceRunning
+		if k == 0 {
+			want = market.InstancePending
+		}
+		if got := e.inst(inst.ID).State; got != want {
+			t.Errorf("instance %d: %s, want %s", k, got, want)
+		}
+	}
+	e.check()
+}
+
 func TestLoginAndKeys(t *testing.T) {
 	e := newEnv(t)
 	_, err := e.svc.Login(e.ctx, market.LoginRequest{Email: "renter@example.com", Password: "wrong-password"})
