@@ -33,6 +33,7 @@ VALUES ($1, $2, $3, $4, $5, $6)`
 	qInsertInstance          = `INSERT INTO instances (` + instanceColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)`
 	qUpdateInstance          = `UPDATE instances SET renter_id = $2, machine_id = $3, kind = $4, gpus = $5, image = $6, command = $7, env = $8, state = $9, active = $10, generation = $11, price_per_hour = $12, escrow = $13, reason = $14, exit_code = $15, created_at = $16, started_at = $17, stop_at = $18, ended_at = $19, billed_minutes = $20, charged = $21, settled = $22, grace_seconds = $23, notice_at = $24, last_report_at = $25, bid_id = $26, price_per_day = $27, power_limit_w = $28, clocks = $29, notice_seconds = $30, template = $31, ports = $32, ssh_keys = $33, limits = $34, port_map = $35 WHERE id = $1`
 	qInstance                = `SELECT ` + instanceColumns + ` FROM instances WHERE id = $1`
+	qInstanceExists          = `SELECT id FROM instances WHERE id = $1`
 	qInstances               = `SELECT ` + instanceColumns + ` FROM instances` // + filter + qInstancesOrder
 	qInstancesOrder          = ` ORDER BY created_at, id`
 	qAllocations             = `SELECT machine_id, gpu_index FROM gpu_allocations WHERE instance_id = $1 ORDER BY machine_id, gpu_index`

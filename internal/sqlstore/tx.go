@@ -767,6 +767,26 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 	}
 	var fk bool
 	err = t.atomic(ctx, func() error {
+		if want := allocationsOf(i); t.ctes && len(want) > 0 {
+			// The row and its GPUs in one statement: a unique key taken is
+			// the instance's ID or a GPU, told apart once undone.
+			for _, a := range want {
+				args = append(args, a.machine, a.gpu)
+			}
+			_, err := t.tx.ExecContext(ctx, insertInstanceWithGPUs(len(want)), args...)
+			switch t.classify(err) {
+			case UniqueViolation:
+				return errInstanceOrGPUsTaken
+			case ForeignKeyViolation:
+				fk = true
+				return err
+			}
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", op, i.ID, err)
+			}
+			t.noteHeld(i.ID, want)
+			return nil
+		}
 		_, err := t.tx.ExecContext(ctx, qInsertInstance, args...)
 		switch t.classify(err) {
 		case UniqueViolation:
@@ -785,9 +805,37 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 		return t.missingRef(ctx, op, i)
 	case errors.Is(err, errGPUsTaken):
 		return t.gpusTaken(ctx, op, i)
+	case errors.Is(err, errInstanceOrGPUsTaken):
+		if ok, err := t.exists(ctx, qInstanceExists, i.ID); err != nil {
+			return fmt.Errorf("%s %s: %w", op, i.ID, err)
+		} else if ok {
+			return market.Errorf(op, market.Conflict, "instance %s already exists", i.ID)
+		}
+		return t.gpusTaken(ctx, op, i)
 	}
 	return err
 }
+
+// errInstanceOrGPUsTaken: the instance's ID, or one of its GPUs, is
+// another's (InsertInstance, in one statement).
+var errInstanceOrGPUsTaken = errors.New("instance or gpus taken")
+
+// insertInstanceWithGPUs inserts an instance (qInsertInstance's
+// arguments) and its n GPUs (then per GPU, its machine and index) in one
+// statement, where the database runs writes inside WITH (sqlTx.ctes).
+func insertInstanceWithGPUs(n int) string {
+	if q, ok := instanceStatements.Load(n); ok {
+		return q.(string)
+	}
+	q := `WITH i AS (` + qInsertInstance + ` RETURNING id)
+INSERT INTO gpu_allocations (machine_id, gpu_index, instance_id) SELECT v.machine_id, v.gpu_index, i.id FROM i, (VALUES ` +
+		valuesList(n, 2, strings.Count(qInsertInstance, "$")+1, []string{"TEXT", "BIGINT"}) + `) AS v (machine_id, gpu_index)`
+	q2, _ := instanceStatements.LoadOrStore(n, q)
+	return q2.(string)
+}
+
+// instanceStatements caches insertInstanceWithGPUs's texts.
+var instanceStatements sync.Map
 
 func (t *sqlTx) UpdateInstance(ctx context.Context, i market.Instance) error {
 	const op = "update instance"
