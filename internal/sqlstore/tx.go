@@ -824,18 +824,30 @@ var errInstanceOrGPUsTaken = errors.New("instance or gpus taken")
 // arguments) and its n GPUs (then per GPU, its machine and index) in one
 // statement, where the database runs writes inside WITH (sqlTx.ctes).
 func insertInstanceWithGPUs(n int) string {
-	if q, ok := instanceStatements.Load(n); ok {
-		return q.(string)
-	}
-	q := `WITH i AS (` + qInsertInstance + ` RETURNING id)
+	return statement(instanceWithGPUs(n), func() string {
+		return `WITH i AS (` + qInsertInstance + ` RETURNING id)
 INSERT INTO gpu_allocations (machine_id, gpu_index, instance_id) SELECT v.machine_id, v.gpu_index, i.id FROM i, (VALUES ` +
-		valuesList(n, 2, strings.Count(qInsertInstance, "$")+1, []string{"TEXT", "BIGINT"}) + `) AS v (machine_id, gpu_index)`
-	q2, _ := instanceStatements.LoadOrStore(n, q)
-	return q2.(string)
+			valuesList(n, 2, strings.Count(qInsertInstance, "$")+1, []string{"TEXT", "BIGINT"}) + `) AS v (machine_id, gpu_index)`
+	})
 }
 
-// instanceStatements caches insertInstanceWithGPUs's texts.
-var instanceStatements sync.Map
+// Keys of the statements built once per shape (statement).
+type (
+	instanceWithGPUs int    // insertInstanceWithGPUs
+	transferShape    [3]int // transferStatement
+)
+
+// statements holds the texts statement built, by their shape.
+var statements sync.Map
+
+// statement returns the text of the statement of shape key, built once.
+func statement(key any, build func() string) string {
+	if q, ok := statements.Load(key); ok {
+		return q.(string)
+	}
+	q, _ := statements.LoadOrStore(key, build())
+	return q.(string)
+}
 
 func (t *sqlTx) UpdateInstance(ctx context.Context, i market.Instance) error {
 	const op = "update instance"
@@ -988,13 +1000,12 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 	// when one fails, and the step is undone, do the reads below find out
 	// what to tell the caller. Reading first would cost every transfer
 	// those round trips.
-	var used bool           // the key or the charged minute is taken
-	var short *market.Entry // this debit would take its account below zero
-	var anyShort bool       // a debit would (writeTransfer)
+	var used bool  // the key or the charged minute is taken
+	var short bool // a debit would take its account below zero
 	err = t.atomic(ctx, func() error {
 		if t.ctes {
 			var err error
-			used, anyShort, err = t.writeTransfer(ctx, op, &tr, net)
+			used, short, err = t.writeTransfer(ctx, op, &tr, net)
 			return err
 		}
 		if err := t.tx.QueryRowContext(ctx, qNextCounter, counterTransfer).Scan(&tr.Seq); err != nil {
@@ -1023,15 +1034,14 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		}
 		for _, n := range net {
 			q := qAddBalance
-			debit := n.Amount < 0 && !n.Account.MayGoNegative()
-			if debit {
+			if isDebit(n) {
 				q = qSubBalance
 			}
 			var after int64
 			err := t.tx.QueryRowContext(ctx, q, n.Account, tr.Asset, int64(n.Amount)).Scan(&after)
-			if debit && (errors.Is(err, sql.ErrNoRows) || t.classify(err) == CheckViolation || (err == nil && after < 0)) {
+			if isDebit(n) && (errors.Is(err, sql.ErrNoRows) || t.classify(err) == CheckViolation || (err == nil && after < 0)) {
 				// No balance row (it holds 0), or not enough in it.
-				short = &n
+				short = true
 				return market.Errorf(op, market.InsufficientFunds, "account %s is short", n.Account)
 			}
 			if err != nil {
@@ -1045,14 +1055,8 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 		return tr, nil
 	case used:
 		return market.Transfer{}, t.transferTaken(ctx, op, tr)
-	case anyShort:
+	case short:
 		return market.Transfer{}, t.shortDebit(ctx, op, tr, net)
-	case short != nil:
-		have, berr := t.Balance(ctx, short.Account, tr.Asset)
-		if berr != nil {
-			return market.Transfer{}, fmt.Errorf("%s %s: %w", op, tr.ID, berr)
-		}
-		return market.Transfer{}, insufficient(op, short.Account, tr.Asset, have, short.Amount)
 	}
 	return market.Transfer{}, err
 }
@@ -1065,7 +1069,7 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 func (t *sqlTx) writeTransfer(ctx context.Context, op string, tr *market.Transfer, net []market.Entry) (used, short bool, err error) {
 	var debits, credits []market.Entry
 	for _, n := range net {
-		if n.Amount < 0 && !n.Account.MayGoNegative() {
+		if isDebit(n) {
 			debits = append(debits, n)
 		} else {
 			credits = append(credits, n)
@@ -1101,10 +1105,15 @@ func (t *sqlTx) writeTransfer(ctx context.Context, op string, tr *market.Transfe
 	return false, false, nil
 }
 
-// shortDebit names the first debit of net that its account cannot pay.
+// isDebit reports whether n takes from an account that may not go
+// negative: its balance must cover it.
+func isDebit(n market.Entry) bool { return n.Amount < 0 && !n.Account.MayGoNegative() }
+
+// shortDebit names the first debit of net that its account cannot pay,
+// once the transfer's step is undone.
 func (t *sqlTx) shortDebit(ctx context.Context, op string, tr market.Transfer, net []market.Entry) error {
 	for _, n := range net {
-		if n.Amount >= 0 || n.Account.MayGoNegative() {
+		if !isDebit(n) {
 			continue
 		}
 		have, err := t.Balance(ctx, n.Account, tr.Asset)
@@ -1368,10 +1377,10 @@ func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event
 // its index, account, owner and amount; per debit, then per credit, the
 // account and amount.
 func transferStatement(entries, debits, credits int) string {
-	key := [3]int{entries, debits, credits}
-	if q, ok := transferStatements.Load(key); ok {
-		return q.(string)
-	}
+	return statement(transferShape{entries, debits, credits}, func() string { return buildTransfer(entries, debits, credits) })
+}
+
+func buildTransfer(entries, debits, credits int) string {
 	var b strings.Builder
 	b.WriteString(`WITH c AS (` + qNextCounter + `),
 t AS (INSERT INTO transfers (` + transferColumns + `)
@@ -1402,9 +1411,5 @@ SELECT (SELECT seq FROM t), (SELECT count(*) FROM d)`)
 		b.WriteString(`
 SELECT (SELECT seq FROM t), 0`)
 	}
-	q, _ := transferStatements.LoadOrStore(key, b.String())
-	return q.(string)
+	return b.String()
 }
-
-// transferStatements caches transferStatement's texts.
-var transferStatements sync.Map
