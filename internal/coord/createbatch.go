@@ -114,6 +114,9 @@ func (s *Service) runCreates(batch []*createCall) {
 		}
 	}()
 	err := s.store.Tx(ctx, func(tx Tx) error {
+		// The creates' writes go to the store together, at the commit
+		// (nothing here acts on them before it).
+		tx.WriteBehind()
 		reads, err := readBatch(ctx, tx, batch)
 		if err != nil {
 			return err
@@ -125,6 +128,9 @@ func (s *Service) runCreates(batch []*createCall) {
 			c.err = tx.AtomicOrRerun(ctx, func() error { return s.createIn(c.ctx, reads, c.caller, c.req, &c.inst) })
 			if storeFailure(c.err) {
 				return c.err
+			}
+			if c.err != nil {
+				reads.forget(c)
 			}
 		}
 		return nil
@@ -163,12 +169,15 @@ func storeFailure(err error) bool {
 // batchReads is a create batch's transaction, which reads once for the
 // whole batch, instead of once per create, the batch's machines, the GPUs
 // in use on them, the renters' available balances and spend limits and
-// the creates' idempotency records. A create's writes that change what is
-// kept drop it, so that the next read of it goes to the store: an
-// instance inserted or updated drops its machine's GPUs, a machine
-// updated drops it, a transfer drops the balances it moves, a record
-// inserted drops its key. (An undone create's writes dropped them too.)
-// What a create writes otherwise changes none of these.
+// the creates' idempotency records. A create's own writes update what is
+// kept: an instance inserted adds its GPUs to its machine's, a transfer
+// without a number (ApplyTransferLater) moves the balances kept, a record
+// inserted is kept; a create undone drops its machine's GPUs, its
+// renter's balance and its key (forget), so that the next read of them
+// goes to the store. Other writes that change what is kept drop it: an
+// instance updated drops its machine's GPUs, a machine updated drops it,
+// a numbered transfer drops the balances it moves. What a create writes
+// otherwise changes none of these.
 type batchReads struct {
 	Tx
 	machines map[market.MachineID]market.Machine
@@ -296,8 +305,25 @@ func (b *batchReads) Idempotency(ctx context.Context, account market.AccountID, 
 }
 
 func (b *batchReads) InsertInstance(ctx context.Context, i market.Instance) error {
-	delete(b.used, i.Machine)
-	return b.Tx.InsertInstance(ctx, i)
+	if err := b.Tx.InsertInstance(ctx, i); err != nil {
+		delete(b.used, i.Machine)
+		return err
+	}
+	if u, ok := b.used[i.Machine]; ok && i.Active() {
+		u = append(slices.Clone(u), i.GPUs...)
+		slices.Sort(u)
+		b.used[i.Machine] = u
+	}
+	return nil
+}
+
+// forget drops what c's create, undone, may have changed.
+func (b *batchReads) forget(c *createCall) {
+	delete(b.used, c.req.Machine)
+	delete(b.balances, market.Available(c.caller.ID))
+	if k, ok := c.ctx.Value(createKey{}).(idemCall); ok {
+		delete(b.records, IdemKey{Account: k.caller, Key: k.key})
+	}
 }
 
 func (b *batchReads) UpdateInstance(ctx context.Context, i market.Instance) error {
@@ -317,6 +343,23 @@ func (b *batchReads) ApplyTransfer(ctx context.Context, tr market.Transfer) (mar
 	return b.Tx.ApplyTransfer(ctx, tr)
 }
 
+func (b *batchReads) ApplyTransferLater(ctx context.Context, tr market.Transfer) error {
+	if err := b.Tx.ApplyTransferLater(ctx, tr); err != nil {
+		for _, e := range tr.Entries {
+			delete(b.balances, e.Account)
+		}
+		return err
+	}
+	for _, e := range tr.Entries {
+		if v, ok := b.balances[e.Account]; ok && tr.Asset == market.DefaultAsset {
+			b.balances[e.Account] = v + e.Amount
+		} else {
+			delete(b.balances, e.Account)
+		}
+	}
+	return nil
+}
+
 func (b *batchReads) ApplyTransfers(ctx context.Context, trs []market.Transfer) ([]market.Transfer, error) {
 	for _, tr := range trs {
 		for _, e := range tr.Entries {
@@ -332,6 +375,13 @@ func (b *batchReads) PutSpendLimit(ctx context.Context, l SpendLimit) error {
 }
 
 func (b *batchReads) InsertIdempotency(ctx context.Context, r IdemRecord) error {
-	delete(b.records, IdemKey{Account: r.Account, Key: r.Key})
-	return b.Tx.InsertIdempotency(ctx, r)
+	k := IdemKey{Account: r.Account, Key: r.Key}
+	if err := b.Tx.InsertIdempotency(ctx, r); err != nil {
+		delete(b.records, k)
+		return err
+	}
+	if _, ok := b.records[k]; ok {
+		b.records[k] = &r
+	}
+	return nil
 }

@@ -140,7 +140,7 @@ func (s *Service) createIn(ctx context.Context, tx Tx, caller market.Account, re
 	if err := recordReplica(ctx, tx, *inst); err != nil {
 		return err
 	}
-	if _, err := tx.ApplyTransfer(ctx, ledger.Hold(caller.ID, inst.ID, inst.Escrow, now)); err != nil {
+	if err := tx.ApplyTransferLater(ctx, ledger.Hold(caller.ID, inst.ID, inst.Escrow, now)); err != nil {
 		return err
 	}
 	if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.created", Account: caller.ID, Machine: m.ID, Instance: inst.ID,

@@ -37,6 +37,16 @@ type Tx interface {
 	// does fail after writing and the caller goes on, run the whole
 	// transaction again (fn with it, so it must be rerunnable).
 	AtomicOrRerun(ctx context.Context, fn func() error) error
+	// WriteBehind lets the store keep, from now on, the writes that
+	// return only an error (InsertInstance, AppendEvent,
+	// InsertIdempotency, ApplyTransferLater) and write them together
+	// before the transaction's next statement or its commit; a step that
+	// fails forgets what it kept. When the database refuses what was
+	// kept, the transaction runs again with every write made at once, so
+	// that the call that wrote it returns the refusal: until the commit,
+	// fn must not act outside the transaction on a write's success. A
+	// store may ignore it.
+	WriteBehind()
 
 	// Accounts and keys.
 	InsertAccount(ctx context.Context, a market.Account) error // Conflict if the email is taken (case-insensitive)
@@ -77,6 +87,9 @@ type Tx interface {
 	// negative would. A charge (Kind charge) is unique per (Instance, Minute):
 	// a second one returns Conflict.
 	ApplyTransfer(ctx context.Context, t market.Transfer) (market.Transfer, error)
+	// ApplyTransferLater is ApplyTransfer for a caller that needs no
+	// number back: with WriteBehind, it may be written later.
+	ApplyTransferLater(ctx context.Context, t market.Transfer) error
 	TransferByKey(ctx context.Context, key string) (market.Transfer, error)
 	Balance(ctx context.Context, a market.LedgerAccount, asset market.Asset) (market.Money, error) // 0 for an unknown account
 	Balances(ctx context.Context, asset market.Asset) (map[market.LedgerAccount]market.Money, error)

@@ -184,7 +184,7 @@ func (d *DB) attempt(ctx context.Context, exclusive bool, fn func(tx coord.Tx) e
 		defer d.gate.RUnlock()
 	}
 	deferred, err := sqlstore.RunTxConfig(ctx, d.db, &sql.TxOptions{Isolation: sql.LevelSerializable},
-		sqlstore.TxConfig{Classify: classify, RowsPerStmt: sqlstore.DefaultRowsPerStatement, Defer: &deferral, WritingCTEs: true}, fn)
+		sqlstore.TxConfig{Classify: classify, RowsPerStmt: sqlstore.DefaultRowsPerStatement, Defer: &deferral, WritingCTEs: true, WriteBehind: true}, fn)
 	if err == nil && deferred {
 		// The transaction has committed: its result stands whatever
 		// happens here. If numbering fails, the sweep numbers its events.

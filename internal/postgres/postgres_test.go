@@ -75,6 +75,10 @@ func TestStepsRerunOnlyWhenGonePast(t *testing.T) {
 	storetest.Reruns(t, openFresh(t), sqlstore.Reruns)
 }
 
+func TestWriteBehind(t *testing.T) {
+	storetest.WriteBehind(t, openFresh(t), sqlstore.Reruns, true)
+}
+
 func TestReopen(t *testing.T) {
 	dbURL := freshDatabase(t)
 	// Coordinators starting together migrate one database once.

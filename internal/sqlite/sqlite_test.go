@@ -30,6 +30,11 @@ func TestStepsRerunOnlyWhenGonePast(t *testing.T) {
 	storetest.Reruns(t, openTemp(t), sqlstore.Reruns)
 }
 
+// SQLite writes at once: WriteBehind changes nothing there.
+func TestWriteBehind(t *testing.T) {
+	storetest.WriteBehind(t, openTemp(t), sqlstore.Reruns, false)
+}
+
 func TestReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gpumarket.db")
 	db, err := Open(t.Context(), path)

@@ -152,6 +152,7 @@ func (t *sqlTx) beforeStatement(ctx context.Context, query string) error {
 		return errWriteInRead
 	}
 	t.goOn()
+	t.flushKept(ctx)
 	return t.beforeWrite(ctx, query)
 }
 
@@ -209,10 +210,21 @@ func (t *sqlTx) atomic(ctx context.Context, fn func() error) error {
 	if t.broken != nil {
 		return t.broken
 	}
-	writes := t.writes
+	// What it writes at once, and what it keeps for later that is then
+	// written within it (behind.go), it cannot undo; what it keeps that
+	// is not yet written, it forgets.
+	t.atomics = append(t.atomics, atomicFrame{mark: t.kept.mark(), direct: t.writes - t.flushWrites})
 	err := fn()
-	if err != nil && t.writes != writes && t.failed == nil {
-		t.failed = &failure{depth: len(t.frames)}
+	f := t.atomics[len(t.atomics)-1]
+	t.atomics = t.atomics[:len(t.atomics)-1]
+	if err != nil {
+		if (f.own || t.writes-t.flushWrites != f.direct) && t.failed == nil {
+			t.failed = &failure{depth: len(t.frames)}
+		}
+		if t.kept.mark() != f.mark {
+			t.kept.undo(f.mark)
+			t.held = nil
+		}
 	}
 	return err
 }
@@ -224,11 +236,19 @@ func (t *sqlTx) step(ctx context.Context, fn func() error) error {
 	if t.broken != nil {
 		return t.broken
 	}
+	// The writes kept before it are written first, so that its savepoint
+	// (set before its first write) undoes only its own, and what is kept
+	// when it fails is all its own.
+	t.flushKept(ctx)
 	t.frames = append(t.frames, frame{})
 	depth := len(t.frames)
 	err := fn()
 	f := t.frames[len(t.frames)-1]
 	t.frames = t.frames[:len(t.frames)-1]
+	if err != nil && !t.kept.empty() {
+		t.kept = behind{}
+		t.held = nil
+	}
 	failedInside := t.failed != nil && t.failed.depth >= depth
 	if err == nil {
 		t.goOn() // after a failure inside, fn went on: unwinds

@@ -70,6 +70,9 @@ type TxConfig struct {
 	// WritingCTEs: the database runs INSERT and UPDATE inside WITH
 	// (Postgres), so that a transfer is written in one statement.
 	WritingCTEs bool
+	// WriteBehind: Tx.WriteBehind keeps writes for later (behind.go); it
+	// needs WritingCTEs, Defer and arrays as parameters (Postgres).
+	WriteBehind bool
 }
 
 // RunTxConfig is RunTx for an adapter described by c. It also reports
@@ -118,9 +121,16 @@ func runTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, eag
 			_ = tx.Rollback() // the error that led here matters more
 		}
 	}()
-	t := &sqlTx{classify: c.Classify, rowsPerStmt: max(c.RowsPerStmt, 1), deferral: c.Defer, ctes: c.WritingCTEs, eager: eager}
+	t := &sqlTx{classify: c.Classify, rowsPerStmt: max(c.RowsPerStmt, 1), deferral: c.Defer, ctes: c.WritingCTEs, eager: eager,
+		allowBehind: c.WriteBehind && c.WritingCTEs && c.Defer != nil}
 	t.tx = &txConn{tx: tx, t: t}
-	err = t.run(fn)
+	err = t.run(func(coord.Tx) error {
+		if err := fn(t); err != nil || t.failed != nil {
+			return err
+		}
+		t.flushKept(ctx) // what is kept, before the commit
+		return nil
+	})
 	switch {
 	case t.rerun || (err == nil && t.failed != nil):
 		// fn went on after a step failed that set no savepoint: what that

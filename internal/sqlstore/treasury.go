@@ -132,6 +132,11 @@ func (t *sqlTx) TransfersByKind(ctx context.Context, kinds []market.TransferKind
 
 func (t *sqlTx) InsertIdempotency(ctx context.Context, r coord.IdemRecord) error {
 	const op = "record idempotency key"
+	if t.keeping() {
+		t.goOn()
+		t.kept.records = append(t.kept.records, r)
+		return nil
+	}
 	conflict := market.Errorf(op, market.Conflict, "idempotency key %q was already used", r.Key)
 	return t.atomic(ctx, func() error {
 		_, err := t.tx.ExecContext(ctx, qInsertIdempotency, r.Account, r.Key, r.Op, r.RequestHash, r.ErrorKind, r.ErrorMessage, string(r.Response), micros(r.CreatedAt))

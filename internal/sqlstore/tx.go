@@ -63,6 +63,15 @@ type sqlTx struct {
 	// in this transaction implies (every write of those rows is reserve's)
 	// or as reserve left them; forgotten when a step is undone.
 	held map[market.InstanceID][]allocation
+
+	// Write-behind (behind.go): allowBehind, the adapter allows it;
+	// behind, this transaction asked for it (and runs lazily); kept, the
+	// writes kept for later; atomics, the store's open steps;
+	// flushWrites, the write statements that wrote kept rows.
+	allowBehind, behind bool
+	kept                behind
+	atomics             []atomicFrame
+	flushWrites         int64
 }
 
 var _ coord.Tx = (*sqlTx)(nil)
@@ -765,6 +774,12 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, i.ID, err)
 	}
+	if t.keeping() {
+		t.goOn()
+		t.kept.instances = append(t.kept.instances, i)
+		t.noteHeld(i.ID, allocationsOf(i))
+		return nil
+	}
 	var fk bool
 	err = t.atomic(ctx, func() error {
 		if want := allocationsOf(i); t.ctes && len(want) > 0 {
@@ -1318,6 +1333,12 @@ func (t *sqlTx) Logs(ctx context.Context, id market.InstanceID, afterSeq int64, 
 }
 
 func (t *sqlTx) AppendEvent(ctx context.Context, e market.Event) error {
+	if t.deferral != nil && t.keeping() {
+		t.goOn()
+		t.deferred++
+		t.kept.events = append(t.kept.events, behindEvent{n: t.deferred, e: e})
+		return nil
+	}
 	if t.deferral != nil {
 		return t.deferEvent(ctx, e)
 	}
