@@ -317,11 +317,11 @@ func scanMachine(s scanner) (market.Machine, error) {
 	if m.PortRange, err = market.ParsePortRange(ports); err != nil {
 		return m, fmt.Errorf("decode port range of machine %s: %w", m.ID, err)
 	}
-	if err := json.Unmarshal([]byte(gpus), &m.GPUs); err != nil {
+	if err := decodeJSON(gpus, &m.GPUs); err != nil {
 		return m, fmt.Errorf("decode gpus of machine %s: %w", m.ID, err)
 	}
 	var cr clockRanges
-	if err := json.Unmarshal([]byte(clocks), &cr); err != nil {
+	if err := decodeJSON(clocks, &cr); err != nil {
 		return m, fmt.Errorf("decode clock ranges of machine %s: %w", m.ID, err)
 	}
 	m.Spot.ReservePerGPUDay, m.Spot.EnergyPerKWh = market.Money(reserve), market.Money(energy)
