@@ -761,6 +761,35 @@ func TestReplicaIndexFollowsOtherReplicas(t *testing.T) {
 	waitFor("the GPUs coming back", func() bool { return free() == 4 })
 }
 
+// The follower refreshes a machine for another replica's change that
+// moves its offer, and not for one that leaves it as it was: an instance
+// that starts or runs holds the GPUs it held.
+func TestFollowerSkipsChangesThatLeaveOffers(t *testing.T) {
+	e := newEnv(t)
+	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, Passwords: plainPasswords{}})
+	if err := other.RebuildIndex(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	must(other.FollowOnce(e.ctx))
+	inst := must(e.create(1))
+	if n := must(other.FollowOnce(e.ctx)); n != 1 {
+		t.Errorf("after a create through another replica: %d machines refreshed, want 1", n)
+	}
+	e.report(inst, market.ObservedStarting)
+	e.report(inst, market.ObservedRunning)
+	if n := must(other.FollowOnce(e.ctx)); n != 0 {
+		t.Errorf("after the instance started and ran: %d machines refreshed, want 0", n)
+	}
+	stopped := must(e.svc.StopInstance(e.ctx, e.renter, inst.ID))
+	e.report(stopped, market.ObservedStopped)
+	if n := must(other.FollowOnce(e.ctx)); n != 1 {
+		t.Errorf("after the instance stopped: %d machines refreshed, want 1", n)
+	}
+	if offers := must(other.Offers(e.ctx, market.OfferFilter{})); len(offers) != 1 || offers[0].FreeGPUs != 4 {
+		t.Errorf("the other replica's offers: %+v; want the machine with its 4 GPUs free", offers)
+	}
+}
+
 func TestKeyCacheRevocationAcrossReplicas(t *testing.T) {
 	e := newEnv(t)
 	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, Passwords: plainPasswords{}})

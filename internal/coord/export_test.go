@@ -19,6 +19,14 @@ func (s *Service) PassAs(ctx context.Context, gen int64) error {
 // IsNotLeader reports whether err is a write refused by the leader fence.
 func IsNotLeader(err error) bool { return errors.Is(err, errNotLeader) }
 
+// FollowOnce reads the events since the last read once, as FollowChanges
+// does every period, and returns how many machines' entries it refreshed.
+func (s *Service) FollowOnce(ctx context.Context) (int64, error) {
+	before := s.follow.refreshed.Load()
+	err := s.followOnce(ctx)
+	return s.follow.refreshed.Load() - before, err
+}
+
 // FlushSeen writes this coordinator's heartbeat claims and vouch now.
 func (s *Service) FlushSeen(ctx context.Context) error { return s.flushSeen(ctx) }
 

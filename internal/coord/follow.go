@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -31,7 +32,15 @@ type follower struct {
 	// this replica's own changes, refreshed at once).
 	coveredMu sync.Mutex
 	covered   map[market.MachineID]int64
+
+	// refreshed counts the machines it refreshed.
+	refreshed atomic.Int64
 }
+
+// indexNeutral holds the event types whose change leaves a machine's offer
+// index entry as it was: an instance starting or running holds the GPUs
+// it held when created. Every agent's acknowledgement appends one.
+var indexNeutral = map[string]bool{"instance.starting": true, "instance.running": true}
 
 // cover notes that the entries of ids were refreshed from a read that saw
 // the events up to seq.
@@ -98,7 +107,7 @@ func (s *Service) followOnce(ctx context.Context) error {
 	for _, ev := range evs {
 		f.seq = max(f.seq, ev.Seq)
 		if f.started && ev.Machine != "" {
-			if !f.isCovered(ev.Machine, ev.Seq) {
+			if !indexNeutral[ev.Type] && !f.isCovered(ev.Machine, ev.Seq) {
 				changed[ev.Machine] = true
 			}
 			if ev.Type == "machine.offline" {
@@ -111,6 +120,7 @@ func (s *Service) followOnce(ctx context.Context) error {
 		}
 	}
 	f.started = true
+	f.refreshed.Add(int64(len(changed)))
 	s.reindex(ctx, slices.Collect(maps.Keys(changed))...) // in batches
 	return nil
 }
