@@ -110,6 +110,10 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 	var owner market.AccountID
 	var seen time.Time
 	err := s.store.Tx(ctx, func(tx Tx) error {
+		// An acknowledgement's instance and event go to the store together
+		// at the commit (what is done here outside the transaction, the
+		// replica signals, is done again on a rerun).
+		tx.WriteBehind()
 		res, changedLogs, ended, cameOnline = market.ReportResult{}, nil, nil, false
 		now := s.now()
 		owner, seen = caller.ID, now

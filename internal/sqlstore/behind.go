@@ -3,6 +3,9 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
@@ -10,17 +13,18 @@ import (
 )
 
 // Write-behind (Tx.WriteBehind, where the adapter allows it:
-// TxConfig.WriteBehind, Postgres). An instance create wrote
-// four rows of four tables (the instance with its GPUs, the escrow hold,
-// its event, its idempotency record), each a statement and a round trip
-// to the server, and a batch of creates (coord's group commit) paid them
-// once per create while every other create waited for its commit. So the
-// writes whose caller needs nothing back but success are kept in memory
-// and written together, one statement per table for the whole batch,
-// just before the transaction's next statement or its commit:
-// InsertInstance (fresh, with its GPUs), AppendEvent (to events_pending),
-// InsertIdempotency, and ApplyTransferLater (a transfer whose number the
-// caller does not need).
+// TxConfig.WriteBehind, Postgres). An instance create wrote four rows of
+// four tables (the instance with its GPUs, the escrow hold, its event, its
+// idempotency record), each a statement and a round trip to the server,
+// and a batch of creates (coord's group commit) paid them once per create
+// while every other create waited for its commit; an agent's
+// acknowledgement wrote the instance and its event. So the writes whose
+// caller needs nothing back but success are kept in memory and written
+// together, in one statement for the whole batch, just before the
+// transaction's next statement or its commit: InsertInstance (fresh, with
+// its GPUs), UpdateInstance (when the GPUs it holds stay as they were),
+// AppendEvent (to events_pending), InsertIdempotency, and
+// ApplyTransferLater (a transfer whose number the caller does not need).
 //
 // A transaction asks for it (coord's create batches do): its function may
 // then see a write succeed that the database refuses at the next
@@ -40,14 +44,20 @@ import (
 //     that asks for write-behind must not act on a write's success
 //     outside the transaction before it commits.)
 //
-// The statements take their rows in arrays (unnest), so that their texts,
-// and the server's prepared plans, do not depend on the number of rows;
-// instances, with 35 columns, are a VALUES list.
+// The statement takes most rows in arrays (unnest), so that its text, and
+// the server's prepared plan, depend little on the number of rows;
+// instances, with 35 columns, are a VALUES list, and an update a WITH
+// clause each.
+
+// maxKeptInstances is how many instances are kept at most: their rows'
+// parameters must fit in one statement (Postgres takes 65,535).
+const maxKeptInstances = 500
 
 // behind holds the writes kept for later, in the order they were made
 // within each table.
 type behind struct {
 	instances []market.Instance
+	updates   []market.Instance // whose GPUs stay as they were
 	transfers []behindTransfer
 	events    []behindEvent
 	records   []coord.IdemRecord
@@ -67,20 +77,27 @@ type behindEvent struct {
 }
 
 // behindMark is how many writes of each table were kept at some point.
-type behindMark [4]int
+type behindMark [5]int
 
 func (b *behind) mark() behindMark {
-	return behindMark{len(b.instances), len(b.transfers), len(b.events), len(b.records)}
+	return behindMark{len(b.instances), len(b.transfers), len(b.events), len(b.records), len(b.updates)}
 }
 
 func (b *behind) empty() bool { return b.mark() == behindMark{} }
+
+// writes reports whether a kept write inserts or updates instance id: a
+// statement may change a row once.
+func (b *behind) writes(id market.InstanceID) bool {
+	has := func(i market.Instance) bool { return i.ID == id }
+	return slices.ContainsFunc(b.instances, has) || slices.ContainsFunc(b.updates, has)
+}
 
 // undo forgets what was kept after m.
 func (b *behind) undo(m behindMark) {
 	if b.mark() == m {
 		return
 	}
-	b.instances, b.events, b.records = b.instances[:m[0]], b.events[:m[2]], b.records[:m[3]]
+	b.instances, b.events, b.records, b.updates = b.instances[:m[0]], b.events[:m[2]], b.records[:m[3]], b.updates[:m[4]]
 	if len(b.transfers) > m[1] {
 		b.transfers = b.transfers[:m[1]]
 		b.signs = nil
@@ -151,54 +168,15 @@ func (t *sqlTx) flushKept(ctx context.Context) {
 	}
 }
 
+// writeKept writes what was kept in one statement, a writing WITH clause
+// per table.
 func (t *sqlTx) writeKept(ctx context.Context, b behind) error {
-	for start := 0; start < len(b.instances); start += t.rowsPerStmt {
-		if err := t.writeInstances(ctx, b.instances[start:min(start+t.rowsPerStmt, len(b.instances))]); err != nil {
-			return err
-		}
-	}
-	if len(b.transfers) > 0 {
-		if err := t.writeTransfers(ctx, b.transfers); err != nil {
-			return err
-		}
-	}
-	if len(b.events) > 0 {
-		var n, at []int64
-		var typ, account, machine, instance, message []string
-		for _, k := range b.events {
-			n, at = append(n, k.n), append(at, micros(k.e.At))
-			typ, account, machine = append(typ, k.e.Type), append(account, string(k.e.Account)), append(machine, string(k.e.Machine))
-			instance, message = append(instance, string(k.e.Instance)), append(message, k.e.Message)
-		}
-		q := `INSERT INTO events_pending (txid, n, ` + pendingColumns + `) SELECT ` + t.deferral.TxID + `, v.* FROM
-unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS v`
-		if _, err := t.tx.ExecContext(ctx, q, n, at, typ, account, machine, instance, message); err != nil {
-			return fmt.Errorf("append events: %w", err)
-		}
-	}
-	if len(b.records) > 0 {
-		var account, key, op, hash, kind, msg, resp []string
-		var created []int64
-		for _, r := range b.records {
-			account, key, op, hash = append(account, string(r.Account)), append(key, r.Key), append(op, r.Op), append(hash, r.RequestHash)
-			kind, msg, resp = append(kind, r.ErrorKind), append(msg, r.ErrorMessage), append(resp, string(r.Response))
-			created = append(created, micros(r.CreatedAt))
-		}
-		q := `INSERT INTO idempotency_keys (` + idemColumns + `) SELECT * FROM
-unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])`
-		if _, err := t.tx.ExecContext(ctx, q, account, key, op, hash, kind, msg, resp, created); err != nil {
-			return fmt.Errorf("record idempotency keys: %w", err)
-		}
-	}
-	return nil
-}
-
-// writeInstances inserts fresh instances and their GPUs in one statement.
-func (t *sqlTx) writeInstances(ctx context.Context, is []market.Instance) error {
+	shape := keptShape{instances: len(b.instances), updates: len(b.updates), transfers: len(b.transfers) > 0,
+		events: len(b.events) > 0, records: len(b.records) > 0}
 	var args []any
 	var machine, instance []string
 	var gpu []int64
-	for _, i := range is {
+	for _, i := range b.instances {
 		a, err := instanceArgs(i)
 		if err != nil {
 			return err
@@ -208,26 +186,123 @@ func (t *sqlTx) writeInstances(ctx context.Context, is []market.Instance) error 
 			machine, gpu, instance = append(machine, string(g.machine)), append(gpu, int64(g.gpu)), append(instance, string(i.ID))
 		}
 	}
-	cols := strings.Count(qInsertInstance, "$")
-	q := statement(keptInstances(len(is)), func() string {
-		n := len(is)*cols + 1
-		return `WITH i AS (INSERT INTO instances (` + instanceColumns + `) VALUES ` + valuesList(len(is), cols, 1, nil) + ` RETURNING id)
-INSERT INTO gpu_allocations (machine_id, gpu_index, instance_id) SELECT v.machine_id, v.gpu_index, v.instance_id
-FROM unnest(` + fmt.Sprintf("$%d::text[], $%d::bigint[], $%d::text[]", n, n+1, n+2) + `) AS v (machine_id, gpu_index, instance_id) JOIN i ON i.id = v.instance_id`
-	})
-	args = append(args, machine, gpu, instance)
-	if _, err := t.tx.ExecContext(ctx, q, args...); err != nil {
-		return fmt.Errorf("insert instances: %w", err)
+	if len(b.instances) > 0 {
+		args = append(args, machine, gpu, instance)
+	}
+	for _, i := range b.updates {
+		a, err := instanceArgs(i)
+		if err != nil {
+			return err
+		}
+		args = append(args, a...)
+	}
+	var debits int
+	if shape.transfers {
+		var err error
+		if args, debits, err = transferArgs(args, b.transfers); err != nil {
+			return err
+		}
+	}
+	if shape.events {
+		var n, at []int64
+		var typ, account, machine, instance, message []string
+		for _, k := range b.events {
+			n, at = append(n, k.n), append(at, micros(k.e.At))
+			typ, account, machine = append(typ, k.e.Type), append(account, string(k.e.Account)), append(machine, string(k.e.Machine))
+			instance, message = append(instance, string(k.e.Instance)), append(message, k.e.Message)
+		}
+		args = append(args, n, at, typ, account, machine, instance, message)
+	}
+	if shape.records {
+		var account, key, op, hash, kind, msg, resp []string
+		var created []int64
+		for _, r := range b.records {
+			account, key, op, hash = append(account, string(r.Account)), append(key, r.Key), append(op, r.Op), append(hash, r.RequestHash)
+			kind, msg, resp = append(kind, r.ErrorKind), append(msg, r.ErrorMessage), append(resp, string(r.Response))
+			created = append(created, micros(r.CreatedAt))
+		}
+		args = append(args, account, key, op, hash, kind, msg, resp, created)
+	}
+	q := statement(shape, func() string { return shape.build(t.deferral.TxID) })
+	var updatedDebits, updated int
+	if err := t.tx.QueryRowContext(ctx, q, args...).Scan(&updatedDebits, &updated); err != nil {
+		return fmt.Errorf("write kept rows: %w", err)
+	}
+	switch {
+	case updatedDebits < debits:
+		return fmt.Errorf("apply transfers: a debited account holds nothing")
+	case updated < len(b.updates):
+		return fmt.Errorf("update instances: one is missing")
 	}
 	return nil
 }
 
-// qKeptTransfers writes transfers, numbered in order after the counter's
+// keptShape is what one write of kept rows holds: the statement's text
+// depends on it alone.
+type keptShape struct {
+	instances, updates         int
+	transfers, events, records bool
+}
+
+// build writes the statement for s. Its arguments, in order: per
+// instance inserted, qInsertInstance's; the GPUs' machines, indices and
+// instances (three arrays); per instance updated, qUpdateInstance's; the
+// transfers' (qKeptTransfers); the events' seven arrays; the records'
+// eight. It returns the debited balances it updated and the instances.
+func (s keptShape) build(txid string) string {
+	var ctes []string
+	n := 1 // the next parameter
+	if s.instances > 0 {
+		cols := strings.Count(qInsertInstance, "$")
+		ctes = append(ctes, `i AS (INSERT INTO instances (`+instanceColumns+`) VALUES `+valuesList(s.instances, cols, n, nil)+` RETURNING id)`)
+		n += s.instances * cols
+		ctes = append(ctes, renumber(`g AS (INSERT INTO gpu_allocations (machine_id, gpu_index, instance_id) SELECT v.machine_id, v.gpu_index, v.instance_id
+  FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v (machine_id, gpu_index, instance_id) JOIN i ON i.id = v.instance_id)`, n))
+		n += 3
+	}
+	updated := "0"
+	for k := range s.updates {
+		name := fmt.Sprintf("u%d", k)
+		ctes = append(ctes, name+` AS (`+renumber(qUpdateInstance, n)+` RETURNING 1)`)
+		n += strings.Count(qUpdateInstance, "$")
+		updated += ` + (SELECT count(*) FROM ` + name + `)`
+	}
+	debits := "0"
+	if s.transfers {
+		ctes = append(ctes, renumber(keptTransfers, n))
+		n += keptTransferParams
+		debits = `(SELECT count(*) FROM d)`
+	}
+	if s.events {
+		ctes = append(ctes, renumber(`ev AS (INSERT INTO events_pending (txid, n, `+pendingColumns+`) SELECT `+txid+`, v.* FROM
+  unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS v)`, n))
+		n += 7
+	}
+	if s.records {
+		ctes = append(ctes, renumber(`k AS (INSERT INTO idempotency_keys (`+idemColumns+`) SELECT * FROM
+  unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]))`, n))
+	}
+	return "WITH " + strings.Join(ctes, ",\n") + "\nSELECT " + debits + ", " + updated
+}
+
+// placeholder matches a statement's parameters.
+var placeholder = regexp.MustCompile(`\$(\d+)`)
+
+// renumber shifts the parameters of q, $1 and up, to start at $first.
+func renumber(q string, first int) string {
+	return placeholder.ReplaceAllStringFunc(q, func(p string) string {
+		k, _ := strconv.Atoi(p[1:])
+		return "$" + strconv.Itoa(k+first-1)
+	})
+}
+
+// keptTransfers writes transfers, numbered in order after the counter's
 // value, their entries and the balances they change, which each appear
-// once ($16-$18 the debits, $19-$21 the rest). It returns how many
-// debited balances it updated: fewer than asked means one had no row (it
-// holds 0) and was short.
-const qKeptTransfers = `WITH c AS (` + qBumpCounter + `),
+// once ($16-$18 the debits, $19-$21 the rest); d holds a row per debited
+// balance updated: fewer than asked means one had no row (it holds 0) and
+// was short.
+const keptTransfers = `c AS (INSERT INTO counters (name, value) VALUES ($1, $2)
+  ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value RETURNING value),
 t AS (INSERT INTO transfers (` + transferColumns + `)
   SELECT c.value - $2 + v.ord, v.id, v.idem_key, v.kind, v.asset, v.instance_id, v.minute, v.memo, v.at FROM c,
   unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[])
@@ -239,11 +314,14 @@ d AS (UPDATE balances SET amount = balances.amount + v.amount
   FROM unnest($16::text[], $17::text[], $18::bigint[]) AS v (account, asset, amount)
   WHERE balances.account = v.account AND balances.asset = v.asset RETURNING 1),
 a AS (INSERT INTO balances (account, asset, amount) SELECT * FROM unnest($19::text[], $20::text[], $21::bigint[])
-  ON CONFLICT (account, asset) DO UPDATE SET amount = balances.amount + excluded.amount)
-SELECT count(*) FROM d`
+  ON CONFLICT (account, asset) DO UPDATE SET amount = balances.amount + excluded.amount)`
 
-// writeTransfers writes kept transfers in one statement.
-func (t *sqlTx) writeTransfers(ctx context.Context, ks []behindTransfer) error {
+// keptTransferParams is how many parameters keptTransfers takes.
+const keptTransferParams = 21
+
+// transferArgs appends keptTransfers' arguments for ks to args, and
+// returns how many balances they debit.
+func transferArgs(args []any, ks []behindTransfer) ([]any, int, error) {
 	var id, key, kind, asset, inst, memo []string
 	var minute, at []int64
 	var eOrd, eIdx, eAmount []int64
@@ -265,7 +343,7 @@ func (t *sqlTx) writeTransfers(ctx context.Context, ks []behindTransfer) error {
 			}
 			sum := net[bk] + n.Amount // one direction per account (ApplyTransferLater)
 			if (n.Amount > 0) != (sum > net[bk]) {
-				return fmt.Errorf("apply transfers: the amounts of account %s overflow", bk.account)
+				return nil, 0, fmt.Errorf("apply transfers: the amounts of account %s overflow", bk.account)
 			}
 			net[bk] = sum
 		}
@@ -282,22 +360,9 @@ func (t *sqlTx) writeTransfers(ctx context.Context, ks []behindTransfer) error {
 			cAccount, cAsset, cAmount = append(cAccount, string(bk.account)), append(cAsset, string(bk.asset)), append(cAmount, int64(n.Amount))
 		}
 	}
-	var updated int
-	err := t.tx.QueryRowContext(ctx, qKeptTransfers, counterTransfer, int64(len(ks)),
-		id, key, kind, asset, inst, minute, memo, at,
-		eOrd, eIdx, eAccount, eOwner, eAmount,
-		dAccount, dAsset, dAmount, cAccount, cAsset, cAmount).Scan(&updated)
-	if err != nil {
-		return fmt.Errorf("apply transfers: %w", err)
-	}
-	if updated < len(dAccount) {
-		return fmt.Errorf("apply transfers: a debited account holds nothing")
-	}
-	return nil
+	return append(args, counterTransfer, int64(len(ks)), id, key, kind, asset, inst, minute, memo, at,
+		eOrd, eIdx, eAccount, eOwner, eAmount, dAccount, dAsset, dAmount, cAccount, cAsset, cAmount), len(dAccount), nil
 }
-
-// keptInstances keys the text of writeInstances for n instances.
-type keptInstances int
 
 // ApplyTransferLater applies tr as ApplyTransfer does, kept for later
 // when the transaction keeps writes, unless it is a charge (which writes

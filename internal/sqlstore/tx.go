@@ -775,6 +775,9 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 		return fmt.Errorf("%s %s: %w", op, i.ID, err)
 	}
 	if t.keeping() {
+		if len(t.kept.instances) >= maxKeptInstances || t.kept.writes(i.ID) {
+			t.flushKept(ctx)
+		}
 		t.goOn()
 		t.kept.instances = append(t.kept.instances, i)
 		t.noteHeld(i.ID, allocationsOf(i))
@@ -872,6 +875,16 @@ func (t *sqlTx) UpdateInstance(ctx context.Context, i market.Instance) error {
 	args, err := instanceArgs(i)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, i.ID, err)
+	}
+	if held, known := t.held[i.ID]; t.keeping() && known && slices.Equal(held, allocationsOf(i)) {
+		// Its GPUs stay: the row alone, kept (its only check, that the
+		// row exists, is the write's).
+		if len(t.kept.updates) >= maxKeptInstances || t.kept.writes(i.ID) {
+			t.flushKept(ctx)
+		}
+		t.goOn()
+		t.kept.updates = append(t.kept.updates, i)
+		return nil
 	}
 	var fk bool
 	err = t.atomic(ctx, func() error {

@@ -93,6 +93,45 @@ func WriteBehind(t *testing.T, s coord.Store, reruns func() int64, keeps bool) {
 		}
 	})
 
+	t.Run("an update kept is read back, or refused by its call", func(t *testing.T) {
+		i := instance(w.renter, w.machine, 7)
+		addInstance(t, s, i)
+		var moveErr error
+		calls, again, err := run(func(ctx context.Context, tx coord.Tx) error {
+			got, err := tx.Instance(ctx, i.ID)
+			if err != nil {
+				return err
+			}
+			got.State, got.StartedAt = market.InstanceRunning, ptr(at(1))
+			if err := tx.UpdateInstance(ctx, got); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(ctx, market.Event{At: at(1), Type: "instance.running", Account: w.renter, Machine: w.machine, Instance: i.ID}); err != nil {
+				return err
+			}
+			if again, err := tx.Instance(ctx, i.ID); err != nil || again.State != market.InstanceRunning {
+				t.Errorf("Instance after a kept update: %v, %v; want it running", again.State, err)
+			}
+			got.Renter = "a-missing" // refused by the database only
+			moveErr = tx.UpdateInstance(ctx, got)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Tx: %v", err)
+		}
+		wantKind(t, "UpdateInstance to a missing renter", moveErr, market.NotFound)
+		if keeps && (calls != 2 || again != 1) {
+			t.Errorf("%d calls, %d reruns; want 2 and 1", calls, again)
+		}
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			got, err := tx.Instance(ctx, i.ID)
+			if err != nil || got.State != market.InstanceRunning || got.Renter != w.renter {
+				t.Errorf("instance after commit: %v of %s, %v; want running, of %s", got.State, got.Renter, err, w.renter)
+			}
+			return err
+		})
+	})
+
 	t.Run("a step that fails forgets what it kept", func(t *testing.T) {
 		kept, undone, inStep := instance(w.renter, w.machine, 2), instance(w.renter, w.machine, 3), instance(w.renter, w.machine, 4)
 		before := balance(t, s, avail)
