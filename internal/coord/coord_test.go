@@ -788,6 +788,24 @@ func TestFollowerSkipsChangesThatLeaveOffers(t *testing.T) {
 	if offers := must(other.Offers(e.ctx, market.OfferFilter{})); len(offers) != 1 || offers[0].FreeGPUs != 4 {
 		t.Errorf("the other replica's offers: %+v; want the machine with its 4 GPUs free", offers)
 	}
+
+	// A replica's own create is in its index at once (no read), and its
+	// follower does not refresh the machine for it.
+	if err := e.svc.RebuildIndex(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	must(e.svc.FollowOnce(e.ctx))
+	mine := must(e.create(3))
+	if offers := must(e.svc.Offers(e.ctx, market.OfferFilter{})); len(offers) != 1 || offers[0].FreeGPUs != 1 {
+		t.Errorf("offers after a create here: %+v; want the machine with 1 GPU free", offers)
+	}
+	if n := must(e.svc.FollowOnce(e.ctx)); n != 0 {
+		t.Errorf("after a create here: %d machines refreshed, want 0", n)
+	}
+	if n := must(other.FollowOnce(e.ctx)); n != 1 {
+		t.Errorf("after a create through another replica: %d machines refreshed, want 1", n)
+	}
+	must(e.svc.StopInstance(e.ctx, e.renter, mine.ID))
 }
 
 func TestKeyCacheRevocationAcrossReplicas(t *testing.T) {

@@ -113,6 +113,7 @@ func (s *Service) runCreates(batch []*createCall) {
 			}
 		}
 	}()
+	var changed map[market.MachineID]bool // by the batch, other than its instances' GPUs
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		// The creates' writes go to the store together, at the commit
 		// (nothing here acts on them before it).
@@ -121,6 +122,7 @@ func (s *Service) runCreates(batch []*createCall) {
 		if err != nil {
 			return err
 		}
+		changed = reads.changed
 		for _, c := range batch {
 			c.inst = c.base
 			// A create is refused before it writes (nearly always): its
@@ -143,16 +145,22 @@ func (s *Service) runCreates(batch []*createCall) {
 	} else if err != nil {
 		batch[0].err = err
 	}
-	var touched []market.MachineID
+	var created []market.Instance
 	for _, c := range batch {
 		if c.err == nil {
-			touched = append(touched, c.inst.Machine)
+			created = append(created, c.inst)
 			s.hub.notify(machineTopic(c.inst.Machine))
 		} else {
 			c.inst = market.Instance{}
 		}
 	}
-	s.reindex(ctx, touched...)
+	if err != nil {
+		changed = map[market.MachineID]bool{} // made one by one: each refreshed from the store
+		for _, i := range created {
+			changed[i.Machine] = true
+		}
+	}
+	s.indexCreated(ctx, created, changed)
 	for _, c := range batch {
 		close(c.done)
 	}
@@ -185,12 +193,16 @@ type batchReads struct {
 	balances map[market.LedgerAccount]market.Money
 	limits   map[market.AccountID]*SpendLimit // nil: none set
 	records  map[IdemKey]*IdemRecord          // nil: none recorded
+	// changed holds the machines whose row, or instances other than
+	// those the batch creates, the batch changed (spot work preempted).
+	changed map[market.MachineID]bool
 }
 
 // readBatch reads what batch's creates will read.
 func readBatch(ctx context.Context, tx Tx, batch []*createCall) (*batchReads, error) {
 	b := &batchReads{Tx: tx, machines: map[market.MachineID]market.Machine{}, used: map[market.MachineID][]int{},
-		balances: map[market.LedgerAccount]market.Money{}, limits: map[market.AccountID]*SpendLimit{}, records: map[IdemKey]*IdemRecord{}}
+		balances: map[market.LedgerAccount]market.Money{}, limits: map[market.AccountID]*SpendLimit{}, records: map[IdemKey]*IdemRecord{},
+		changed: map[market.MachineID]bool{}}
 	var ids []market.MachineID
 	var renters []market.AccountID
 	var avail []market.LedgerAccount
@@ -328,11 +340,13 @@ func (b *batchReads) forget(c *createCall) {
 
 func (b *batchReads) UpdateInstance(ctx context.Context, i market.Instance) error {
 	delete(b.used, i.Machine)
+	b.changed[i.Machine] = true
 	return b.Tx.UpdateInstance(ctx, i)
 }
 
 func (b *batchReads) UpdateMachine(ctx context.Context, m market.Machine) error {
 	delete(b.machines, m.ID)
+	b.changed[m.ID] = true
 	return b.Tx.UpdateMachine(ctx, m)
 }
 

@@ -35,6 +35,39 @@ type follower struct {
 
 	// refreshed counts the machines it refreshed.
 	refreshed atomic.Int64
+
+	// own holds instances created here whose GPUs were added to the
+	// index (indexCreated): their instance.created events need no
+	// refresh. Their events are numbered before they are noted, so the
+	// read after that sees them: a note is kept until the second read
+	// after it (ownPrev holds those of the read before), and only once
+	// the follower reads.
+	ownMu   sync.Mutex
+	own     map[market.InstanceID]bool
+	ownPrev map[market.InstanceID]bool
+}
+
+// noteOwn notes that the creation of id is in the index.
+func (f *follower) noteOwn(id market.InstanceID) {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	if f.own != nil {
+		f.own[id] = true
+	}
+}
+
+// takeOwn reports whether the creation of id was noted.
+func (f *follower) takeOwn(id market.InstanceID) bool {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	return f.own[id] || f.ownPrev[id]
+}
+
+// turnOwn forgets the notes older than the last read, after a read.
+func (f *follower) turnOwn() {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	f.own, f.ownPrev = map[market.InstanceID]bool{}, f.own
 }
 
 // indexNeutral holds the event types whose change leaves a machine's offer
@@ -107,7 +140,8 @@ func (s *Service) followOnce(ctx context.Context) error {
 	for _, ev := range evs {
 		f.seq = max(f.seq, ev.Seq)
 		if f.started && ev.Machine != "" {
-			if !indexNeutral[ev.Type] && !f.isCovered(ev.Machine, ev.Seq) {
+			own := ev.Type == "instance.created" && f.takeOwn(ev.Instance)
+			if !own && !indexNeutral[ev.Type] && !f.isCovered(ev.Machine, ev.Seq) {
 				changed[ev.Machine] = true
 			}
 			if ev.Type == "machine.offline" {
@@ -120,6 +154,7 @@ func (s *Service) followOnce(ctx context.Context) error {
 		}
 	}
 	f.started = true
+	f.turnOwn()
 	f.refreshed.Add(int64(len(changed)))
 	s.reindex(ctx, slices.Collect(maps.Keys(changed))...) // in batches
 	return nil

@@ -151,6 +151,37 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 	}
 }
 
+// indexCreated adds the GPUs of on-demand instances just created to their
+// machines' offer index entries, without reading them again: a create
+// changes nothing else there. A machine in changed (whose row, or whose
+// other instances, the creates' transaction also changed), or not in the
+// index, is refreshed from the store instead. The follower skips the
+// instance.created events of those added (follower.own).
+//
+// Under the entry's lock the addition is right whatever refresh ran
+// meanwhile: one that read before the commit wrote before the lock was
+// taken, and the GPUs are added to what it wrote; one that read after the
+// commit already has them.
+func (s *Service) indexCreated(ctx context.Context, insts []market.Instance, changed map[market.MachineID]bool) {
+	var ids, refresh []market.MachineID
+	for _, i := range insts {
+		ids = append(ids, i.Machine)
+	}
+	unlock := s.lockEntries(ids)
+	for _, i := range insts {
+		m, ok := s.index.Machine(i.Machine)
+		if !ok || changed[i.Machine] || i.Kind == market.Spot {
+			refresh = append(refresh, i.Machine)
+			continue
+		}
+		m.UsedGPUs = slices.Compact(slices.Sorted(slices.Values(append(m.UsedGPUs, i.GPUs...))))
+		s.index.Upsert(m)
+		s.follow.noteOwn(i.ID)
+	}
+	unlock()
+	s.reindex(ctx, refresh...)
+}
+
 // entryLocks serialise the refreshes of each machine's index entry, from
 // the read to the write, by stripes of machine IDs. Without them a
 // refresh that read a machine just before a change committed (another

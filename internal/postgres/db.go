@@ -203,7 +203,7 @@ func (d *DB) numberEvents(ctx context.Context) error {
 		return nil
 	}
 	covers := d.committed.Load()
-	if _, err := sqlstore.NumberEvents(ctx, d.db, deferral, classify, sqlstore.DefaultRowsPerStatement); err != nil {
+	if _, err := sqlstore.NumberEvents(ctx, d.db, deferral); err != nil {
 		return err
 	}
 	d.numbered = covers

@@ -1,11 +1,9 @@
 package sqlstore
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 )
@@ -62,19 +60,16 @@ const (
 	numberBatch = 10000
 )
 
-type pendingEvent struct {
-	txid, n, at                              int64
-	typ, account, machine, instance, message string
-}
-
 // NumberEvents moves the committed events of events_pending into events,
 // numbered after the newest in (txid, n) order, and returns how many. It
 // runs in transactions of its own (READ COMMITTED, so that each statement
 // sees every event committed before it), each of which first runs d.Lock.
-func NumberEvents(ctx context.Context, db *sql.DB, d Deferral, classify Classifier, rowsPerStmt int) (int, error) {
+// Its statement writes inside WITH (Postgres: the only database that
+// defers numbering).
+func NumberEvents(ctx context.Context, db *sql.DB, d Deferral) (int, error) {
 	total := 0
 	for {
-		n, err := numberSome(ctx, db, d, classify, rowsPerStmt)
+		n, err := numberSome(ctx, db, d)
 		total += n
 		if err != nil || n < numberBatch {
 			return total, err
@@ -83,8 +78,8 @@ func NumberEvents(ctx context.Context, db *sql.DB, d Deferral, classify Classifi
 }
 
 // numberSome numbers at most numberBatch pending events, the lowest IDs
-// first, in one transaction.
-func numberSome(ctx context.Context, db *sql.DB, d Deferral, classify Classifier, rowsPerStmt int) (int, error) {
+// first, in one transaction of one statement after the lock.
+func numberSome(ctx context.Context, db *sql.DB, d Deferral) (int, error) {
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return 0, fmt.Errorf("number events: begin: %w", err)
@@ -93,52 +88,29 @@ func numberSome(ctx context.Context, db *sql.DB, d Deferral, classify Classifier
 	if _, err := tx.ExecContext(ctx, d.Lock); err != nil {
 		return 0, fmt.Errorf("number events: lock: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, qTakePending, numberBatch)
-	if err != nil {
-		return 0, fmt.Errorf("number events: take pending: %w", err)
+	var n int
+	if err := tx.QueryRowContext(ctx, qNumberPending, counterEvent, numberBatch).Scan(&n); err != nil {
+		return 0, fmt.Errorf("number events: %w", err)
 	}
-	var evs []pendingEvent
-	for rows.Next() {
-		var p pendingEvent
-		if err := rows.Scan(&p.txid, &p.n, &p.at, &p.typ, &p.account, &p.machine, &p.instance, &p.message); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("number events: read pending: %w", err)
-		}
-		evs = append(evs, p)
-	}
-	if err := rows.Close(); err != nil {
-		return 0, fmt.Errorf("number events: read pending: %w", err)
-	}
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("number events: read pending: %w", err)
-	}
-	if len(evs) == 0 {
+	if n == 0 {
 		return 0, nil
-	}
-	slices.SortFunc(evs, func(a, b pendingEvent) int { return cmp.Or(cmp.Compare(a.txid, b.txid), cmp.Compare(a.n, b.n)) })
-	var last int64
-	if err := tx.QueryRowContext(ctx, qBumpCounter, counterEvent, int64(len(evs))).Scan(&last); err != nil {
-		return 0, fmt.Errorf("number events: counter: %w", err)
-	}
-	first := last - int64(len(evs)) + 1
-	t := &sqlTx{classify: classify, rowsPerStmt: max(rowsPerStmt, 1)}
-	t.tx = &txConn{tx: tx, t: t}
-	if _, err := t.writeRows(ctx, insertEvents, len(evs), func(i int, args []any) []any {
-		p := evs[i]
-		return append(args, first+int64(i), p.at, p.typ, p.account, p.machine, p.instance, p.message)
-	}); err != nil {
-		return 0, fmt.Errorf("number events: insert: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("number events: commit: %w", err)
 	}
-	return len(evs), nil
+	return n, nil
 }
 
-var insertEvents = valuesWrite(`INSERT INTO events (`+eventColumns+`) VALUES `, ``, 7, nil)
-
-// qTakePending deletes and returns the oldest pending events. The
-// subquery picks the rows (a DELETE has no LIMIT on Postgres).
-const qTakePending = `DELETE FROM events_pending WHERE (txid, n) IN
-(SELECT txid, n FROM events_pending ORDER BY txid, n LIMIT $1)
-RETURNING txid, n, ` + pendingColumns
+// qNumberPending moves the oldest pending events ($2 at most) into events,
+// numbered in (txid, n) order after the counter's value ($1), and returns
+// how many it moved. The subquery picks the rows (a DELETE has no LIMIT on
+// Postgres); the counter is not written when there are none.
+const qNumberPending = `WITH p AS (DELETE FROM events_pending WHERE (txid, n) IN
+  (SELECT txid, n FROM events_pending ORDER BY txid, n LIMIT $2)
+  RETURNING txid, n, ` + pendingColumns + `),
+c AS (INSERT INTO counters (name, value) SELECT $1, count(*) FROM p HAVING count(*) > 0
+  ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value RETURNING value),
+e AS (INSERT INTO events (` + eventColumns + `)
+  SELECT c.value - (SELECT count(*) FROM p) + row_number() OVER (ORDER BY p.txid, p.n), p.at, p.type, p.account_id, p.machine_id, p.instance_id, p.message
+  FROM p, c)
+SELECT count(*) FROM p`
