@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -51,9 +52,17 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 		if insts, err = tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true}); err != nil {
 			return err
 		}
-		ds.Challenge, err = s.challengeIn(ctx, tx, id)
+		ds.Challenge, err = s.challengeIn(ctx, tx, id, false)
 		return err
 	})
+	if errors.Is(err, errUnissued) {
+		// Once per check: issuing it starts its clock, a write.
+		err = s.store.Tx(ctx, func(tx Tx) error {
+			var err error
+			ds.Challenge, err = s.challengeIn(ctx, tx, id, true)
+			return err
+		})
+	}
 	if err != nil {
 		return market.DesiredState{}, err
 	}

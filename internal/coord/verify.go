@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -344,13 +345,17 @@ func coversAll(m market.Machine, c market.Check) bool {
 }
 
 // challengeIn returns the machine's pending challenge for its desired
-// state, issuing it (starting its clock) on the first fetch.
-func (s *Service) challengeIn(ctx context.Context, tx Tx, id market.MachineID) (*market.Challenge, error) {
+// state, issuing it (starting its clock) on the first fetch. Issuing writes:
+// without write (tx only reads, Store.Read) it returns errUnissued instead.
+func (s *Service) challengeIn(ctx context.Context, tx Tx, id market.MachineID, write bool) (*market.Challenge, error) {
 	cs, err := tx.Checks(ctx, CheckFilter{Machine: id, State: market.CheckPending, Limit: 1})
 	if err != nil || len(cs) == 0 {
 		return nil, err
 	}
 	c := cs[0]
+	if c.IssuedAt == nil && !write {
+		return nil, errUnissued
+	}
 	if c.IssuedAt == nil {
 		real := s.realNow()
 		var allowed time.Duration
@@ -371,6 +376,10 @@ func (s *Service) challengeIn(ctx context.Context, tx Tx, id market.MachineID) (
 	}
 	return ch, nil
 }
+
+// errUnissued: the machine's challenge is to be issued, which takes a
+// transaction that may write (challengeIn).
+var errUnissued = errors.New("the challenge is not issued yet")
 
 // pendingCheck loads a check of machine m that still waits for its agent.
 func pendingCheck(ctx context.Context, tx Tx, m market.MachineID, id market.CheckID, op string) (market.Check, error) {

@@ -9,6 +9,8 @@ import (
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/gpu/fake"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/postgres"
+	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
 	"github.com/gpumarket/gpumarket/internal/sqlite"
 	"github.com/gpumarket/gpumarket/internal/verify"
 )
@@ -29,11 +31,17 @@ type vEnv struct {
 
 func newVEnv(t *testing.T, mod func(*coord.Config)) *vEnv {
 	t.Helper()
-	ctx := t.Context()
-	store, err := sqlite.Open(ctx, t.TempDir()+"/test.db")
+	store, err := sqlite.Open(t.Context(), t.TempDir()+"/test.db")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newVEnvOn(t, store, mod)
+}
+
+// newVEnvOn is newVEnv on store (which it closes at the end).
+func newVEnvOn(t *testing.T, store coord.Store, mod func(*coord.Config)) *vEnv {
+	t.Helper()
+	ctx := t.Context()
 	t.Cleanup(func() { store.Close() })
 	e := &vEnv{t: t, ctx: ctx, clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}, real: &fakeClock{t: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}}
 	cfg := coord.Config{Store: store, Clock: e.clock, RealClock: e.real, Passwords: plainPasswords{}, RequireVerification: true, AllowFakeGPUs: true}
@@ -169,8 +177,20 @@ func wantErr(t *testing.T, err error, kind market.Kind, substr string) {
 	}
 }
 
+// On Postgres too, whose desired state is read outside a transaction:
+// issuing the check (its deadline) is a write, which needs one.
 func TestHonestMachineIsListedAfterItsCheck(t *testing.T) {
-	e := newVEnv(t, nil)
+	t.Run("sqlite", func(t *testing.T) { testHonestMachineIsListedAfterItsCheck(t, newVEnv(t, nil)) })
+	t.Run("postgres", func(t *testing.T) {
+		store, err := postgres.Open(t.Context(), pgtest.FreshDatabase(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testHonestMachineIsListedAfterItsCheck(t, newVEnvOn(t, store, nil))
+	})
+}
+
+func testHonestMachineIsListedAfterItsCheck(t *testing.T, e *vEnv) {
 	m := e.register(e.host, fakeHW(t, "fp-1", "2xRTX 4090"))
 	if m.Status != market.MachineUnverified || !m.Unverified {
 		t.Fatalf("a new machine should wait for its check, got status %s", m.Status)
