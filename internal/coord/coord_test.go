@@ -56,11 +56,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := t.Context()
-	store, err := sqlite.Open(ctx, t.TempDir()+"/test.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := testStore(t)
 	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}
 	e := &env{t: t, ctx: ctx, clock: clock, store: store, svc: coord.New(coord.Config{Store: store, Clock: clock, Passwords: plainPasswords{}})}
 	e.admin = must(e.svc.CreateAccount(ctx, "admin@example.com", "password1", []market.Role{market.RoleAdmin}))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/postgres"
 	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
 	"github.com/gpumarket/gpumarket/internal/sqlite"
 )
@@ -20,12 +21,27 @@ import (
 // file with an admin, a host with a listed 4-GPU machine at 0.60 per
 // GPU-hour and a renter with 100 tokens.
 func newEnvConfig(t testing.TB, tweak func(*coord.Config)) *env {
-	store, err := sqlite.Open(t.Context(), t.TempDir()+"/test.db")
+	return newEnvOn(t, testStore(t), tweak)
+}
+
+// testStore opens the store of a test: a fresh SQLite file, or with
+// GPUMARKET_TEST_COORD_STORE=postgres a fresh Postgres database (the
+// coordinator's whole suite on Postgres: scripts/test runs it so once).
+// It is closed when the test ends.
+func testStore(t testing.TB) coord.Store {
+	t.Helper()
+	var store coord.Store
+	var err error
+	if os.Getenv("GPUMARKET_TEST_COORD_STORE") == "postgres" {
+		store, err = postgres.Open(t.Context(), pgtest.FreshDatabase(t))
+	} else {
+		store, err = sqlite.Open(t.Context(), t.TempDir()+"/test.db")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return newEnvOn(t, store, tweak)
+	return store
 }
 
 // newEnvOn is newEnvConfig on the given store.

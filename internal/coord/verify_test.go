@@ -11,7 +11,6 @@ import (
 	"github.com/gpumarket/gpumarket/internal/market"
 	"github.com/gpumarket/gpumarket/internal/postgres"
 	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
-	"github.com/gpumarket/gpumarket/internal/sqlite"
 	"github.com/gpumarket/gpumarket/internal/verify"
 )
 
@@ -31,18 +30,13 @@ type vEnv struct {
 
 func newVEnv(t *testing.T, mod func(*coord.Config)) *vEnv {
 	t.Helper()
-	store, err := sqlite.Open(t.Context(), t.TempDir()+"/test.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return newVEnvOn(t, store, mod)
+	return newVEnvOn(t, testStore(t), mod)
 }
 
 // newVEnvOn is newVEnv on store (which it closes at the end).
 func newVEnvOn(t *testing.T, store coord.Store, mod func(*coord.Config)) *vEnv {
 	t.Helper()
 	ctx := t.Context()
-	t.Cleanup(func() { store.Close() })
 	e := &vEnv{t: t, ctx: ctx, clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}, real: &fakeClock{t: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}}
 	cfg := coord.Config{Store: store, Clock: e.clock, RealClock: e.real, Passwords: plainPasswords{}, RequireVerification: true, AllowFakeGPUs: true}
 	if mod != nil {
@@ -186,6 +180,7 @@ func TestHonestMachineIsListedAfterItsCheck(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { store.Close() })
 		testHonestMachineIsListedAfterItsCheck(t, newVEnvOn(t, store, nil))
 	})
 }
