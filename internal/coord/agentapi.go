@@ -42,6 +42,7 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 	// The machine, its instances and its challenge need not be read at
 	// one instant: each is answered as it stands, and a change after
 	// wakes the agent again.
+	noCheck := s.noChecks.known(id)
 	err := s.read(ctx, func(tx Tx) error {
 		var err error
 		if known {
@@ -51,6 +52,9 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 		}
 		if insts, err = tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true}); err != nil {
 			return err
+		}
+		if noCheck {
+			return nil
 		}
 		ds.Challenge, err = s.challengeIn(ctx, tx, id, false)
 		return err

@@ -139,6 +139,8 @@ type Service struct {
 	signals signalStore  // queue lengths, health results replicas reported (signals.go)
 
 	verify *verifier // verification state kept in memory (verify.go)
+	// noChecks: machines read without a pending check (verify.go).
+	noChecks noChecks
 
 	creates createBatcher // on-demand creates committed together (createbatch.go)
 }

@@ -144,6 +144,11 @@ func (s *Service) followOnce(ctx context.Context) error {
 			if !own && !indexNeutral[ev.Type] && !f.isCovered(ev.Machine, ev.Seq) {
 				changed[ev.Machine] = true
 			}
+			if ev.Type == "machine.check" {
+				// A check started through another replica: the agent's
+				// desired state here reads it, and its long poll wakes.
+				s.checkStarted(ev.Machine)
+			}
 			if ev.Type == "machine.offline" {
 				// Another leader took it offline: if this coordinator
 				// still holds its claim, the next flush finds out and

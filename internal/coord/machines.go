@@ -88,6 +88,7 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	}
 	// Online in the store now: its heartbeats go to memory from the first.
 	s.live.online(m.ID, m.Owner, now)
+	s.noChecks.forget(m.ID) // a check may have started (afterRegister)
 	s.reindex(ctx, m.ID)
 	return s.fill(ctx, m)
 }

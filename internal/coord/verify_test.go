@@ -418,6 +418,38 @@ func TestRequestCheck(t *testing.T) {
 	wantErr(t, err, market.Unavailable, "offline")
 }
 
+// A check requested through one replica reaches the agent through another
+// once that one follows the changes, though it had found the machine
+// without a check (and no longer reads its checks each time).
+func TestCheckThroughAnotherReplica(t *testing.T) {
+	e := newVEnv(t, nil)
+	m := e.register(e.host, fakeHW(t, "fp-1", "RTX 4090"))
+	if _, err := e.answer(e.host, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, RealClock: e.real, Passwords: plainPasswords{}, RequireVerification: true, AllowFakeGPUs: true})
+	if err := other.RebuildIndex(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	must(other.FollowOnce(e.ctx))
+	desired := func(svc *coord.Service) *market.Challenge {
+		return must(svc.Desired(e.ctx, e.host, m.ID, -1, 0)).Challenge
+	}
+	for range 2 {
+		if ch := desired(other); ch != nil {
+			t.Fatalf("a challenge before any was requested: %+v", ch)
+		}
+	}
+	c := must(e.svc.RequestCheck(e.ctx, e.host, m.ID))
+	if ch := desired(e.svc); ch == nil || ch.Check != c.ID {
+		t.Fatalf("the replica that started check %s answers %+v", c.ID, ch)
+	}
+	must(other.FollowOnce(e.ctx))
+	if ch := desired(other); ch == nil || ch.Check != c.ID {
+		t.Fatalf("the other replica answers %+v after following; want check %s", ch, c.ID)
+	}
+}
+
 func TestPeriodicChecksRunOnIdleGPUs(t *testing.T) {
 	e := newVEnv(t, func(c *coord.Config) { c.CheckEvery = time.Hour })
 	m := e.register(e.host, fakeHW(t, "fp-1", "2xRTX 4090"))
