@@ -80,7 +80,7 @@ const (
 // transaction-scoped advisory lock of their own.
 var deferral = sqlstore.Deferral{
 	TxID: `pg_current_xact_id()::text::bigint`,
-	Lock: `SELECT pg_advisory_xact_lock(7147521230950981634)`,
+	Lock: `pg_advisory_xact_lock(7147521230950981634)`,
 }
 
 // DB is a Store on one Postgres database.

@@ -38,8 +38,8 @@ type Deferral struct {
 	// TxID is an SQL expression for the current transaction's ID, which
 	// is assigned at its first write and grows.
 	TxID string
-	// Lock is a statement that makes NumberEvents runs wait for one
-	// another, until the end of the transaction.
+	// Lock is an SQL expression that makes NumberEvents runs wait for
+	// one another, until the end of the transaction.
 	Lock string
 }
 
@@ -61,11 +61,10 @@ const (
 )
 
 // NumberEvents moves the committed events of events_pending into events,
-// numbered after the newest in (txid, n) order, and returns how many. It
-// runs in transactions of its own (READ COMMITTED, so that each statement
-// sees every event committed before it), each of which first runs d.Lock.
-// Its statement writes inside WITH (Postgres: the only database that
-// defers numbering).
+// numbered after the newest in (txid, n) order, and returns how many. Each
+// run is one statement on its own (READ COMMITTED), which first takes
+// d.Lock; it writes inside WITH (Postgres: the only database that defers
+// numbering).
 func NumberEvents(ctx context.Context, db *sql.DB, d Deferral) (int, error) {
 	total := 0
 	for {
@@ -78,34 +77,27 @@ func NumberEvents(ctx context.Context, db *sql.DB, d Deferral) (int, error) {
 }
 
 // numberSome numbers at most numberBatch pending events, the lowest IDs
-// first, in one transaction of one statement after the lock.
+// first, in one statement (a transaction of its own: one round trip).
 func numberSome(ctx context.Context, db *sql.DB, d Deferral) (int, error) {
-	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return 0, fmt.Errorf("number events: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	if _, err := tx.ExecContext(ctx, d.Lock); err != nil {
-		return 0, fmt.Errorf("number events: lock: %w", err)
-	}
 	var n int
-	if err := tx.QueryRowContext(ctx, qNumberPending, counterEvent, numberBatch).Scan(&n); err != nil {
+	if err := db.QueryRowContext(ctx, numberPending(d.Lock), counterEvent, numberBatch).Scan(&n); err != nil {
 		return 0, fmt.Errorf("number events: %w", err)
-	}
-	if n == 0 {
-		return 0, nil
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("number events: commit: %w", err)
 	}
 	return n, nil
 }
 
-// qNumberPending moves the oldest pending events ($2 at most) into events,
-// numbered in (txid, n) order after the counter's value ($1), and returns
-// how many it moved. The subquery picks the rows (a DELETE has no LIMIT on
-// Postgres); the counter is not written when there are none.
-const qNumberPending = `WITH p AS (DELETE FROM events_pending WHERE (txid, n) IN
+// numberPending is the statement that moves the oldest pending events ($2
+// at most) into events, numbered in (txid, n) order after the counter's
+// value ($1), and returns how many it moved. Before it deletes a row it
+// takes lock (the delete's condition on l is evaluated once, first), so
+// that runs, each in a transaction of its own, wait for one another: they
+// would otherwise lock the same pending rows in different orders. A run
+// that waited reads from before the last one committed, and skips the
+// rows that one deleted. The subquery picks the rows (a DELETE has no
+// LIMIT on Postgres); the counter is not written when there are none.
+func numberPending(lock string) string {
+	return `WITH l AS MATERIALIZED (SELECT true AS locked FROM (SELECT ` + lock + `) AS lock),
+p AS (DELETE FROM events_pending WHERE (SELECT locked FROM l) AND (txid, n) IN
   (SELECT txid, n FROM events_pending ORDER BY txid, n LIMIT $2)
   RETURNING txid, n, ` + pendingColumns + `),
 c AS (INSERT INTO counters (name, value) SELECT $1, count(*) FROM p HAVING count(*) > 0
@@ -114,3 +106,4 @@ e AS (INSERT INTO events (` + eventColumns + `)
   SELECT c.value - (SELECT count(*) FROM p) + row_number() OVER (ORDER BY p.txid, p.n), p.at, p.type, p.account_id, p.machine_id, p.instance_id, p.message
   FROM p, c)
 SELECT count(*) FROM p`
+}
