@@ -102,9 +102,6 @@ type DB struct {
 
 var _ coord.Store = (*DB)(nil)
 
-// Open connects to the database at url (postgres://user:pass@host:port/db?...)
-// and applies the migrations it lacks. It refuses a database written by a
-// newer binary. The database must exist.
 // maxOpenConns caps the pool: four connections per core (GOMAXPROCS),
 // from 8 to 16. Under SERIALIZABLE more concurrent writers mean more
 // collisions rather than more throughput, and many coordinators may share
@@ -113,6 +110,9 @@ var _ coord.Store = (*DB)(nil)
 // creates per second than 4 to 12 (docs/benchmarks.md).
 func maxOpenConns() int { return min(max(4*runtime.GOMAXPROCS(0), 8), 16) }
 
+// Open connects to the database at url (postgres://user:pass@host:port/db?...)
+// and applies the migrations it lacks. It refuses a database written by a
+// newer binary. The database must exist.
 func Open(ctx context.Context, url string) (*DB, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
