@@ -181,9 +181,24 @@ func WriteBehind(t *testing.T, s coord.Store, reruns func() int64, keeps bool) {
 	t.Run("a step owns only what it kept itself", func(t *testing.T) {
 		before, mine := instance(w.renter, w.machine, 5), instance(w.renter, w.machine, 6)
 		refusal := market.Errorf("test", market.Conflict, "refused")
-		read := func(ctx context.Context, tx coord.Tx) error {
-			_, err := tx.Machines(ctx, coord.MachineFilter{}) // writes what was kept first
-			return err
+		// refusedStep runs a step that inserts i (unless nil), reads (which
+		// writes what was kept first) and is refused.
+		refusedStep := func(ctx context.Context, tx coord.Tx, i *market.Instance) error {
+			err := tx.AtomicOrRerun(ctx, func() error {
+				if i != nil {
+					if err := tx.InsertInstance(ctx, *i); err != nil {
+						return err
+					}
+				}
+				if _, err := tx.Machines(ctx, coord.MachineFilter{}); err != nil {
+					return err
+				}
+				return refusal
+			})
+			if err != refusal {
+				t.Errorf("AtomicOrRerun: %v, want the step's refusal", err)
+			}
+			return nil
 		}
 		// The step's read writes what was kept before it: undoing the
 		// step needs no rerun.
@@ -191,35 +206,14 @@ func WriteBehind(t *testing.T, s coord.Store, reruns func() int64, keeps bool) {
 			if err := tx.InsertInstance(ctx, before); err != nil {
 				return err
 			}
-			if err := tx.AtomicOrRerun(ctx, func() error {
-				if err := read(ctx, tx); err != nil {
-					return err
-				}
-				return refusal
-			}); err != refusal {
-				t.Errorf("AtomicOrRerun: %v, want the step's refusal", err)
-			}
-			return nil
+			return refusedStep(ctx, tx, nil)
 		})
 		if err != nil || calls != 1 || again != 0 || !exists(before.ID) {
 			t.Errorf("a step that wrote what was kept before it: %v, %d calls, %d reruns, instance kept before it exists %v; want nil, 1, 0, true",
 				err, calls, again, exists(before.ID))
 		}
 		// Here it writes its own: undone only by a rerun.
-		calls, again, err = run(func(ctx context.Context, tx coord.Tx) error {
-			if err := tx.AtomicOrRerun(ctx, func() error {
-				if err := tx.InsertInstance(ctx, mine); err != nil {
-					return err
-				}
-				if err := read(ctx, tx); err != nil {
-					return err
-				}
-				return refusal
-			}); err != refusal {
-				t.Errorf("AtomicOrRerun: %v, want the step's refusal", err)
-			}
-			return nil
-		})
+		calls, again, err = run(func(ctx context.Context, tx coord.Tx) error { return refusedStep(ctx, tx, &mine) })
 		if err != nil || calls != 2 || again != 1 || exists(mine.ID) {
 			t.Errorf("a step that wrote what it kept: %v, %d calls, %d reruns, its instance exists %v; want nil, 2, 1, false",
 				err, calls, again, exists(mine.ID))
