@@ -34,7 +34,6 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 	version := s.hub.wait(ctx, machineTopic(id), since, min(wait, maxPollWait))
 	ds := market.DesiredState{Machine: id, Version: version, Assignments: []market.Assignment{}, LostAfterSeconds: int(s.cfg.LostAfter / time.Second)}
 	var m market.Machine
-	var insts []market.Instance
 	// The machine is read for its GPUs' UUIDs, and to check its owner:
 	// for the caller's machine online here, the offer index has them.
 	indexed, known := s.index.Machine(id)
@@ -43,22 +42,34 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 	// one instant: each is answered as it stands, and a change after
 	// wakes the agent again.
 	noCheck := s.noChecks.known(id)
-	err := s.read(ctx, func(tx Tx) error {
-		var err error
-		if known {
-			m = indexed
-		} else if m, err = ownMachine(ctx, tx, caller, id, op); err != nil {
+	insts, kept := s.work.get(id)
+	gen := s.work.reading(id)
+	var err error
+	if known && kept && noCheck {
+		m = indexed // nothing to read
+	} else {
+		err = s.read(ctx, func(tx Tx) error {
+			var err error
+			if known {
+				m = indexed
+			} else if m, err = ownMachine(ctx, tx, caller, id, op); err != nil {
+				return err
+			}
+			if !kept {
+				if insts, err = tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true}); err != nil {
+					return err
+				}
+			}
+			if noCheck {
+				return nil
+			}
+			ds.Challenge, err = s.challengeIn(ctx, tx, id, false)
 			return err
+		})
+		if err == nil && !kept {
+			s.work.store(id, gen, insts)
 		}
-		if insts, err = tx.Instances(ctx, InstanceFilter{Machine: id, ActiveOnly: true}); err != nil {
-			return err
-		}
-		if noCheck {
-			return nil
-		}
-		ds.Challenge, err = s.challengeIn(ctx, tx, id, false)
-		return err
-	})
+	}
 	if errors.Is(err, errUnissued) {
 		// Once per check: issuing it starts its clock, a write.
 		err = s.store.Tx(ctx, func(tx Tx) error {
@@ -425,7 +436,7 @@ func (s *Service) instancesEnded(machine market.MachineID, ended []market.Instan
 	if len(ended) == 0 {
 		return
 	}
-	s.hub.notify(machineTopic(machine))
+	s.machineChanged(machine)
 	for _, id := range ended {
 		s.hub.notify(logTopic(id))
 		s.hub.forget(logTopic(id))

@@ -216,7 +216,7 @@ func (s *Service) billInstance(ctx context.Context, id market.InstanceID) error 
 		return tx.UpdateInstance(ctx, inst)
 	})
 	if err == nil && stopped != nil {
-		s.hub.notify(machineTopic(stopped.Machine))
+		s.machineChanged(stopped.Machine)
 	}
 	return err
 }

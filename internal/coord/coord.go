@@ -141,6 +141,8 @@ type Service struct {
 	verify *verifier // verification state kept in memory (verify.go)
 	// noChecks: machines read without a pending check (verify.go).
 	noChecks noChecks
+	// work: machines' active instances, for the desired state (work.go).
+	work workCache
 
 	creates createBatcher // on-demand creates committed together (createbatch.go)
 }

@@ -3,6 +3,7 @@ package coord_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -802,6 +803,55 @@ func TestFollowerSkipsChangesThatLeaveOffers(t *testing.T) {
 		t.Errorf("after a create through another replica: %d machines refreshed, want 1", n)
 	}
 	must(e.svc.StopInstance(e.ctx, e.renter, mine.ID))
+}
+
+// The desired state keeps a machine's instances between answers (work.go):
+// what it answers follows every change, made here or, once followed,
+// through another replica.
+func TestDesiredFollowsEveryChange(t *testing.T) {
+	e := newEnv(t)
+	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, Passwords: plainPasswords{}})
+	for _, svc := range []*coord.Service{e.svc, other} {
+		if err := svc.RebuildIndex(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		must(svc.FollowOnce(e.ctx))
+	}
+	// The long-poll answers list each instance running, or stopping.
+	answer := func(svc *coord.Service) map[market.InstanceID]market.Desired {
+		t.Helper()
+		ds := must(svc.Desired(e.ctx, e.host, e.mach.ID, -1, 0))
+		out := map[market.InstanceID]market.Desired{}
+		for _, a := range ds.Assignments {
+			out[a.Instance] = a.Desired
+		}
+		return out
+	}
+	want := func(what string, svc *coord.Service, w map[market.InstanceID]market.Desired) {
+		t.Helper()
+		for range 2 { // read, then kept
+			if got := answer(svc); !maps.Equal(got, w) {
+				t.Fatalf("%s: desired %v, want %v", what, got, w)
+			}
+		}
+	}
+	run, stop := market.DesiredRun, market.DesiredStop
+	want("at first", e.svc, map[market.InstanceID]market.Desired{})
+	a := must(e.create(1))
+	want("after a create", e.svc, map[market.InstanceID]market.Desired{a.ID: run})
+	b := must(e.create(1))
+	e.report(a, market.ObservedRunning)
+	want("after a second create and an ack", e.svc, map[market.InstanceID]market.Desired{a.ID: run, b.ID: run})
+	must(e.svc.StopInstance(e.ctx, e.renter, a.ID))
+	want("after a stop", e.svc, map[market.InstanceID]market.Desired{a.ID: stop, b.ID: run})
+	// Through another replica: seen here once followed.
+	want("the other replica", other, map[market.InstanceID]market.Desired{a.ID: stop, b.ID: run})
+	c := must(e.create(1))
+	must(other.FollowOnce(e.ctx))
+	want("another replica's create, followed", other, map[market.InstanceID]market.Desired{a.ID: stop, b.ID: run, c.ID: run})
+	must(e.svc.StopInstance(e.ctx, e.renter, b.ID))
+	must(other.FollowOnce(e.ctx))
+	want("another replica's stop, followed", other, map[market.InstanceID]market.Desired{a.ID: stop, b.ID: stop, c.ID: run})
 }
 
 func TestKeyCacheRevocationAcrossReplicas(t *testing.T) {

@@ -147,17 +147,24 @@ func (s *Service) runCreates(batch []*createCall) {
 	}
 	var created []market.Instance
 	for _, c := range batch {
-		if c.err == nil {
-			created = append(created, c.inst)
-			s.hub.notify(machineTopic(c.inst.Machine))
-		} else {
+		if c.err != nil {
 			c.inst = market.Instance{}
+		} else {
+			created = append(created, c.inst)
 		}
 	}
 	if err != nil {
 		changed = map[market.MachineID]bool{} // made one by one: each refreshed from the store
 		for _, i := range created {
 			changed[i.Machine] = true
+		}
+	}
+	for _, i := range created {
+		if changed[i.Machine] {
+			s.machineChanged(i.Machine)
+		} else {
+			s.work.add(i) // what the desired state lists now
+			s.hub.notify(machineTopic(i.Machine))
 		}
 	}
 	s.indexCreated(ctx, created, changed)

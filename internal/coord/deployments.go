@@ -993,7 +993,7 @@ func (s *Service) createReplicas(ctx context.Context, byID map[market.Deployment
 	for k, r := range out {
 		if r != nil && r.err == nil {
 			touched = append(touched, r.inst.Machine)
-			s.hub.notify(machineTopic(r.inst.Machine))
+			s.machineChanged(r.inst.Machine)
 		}
 		if r != nil && r.err != nil {
 			failed[places[batch[k].i].Deployment] = true
@@ -1071,7 +1071,7 @@ func (s *Service) stopReplica(ctx context.Context, id market.InstanceID, reason 
 		return tx.AppendEvent(ctx, market.Event{At: now, Type: "instance.stopping", Account: inst.Renter, Machine: inst.Machine, Instance: inst.ID, Message: reason})
 	})
 	if err == nil {
-		s.hub.notify(machineTopic(inst.Machine))
+		s.machineChanged(inst.Machine)
 	}
 	return err
 }

@@ -141,8 +141,11 @@ func (s *Service) followOnce(ctx context.Context) error {
 		f.seq = max(f.seq, ev.Seq)
 		if f.started && ev.Machine != "" {
 			own := ev.Type == "instance.created" && f.takeOwn(ev.Instance)
-			if !own && !indexNeutral[ev.Type] && !f.isCovered(ev.Machine, ev.Seq) {
-				changed[ev.Machine] = true
+			if !own && !indexNeutral[ev.Type] {
+				s.work.forget(ev.Machine) // another replica's change, or one forgotten already
+				if !f.isCovered(ev.Machine, ev.Seq) {
+					changed[ev.Machine] = true
+				}
 			}
 			if ev.Type == "machine.check" {
 				// A check started through another replica: the agent's

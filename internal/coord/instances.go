@@ -313,7 +313,7 @@ func (s *Service) StopInstance(ctx context.Context, caller market.Account, id ma
 	if err != nil {
 		return market.Instance{}, err
 	}
-	s.hub.notify(machineTopic(inst.Machine))
+	s.machineChanged(inst.Machine)
 	return inst, nil
 }
 

@@ -457,7 +457,7 @@ func (s *Service) CancelBid(ctx context.Context, caller market.Account, id marke
 			Message: fmt.Sprintf("bid %s cancelled", b.ID)})
 	})
 	if err == nil && stopped {
-		s.hub.notify(machineTopic(b.Machine))
+		s.machineChanged(b.Machine)
 		s.reindex(ctx, b.Machine)
 	}
 	return b, err
@@ -795,7 +795,7 @@ func (s *Service) clearMachine(ctx context.Context, id market.MachineID, now tim
 				strings.Join(winners, " "), len(md.Preempted), md.Profit)})
 	})
 	if err == nil && changed {
-		s.hub.notify(machineTopic(id))
+		s.machineChanged(id)
 		s.reindex(ctx, id)
 	}
 	return err
