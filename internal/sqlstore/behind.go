@@ -174,20 +174,11 @@ func (t *sqlTx) writeKept(ctx context.Context, b behind) error {
 	shape := keptShape{instances: len(b.instances), updates: len(b.updates), transfers: len(b.transfers) > 0,
 		events: len(b.events) > 0, records: len(b.records) > 0}
 	var args []any
-	var machine, instance []string
-	var gpu []int64
-	for _, i := range b.instances {
-		a, err := instanceArgs(i)
-		if err != nil {
+	if len(b.instances) > 0 {
+		var err error
+		if args, err = instanceRows(args, b.instances); err != nil {
 			return err
 		}
-		args = append(args, a...)
-		for _, g := range allocationsOf(i) {
-			machine, gpu, instance = append(machine, string(g.machine)), append(gpu, int64(g.gpu)), append(instance, string(i.ID))
-		}
-	}
-	if len(b.instances) > 0 {
-		args = append(args, machine, gpu, instance)
 	}
 	for _, i := range b.updates {
 		a, err := instanceArgs(i)
@@ -223,9 +214,8 @@ func (t *sqlTx) writeKept(ctx context.Context, b behind) error {
 		}
 		args = append(args, account, key, op, hash, kind, msg, resp, created)
 	}
-	q := statement(shape, func() string { return shape.build(t.deferral.TxID) })
 	var updatedDebits, updated int
-	if err := t.tx.QueryRowContext(ctx, q, args...).Scan(&updatedDebits, &updated); err != nil {
+	if err := t.tx.QueryRowContext(ctx, shape.statement(t.deferral.TxID), args...).Scan(&updatedDebits, &updated); err != nil {
 		return fmt.Errorf("write kept rows: %w", err)
 	}
 	switch {
@@ -237,18 +227,55 @@ func (t *sqlTx) writeKept(ctx context.Context, b behind) error {
 	return nil
 }
 
+// instanceRows appends to args the arguments of keptShape's instance
+// inserts for is: per instance qInsertInstance's, then the machines,
+// indices and instances of their GPUs (three arrays).
+func instanceRows(args []any, is []market.Instance) ([]any, error) {
+	for _, i := range is {
+		a, err := instanceArgs(i)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, a...)
+	}
+	return append(args, gpuRows(is)...), nil
+}
+
+// gpuRows is the machines, indices and instances of the GPUs is hold,
+// three arrays.
+func gpuRows(is []market.Instance) []any {
+	var machine, instance []string
+	var gpu []int64
+	for _, i := range is {
+		for _, g := range allocationsOf(i) {
+			machine, gpu, instance = append(machine, string(g.machine)), append(gpu, int64(g.gpu)), append(instance, string(i.ID))
+		}
+	}
+	return []any{machine, gpu, instance}
+}
+
 // keptShape is what one write of kept rows holds: the statement's text
-// depends on it alone.
+// depends on it alone (and on the transaction ID expression of events).
 type keptShape struct {
 	instances, updates         int
 	transfers, events, records bool
 }
 
+// oneInstance inserts one instance and its GPUs (InsertInstance, where
+// the database writes inside WITH).
+var oneInstance = keptShape{instances: 1}
+
+// statement returns the text of s, built once.
+func (s keptShape) statement(txid string) string {
+	return statement(s, func() string { return s.build(txid) })
+}
+
 // build writes the statement for s. Its arguments, in order: per
 // instance inserted, qInsertInstance's; the GPUs' machines, indices and
-// instances (three arrays); per instance updated, qUpdateInstance's; the
-// transfers' (qKeptTransfers); the events' seven arrays; the records'
-// eight. It returns the debited balances it updated and the instances.
+// instances (three arrays: instanceRows); per instance updated,
+// qUpdateInstance's; the transfers' (transferArgs); the events' seven
+// arrays; the records' eight. It returns the debited balances it updated
+// and the instances.
 func (s keptShape) build(txid string) string {
 	var ctes []string
 	n := 1 // the next parameter
@@ -269,8 +296,8 @@ func (s keptShape) build(txid string) string {
 	}
 	debits := "0"
 	if s.transfers {
-		ctes = append(ctes, renumber(keptTransfers, n))
-		n += keptTransferParams
+		ctes = append(ctes, renumber(transfersWith, n))
+		n += transfersParams
 		debits = `(SELECT count(*) FROM d)`
 	}
 	if s.events {
@@ -296,12 +323,13 @@ func renumber(q string, first int) string {
 	})
 }
 
-// keptTransfers writes transfers, numbered in order after the counter's
+// transfersWith writes transfers (the kept ones, or one: qOneTransfer),
+// numbered in order after the counter's
 // value, their entries and the balances they change, which each appear
 // once ($16-$18 the debits, $19-$21 the rest); d holds a row per debited
 // balance updated: fewer than asked means one had no row (it holds 0) and
 // was short.
-const keptTransfers = `c AS (INSERT INTO counters (name, value) VALUES ($1, $2)
+const transfersWith = `c AS (INSERT INTO counters (name, value) VALUES ($1, $2)
   ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value RETURNING value),
 t AS (INSERT INTO transfers (` + transferColumns + `)
   SELECT c.value - $2 + v.ord, v.id, v.idem_key, v.kind, v.asset, v.instance_id, v.minute, v.memo, v.at FROM c,
@@ -316,10 +344,15 @@ d AS (UPDATE balances SET amount = balances.amount + v.amount
 a AS (INSERT INTO balances (account, asset, amount) SELECT * FROM unnest($19::text[], $20::text[], $21::bigint[])
   ON CONFLICT (account, asset) DO UPDATE SET amount = balances.amount + excluded.amount)`
 
-// keptTransferParams is how many parameters keptTransfers takes.
-const keptTransferParams = 21
+// transfersParams is how many parameters transfersWith takes.
+const transfersParams = 21
 
-// transferArgs appends keptTransfers' arguments for ks to args, and
+// qOneTransfer writes one transfer (ApplyTransfer, where the database
+// writes inside WITH) and returns its number and the debited balances it
+// updated.
+const qOneTransfer = "WITH " + transfersWith + "\nSELECT (SELECT value FROM c), (SELECT count(*) FROM d)"
+
+// transferArgs appends transfersWith' arguments for ks to args, and
 // returns how many balances they debit.
 func transferArgs(args []any, ks []behindTransfer) ([]any, int, error) {
 	var id, key, kind, asset, inst, memo []string

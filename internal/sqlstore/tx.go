@@ -785,13 +785,11 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 	}
 	var fk bool
 	err = t.atomic(ctx, func() error {
-		if want := allocationsOf(i); t.ctes && len(want) > 0 {
+		if t.ctes {
 			// The row and its GPUs in one statement: a unique key taken is
 			// the instance's ID or a GPU, told apart once undone.
-			for _, a := range want {
-				args = append(args, a.machine, a.gpu)
-			}
-			_, err := t.tx.ExecContext(ctx, insertInstanceWithGPUs(len(want)), args...)
+			rows := append(slices.Clip(args), gpuRows([]market.Instance{i})...)
+			_, err := t.tx.ExecContext(ctx, oneInstance.statement(""), rows...)
 			switch t.classify(err) {
 			case UniqueViolation:
 				return errInstanceOrGPUsTaken
@@ -802,7 +800,7 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", op, i.ID, err)
 			}
-			t.noteHeld(i.ID, want)
+			t.noteHeld(i.ID, allocationsOf(i))
 			return nil
 		}
 		_, err := t.tx.ExecContext(ctx, qInsertInstance, args...)
@@ -837,23 +835,6 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 // errInstanceOrGPUsTaken: the instance's ID, or one of its GPUs, is
 // another's (InsertInstance, in one statement).
 var errInstanceOrGPUsTaken = errors.New("instance or gpus taken")
-
-// insertInstanceWithGPUs inserts an instance (qInsertInstance's
-// arguments) and its n GPUs (then per GPU, its machine and index) in one
-// statement, where the database runs writes inside WITH (sqlTx.ctes).
-func insertInstanceWithGPUs(n int) string {
-	return statement(instanceWithGPUs(n), func() string {
-		return `WITH i AS (` + qInsertInstance + ` RETURNING id)
-INSERT INTO gpu_allocations (machine_id, gpu_index, instance_id) SELECT v.machine_id, v.gpu_index, i.id FROM i, (VALUES ` +
-			valuesList(n, 2, strings.Count(qInsertInstance, "$")+1, []string{"TEXT", "BIGINT"}) + `) AS v (machine_id, gpu_index)`
-	})
-}
-
-// Keys of the statements built once per shape (statement).
-type (
-	instanceWithGPUs int    // insertInstanceWithGPUs
-	transferShape    [3]int // transferStatement
-)
 
 // statements holds the texts statement built, by their shape.
 var statements sync.Map
@@ -1095,26 +1076,12 @@ func (t *sqlTx) ApplyTransfer(ctx context.Context, tr market.Transfer) (market.T
 // unique key of the transfer or its charged minute is taken) or short (a
 // debit would take its account below zero).
 func (t *sqlTx) writeTransfer(ctx context.Context, op string, tr *market.Transfer, net []market.Entry) (used, short bool, err error) {
-	var debits, credits []market.Entry
-	for _, n := range net {
-		if isDebit(n) {
-			debits = append(debits, n)
-		} else {
-			credits = append(credits, n)
-		}
-	}
-	args := []any{counterTransfer, tr.ID, tr.Key, string(tr.Kind), string(tr.Asset), tr.Instance, tr.Minute, tr.Memo, micros(tr.At)}
-	for k, e := range tr.Entries {
-		args = append(args, k, e.Account, e.Account.Owner(), int64(e.Amount))
-	}
-	for _, n := range debits {
-		args = append(args, n.Account, int64(n.Amount))
-	}
-	for _, n := range credits {
-		args = append(args, n.Account, int64(n.Amount))
+	args, debits, err := transferArgs(nil, []behindTransfer{{tr: *tr, net: net}})
+	if err != nil {
+		return false, false, fmt.Errorf("%s %s: %w", op, tr.ID, err)
 	}
 	var updated int
-	err = t.tx.QueryRowContext(ctx, transferStatement(len(tr.Entries), len(debits), len(credits)), args...).Scan(&tr.Seq, &updated)
+	err = t.tx.QueryRowContext(ctx, qOneTransfer, args...).Scan(&tr.Seq, &updated)
 	// An account debited below zero fails the CHECK; one without a
 	// balance row (it holds 0) is not updated. Which it is, is read once
 	// the step is undone: on Postgres the failed statement aborted the
@@ -1122,7 +1089,7 @@ func (t *sqlTx) writeTransfer(ctx context.Context, op string, tr *market.Transfe
 	switch {
 	case t.classify(err) == UniqueViolation:
 		return true, false, err
-	case t.classify(err) == CheckViolation || (err == nil && updated < len(debits)):
+	case t.classify(err) == CheckViolation || (err == nil && updated < debits):
 		return false, true, market.Errorf(op, market.InsufficientFunds, "a debit of transfer %s is short", tr.ID)
 	case err != nil:
 		return false, false, fmt.Errorf("%s %s: %w", op, tr.ID, err)
@@ -1402,48 +1369,4 @@ func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event
 		return nil, fmt.Errorf("list events: %w", err)
 	}
 	return collect(rows, scanEvent)
-}
-
-// transferStatement writes a transfer with the given numbers of entries,
-// debits and credits in one statement (writeTransfer), and returns its
-// number and how many debited balances it updated. Arguments: the
-// counter's name, the transfer's eight columns after seq; then per entry
-// its index, account, owner and amount; per debit, then per credit, the
-// account and amount.
-func transferStatement(entries, debits, credits int) string {
-	return statement(transferShape{entries, debits, credits}, func() string { return buildTransfer(entries, debits, credits) })
-}
-
-func buildTransfer(entries, debits, credits int) string {
-	var b strings.Builder
-	b.WriteString(`WITH c AS (` + qNextCounter + `),
-t AS (INSERT INTO transfers (` + transferColumns + `)
-  SELECT c.value, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text, $9::bigint FROM c RETURNING seq),
-e AS (INSERT INTO transfer_entries (transfer_seq, idx, account, owner_id, amount)
-  SELECT t.seq, v.idx, v.account, v.owner_id, v.amount FROM t, (VALUES `)
-	b.WriteString(valuesList(entries, 4, 10, []string{"BIGINT", "TEXT", "TEXT", "BIGINT"}))
-	b.WriteString(`) AS v (idx, account, owner_id, amount))`)
-	n := 10 + 4*entries
-	if debits > 0 {
-		b.WriteString(`,
-d AS (UPDATE balances SET amount = balances.amount + v.amount FROM (VALUES `)
-		b.WriteString(valuesList(debits, 2, n, []string{"TEXT", "BIGINT"}))
-		b.WriteString(`) AS v (account, amount) WHERE balances.account = v.account AND balances.asset = $5 RETURNING 1)`)
-		n += 2 * debits
-	}
-	if credits > 0 {
-		b.WriteString(`,
-a AS (INSERT INTO balances (account, asset, amount) SELECT v.account, $5, v.amount FROM (VALUES `)
-		b.WriteString(valuesList(credits, 2, n, []string{"TEXT", "BIGINT"}))
-		b.WriteString(`) AS v (account, amount)
-  ON CONFLICT (account, asset) DO UPDATE SET amount = balances.amount + excluded.amount)`)
-	}
-	if debits > 0 {
-		b.WriteString(`
-SELECT (SELECT seq FROM t), (SELECT count(*) FROM d)`)
-	} else {
-		b.WriteString(`
-SELECT (SELECT seq FROM t), 0`)
-	}
-	return b.String()
 }
