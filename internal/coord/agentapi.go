@@ -41,7 +41,7 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 	// The machine, its instances and its challenge need not be read at
 	// one instant: each is answered as it stands, and a change after
 	// wakes the agent again.
-	noCheck := s.noChecks.known(id)
+	_, noCheck := s.noChecks.get(id)
 	insts, kept := s.work.get(id)
 	gen := s.work.reading(id)
 	var err error
@@ -67,7 +67,7 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 			return err
 		})
 		if err == nil && !kept {
-			s.work.store(id, gen, insts)
+			s.work.store(id, gen, insts, len(insts))
 		}
 	}
 	if errors.Is(err, errUnissued) {

@@ -140,9 +140,9 @@ type Service struct {
 
 	verify *verifier // verification state kept in memory (verify.go)
 	// noChecks: machines read without a pending check (verify.go).
-	noChecks noChecks
+	noChecks machineMemo[struct{}]
 	// work: machines' active instances, for the desired state (work.go).
-	work workCache
+	work machineMemo[[]market.Instance]
 
 	creates createBatcher // on-demand creates committed together (createbatch.go)
 }

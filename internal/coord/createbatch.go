@@ -163,7 +163,7 @@ func (s *Service) runCreates(batch []*createCall) {
 		if changed[i.Machine] {
 			s.machineChanged(i.Machine)
 		} else {
-			s.work.add(i) // what the desired state lists now
+			s.workAdded(i) // what the desired state lists now
 			s.hub.notify(machineTopic(i.Machine))
 		}
 	}

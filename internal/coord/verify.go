@@ -352,7 +352,7 @@ func (s *Service) challengeIn(ctx context.Context, tx Tx, id market.MachineID, w
 	cs, err := tx.Checks(ctx, CheckFilter{Machine: id, State: market.CheckPending, Limit: 1})
 	if err != nil || len(cs) == 0 {
 		if err == nil {
-			s.noChecks.found(id, gen)
+			s.noChecks.store(id, gen, struct{}{}, 0)
 		}
 		return nil, err
 	}
@@ -381,58 +381,12 @@ func (s *Service) challengeIn(ctx context.Context, tx Tx, id market.MachineID, w
 	return ch, nil
 }
 
-// noChecks remembers the machines that a read found without a pending
-// check, so that the desired state, answered on every change of a
+// Service.noChecks remembers the machines that a read found without a
+// pending check, so that the desired state, answered on every change of a
 // machine's instances, need not read its checks each time. A check
 // started here forgets the machine once committed (checkStarted); one
 // started through another replica, when the follower reads its
-// machine.check event. A read that began before a forget does not
-// remember what it found (gen), since it may predate the check.
-type noChecks struct {
-	mu   sync.Mutex
-	gen  map[market.MachineID]uint64 // forgets so far
-	none map[market.MachineID]uint64 // gen when read without a check
-}
-
-// known reports whether machine id is known to have no pending check.
-func (n *noChecks) known(id market.MachineID) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	g, ok := n.none[id]
-	return ok && g == n.gen[id]
-}
-
-// reading returns the generation to pass to found, before a read.
-func (n *noChecks) reading(id market.MachineID) uint64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.gen[id]
-}
-
-// found remembers that a read begun at generation g found no pending
-// check of id.
-func (n *noChecks) found(id market.MachineID, g uint64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.gen[id] != g {
-		return
-	}
-	if n.none == nil {
-		n.none = map[market.MachineID]uint64{}
-	}
-	n.none[id] = g
-}
-
-// forget drops what is known of id.
-func (n *noChecks) forget(id market.MachineID) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.gen == nil {
-		n.gen = map[market.MachineID]uint64{}
-	}
-	n.gen[id]++
-	delete(n.none, id)
-}
+// machine.check event.
 
 // checkStarted follows a committed transaction that started a check of
 // machine id: the desired state reads it again, and the agent's long poll
