@@ -385,7 +385,9 @@ type InstanceFilter struct {
 	Renter  market.AccountID
 	Machine market.MachineID
 	// Machines, when not empty, selects only instances on these machines.
-	Machines   []market.MachineID
+	Machines []market.MachineID
+	// IDs, when not empty, selects only these instances.
+	IDs        []market.InstanceID
 	ActiveOnly bool // only states that hold GPUs
 	// Billable selects instances with StartedAt set and Settled false:
 	// those whose charges or escrow release may still be due.

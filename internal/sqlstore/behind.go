@@ -2,11 +2,14 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/market"
@@ -44,10 +47,10 @@ import (
 //     that asks for write-behind must not act on a write's success
 //     outside the transaction before it commits.)
 //
-// The statement takes most rows in arrays (unnest), so that its text, and
-// the server's prepared plan, depend little on the number of rows;
-// instances, with 35 columns, are a VALUES list, and an update a WITH
-// clause each.
+// The statement takes its rows in arrays (unnest), a column each, so that
+// its text, and the server's prepared plan, depend only on which tables
+// it writes, not on how many rows: a text per number of rows made nearly
+// every write a new statement for the server to parse and plan.
 
 // maxKeptInstances is how many instances are kept at most: their rows'
 // parameters must fit in one statement (Postgres takes 65,535).
@@ -171,21 +174,21 @@ func (t *sqlTx) flushKept(ctx context.Context) {
 // writeKept writes what was kept in one statement, a writing WITH clause
 // per table.
 func (t *sqlTx) writeKept(ctx context.Context, b behind) error {
-	shape := keptShape{instances: len(b.instances), updates: len(b.updates), transfers: len(b.transfers) > 0,
+	shape := keptShape{instances: len(b.instances) > 0, updates: len(b.updates) > 0, transfers: len(b.transfers) > 0,
 		events: len(b.events) > 0, records: len(b.records) > 0}
 	var args []any
-	if len(b.instances) > 0 {
+	if shape.instances {
 		var err error
 		if args, err = instanceRows(args, b.instances); err != nil {
 			return err
 		}
 	}
-	for _, i := range b.updates {
-		a, err := instanceArgs(i)
+	if shape.updates {
+		cols, err := instanceArrays(b.updates)
 		if err != nil {
 			return err
 		}
-		args = append(args, a...)
+		args = append(args, cols...)
 	}
 	var debits int
 	if shape.transfers {
@@ -228,17 +231,94 @@ func (t *sqlTx) writeKept(ctx context.Context, b behind) error {
 }
 
 // instanceRows appends to args the arguments of keptShape's instance
-// inserts for is: per instance qInsertInstance's, then the machines,
+// inserts for is: their columns (instanceArrays), then the machines,
 // indices and instances of their GPUs (three arrays).
 func instanceRows(args []any, is []market.Instance) ([]any, error) {
+	cols, err := instanceArrays(is)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(args, cols...), gpuRows(is)...), nil
+}
+
+// instanceArrays returns the columns of is, in instanceColumns' order, as
+// arrays: one per column, an element per instance, of the type
+// instanceKinds gives (instanceArgs' values, NULL for an invalid
+// sql.NullInt64).
+func instanceArrays(is []market.Instance) ([]any, error) {
+	kinds := instanceKinds()
+	cols := make([]any, len(kinds))
+	for c, k := range kinds {
+		switch k {
+		case "text":
+			cols[c] = make([]string, 0, len(is))
+		case "bigint":
+			cols[c] = make([]*int64, 0, len(is))
+		case "boolean":
+			cols[c] = make([]bool, 0, len(is))
+		}
+	}
 	for _, i := range is {
-		a, err := instanceArgs(i)
+		args, err := instanceArgs(i)
 		if err != nil {
 			return nil, err
 		}
-		args = append(args, a...)
+		for c, a := range args {
+			switch col := cols[c].(type) {
+			case []string:
+				cols[c] = append(col, reflect.ValueOf(a).String())
+			case []*int64:
+				var v *int64
+				switch n := a.(type) {
+				case sql.NullInt64:
+					if n.Valid {
+						v = &n.Int64
+					}
+				default:
+					i := reflect.ValueOf(a).Int()
+					v = &i
+				}
+				cols[c] = append(col, v)
+			case []bool:
+				cols[c] = append(col, a.(bool))
+			}
+		}
 	}
-	return append(args, gpuRows(is)...), nil
+	return cols, nil
+}
+
+// instanceKinds is the SQL type of each of instanceArgs' values: text,
+// bigint or boolean, from their Go types.
+var instanceKinds = sync.OnceValue(func() []string {
+	args, err := instanceArgs(market.Instance{})
+	if err != nil {
+		panic(fmt.Sprintf("sqlstore: the arguments of an empty instance: %v", err))
+	}
+	kinds := make([]string, len(args))
+	for c, a := range args {
+		switch v := reflect.ValueOf(a); {
+		case v.Type() == reflect.TypeFor[sql.NullInt64]() || v.CanInt():
+			kinds[c] = "bigint"
+		case v.Kind() == reflect.String:
+			kinds[c] = "text"
+		case v.Kind() == reflect.Bool:
+			kinds[c] = "boolean"
+		default:
+			panic(fmt.Sprintf("sqlstore: instance column %d has Go type %T; instanceArrays takes strings, integers, booleans and sql.NullInt64", c, a))
+		}
+	}
+	return kinds
+})
+
+// instanceUnnest is "unnest($first::text[], ...) AS v (id, ...)": the
+// rows of instanceArrays' columns.
+func instanceUnnest(first int) string {
+	kinds := instanceKinds()
+	params := make([]string, len(kinds))
+	for c, k := range kinds {
+		params[c] = "$" + strconv.Itoa(first+c) + "::" + k + "[]"
+	}
+	return "unnest(" + strings.Join(params, ", ") + ") AS v (" + instanceColumns + ")"
 }
 
 // gpuRows is the machines, indices and instances of the GPUs is hold,
@@ -257,42 +337,44 @@ func gpuRows(is []market.Instance) []any {
 // keptShape is what one write of kept rows holds: the statement's text
 // depends on it alone (and on the transaction ID expression of events).
 type keptShape struct {
-	instances, updates         int
-	transfers, events, records bool
+	instances, updates, transfers, events, records bool
 }
 
 // oneInstance inserts one instance and its GPUs (InsertInstance, where
 // the database writes inside WITH).
-var oneInstance = keptShape{instances: 1}
+var oneInstance = keptShape{instances: true}
 
 // statement returns the text of s, built once.
 func (s keptShape) statement(txid string) string {
 	return statement(s, func() string { return s.build(txid) })
 }
 
-// build writes the statement for s. Its arguments, in order: per
-// instance inserted, qInsertInstance's; the GPUs' machines, indices and
-// instances (three arrays: instanceRows); per instance updated,
-// qUpdateInstance's; the transfers' (transferArgs); the events' seven
+// build writes the statement for s. Its arguments, in order: the
+// instances inserted (instanceRows: their columns, then their GPUs'
+// machines, indices and instances); the instances updated
+// (instanceArrays); the transfers' (transferArgs); the events' seven
 // arrays; the records' eight. It returns the debited balances it updated
-// and the instances.
+// and the instances. An instance is updated once at most (behind.writes).
 func (s keptShape) build(txid string) string {
 	var ctes []string
 	n := 1 // the next parameter
-	if s.instances > 0 {
-		cols := strings.Count(qInsertInstance, "$")
-		ctes = append(ctes, `i AS (INSERT INTO instances (`+instanceColumns+`) VALUES `+valuesList(s.instances, cols, n, nil)+` RETURNING id)`)
-		n += s.instances * cols
+	cols := len(instanceKinds())
+	if s.instances {
+		ctes = append(ctes, `i AS (INSERT INTO instances (`+instanceColumns+`) SELECT * FROM `+instanceUnnest(n)+` RETURNING id)`)
+		n += cols
 		ctes = append(ctes, renumber(`g AS (INSERT INTO gpu_allocations (machine_id, gpu_index, instance_id) SELECT v.machine_id, v.gpu_index, v.instance_id
   FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v (machine_id, gpu_index, instance_id) JOIN i ON i.id = v.instance_id)`, n))
 		n += 3
 	}
 	updated := "0"
-	for k := range s.updates {
-		name := fmt.Sprintf("u%d", k)
-		ctes = append(ctes, name+` AS (`+renumber(qUpdateInstance, n)+` RETURNING 1)`)
-		n += strings.Count(qUpdateInstance, "$")
-		updated += ` + (SELECT count(*) FROM ` + name + `)`
+	if s.updates {
+		var set []string
+		for _, c := range strings.Split(instanceColumns, ", ")[1:] {
+			set = append(set, c+" = v."+c)
+		}
+		ctes = append(ctes, `u AS (UPDATE instances SET `+strings.Join(set, ", ")+` FROM `+instanceUnnest(n)+` WHERE instances.id = v.id RETURNING 1)`)
+		n += cols
+		updated = `(SELECT count(*) FROM u)`
 	}
 	debits := "0"
 	if s.transfers {

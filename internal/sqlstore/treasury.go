@@ -45,7 +45,7 @@ WHERE t.at < $1 AND t.kind <> 'charge' AND t.kind <> 'charges' AND t.kind IN ` /
 	idemColumns        = `account_id, idem_key, op, request_hash, error_kind, error_message, response, created_at`
 	qInsertIdempotency = `INSERT INTO idempotency_keys (` + idemColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 	qIdempotency       = `SELECT ` + idemColumns + ` FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2`
-	qIdempotencies     = `SELECT ` + idemColumns + ` FROM idempotency_keys` // + WHERE account_id IN (...) AND idem_key IN (...)
+	qIdempotencies     = `SELECT ` + idemColumns + ` FROM idempotency_keys` // + WHERE (account_id = ... AND idem_key = ...) OR ...
 
 	withdrawalColumns = `id, account_id, asset, amount, state, reason, created_at, decided_at, decided_by`
 	qInsertWithdrawal = `INSERT INTO withdrawals (` + withdrawalColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
@@ -176,16 +176,12 @@ func (t *sqlTx) Idempotency(ctx context.Context, account market.AccountID, key s
 func (t *sqlTx) IdempotencyOf(ctx context.Context, keys []coord.IdemKey) (map[coord.IdemKey]coord.IdemRecord, error) {
 	out := make(map[coord.IdemKey]coord.IdemRecord, len(keys))
 	for chunk := range slices.Chunk(keys, inList/2) {
-		var accounts, names []string
-		for _, k := range chunk {
-			if !slices.Contains(accounts, string(k.Account)) {
-				accounts = append(accounts, string(k.Account))
-			}
-			names = append(names, k.Key)
+		pairs := make([][2]string, len(chunk))
+		for i, k := range chunk {
+			pairs[i] = [2]string{string(k.Account), k.Key}
 		}
 		var w where
-		w.in("account_id", accounts)
-		w.in("idem_key", names)
+		w.pairs("account_id", "idem_key", pairs)
 		rows, err := t.tx.QueryContext(ctx, qIdempotencies+w.sql(), w.args...)
 		if err != nil {
 			return nil, fmt.Errorf("get idempotency keys: %w", err)
@@ -195,9 +191,7 @@ func (t *sqlTx) IdempotencyOf(ctx context.Context, keys []coord.IdemKey) (map[co
 			return nil, fmt.Errorf("get idempotency keys: %w", err)
 		}
 		for _, r := range rs {
-			if k := (coord.IdemKey{Account: r.Account, Key: r.Key}); slices.Contains(chunk, k) {
-				out[k] = r
-			}
+			out[coord.IdemKey{Account: r.Account, Key: r.Key}] = r
 		}
 	}
 	return out, nil

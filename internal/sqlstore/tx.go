@@ -449,6 +449,18 @@ func chunked[T any, ID ~string](ids []ID, list func(chunk []string) ([]T, error)
 	return out, nil
 }
 
+// pairs appends "(a = ... AND b = ...) OR ...", one condition per pair:
+// both databases look each pair up in an index on (a, b), where "a IN
+// (...) AND b IN (...)" makes Postgres probe every combination.
+func (w *where) pairs(a, b string, vals [][2]string) {
+	conds := make([]string, len(vals))
+	for i, v := range vals {
+		w.args = append(w.args, v[0], v[1])
+		conds[i] = "(" + a + " = $" + strconv.Itoa(len(w.args)-1) + " AND " + b + " = $" + strconv.Itoa(len(w.args)) + ")"
+	}
+	w.conds = append(w.conds, "("+strings.Join(conds, " OR ")+")")
+}
+
 func (w *where) sql() string {
 	if len(w.conds) == 0 {
 		return ""
@@ -788,8 +800,11 @@ func (t *sqlTx) InsertInstance(ctx context.Context, i market.Instance) error {
 		if t.ctes {
 			// The row and its GPUs in one statement: a unique key taken is
 			// the instance's ID or a GPU, told apart once undone.
-			rows := append(slices.Clip(args), gpuRows([]market.Instance{i})...)
-			_, err := t.tx.ExecContext(ctx, oneInstance.statement(""), rows...)
+			rows, err := instanceRows(nil, []market.Instance{i})
+			if err != nil {
+				return err
+			}
+			_, err = t.tx.ExecContext(ctx, oneInstance.statement(""), rows...)
 			switch t.classify(err) {
 			case UniqueViolation:
 				return errInstanceOrGPUsTaken
@@ -904,8 +919,10 @@ func (t *sqlTx) Instance(ctx context.Context, id market.InstanceID) (market.Inst
 }
 
 func (t *sqlTx) Instances(ctx context.Context, f coord.InstanceFilter) ([]market.Instance, error) {
-	is, err := chunked(f.Machines, func(ids []string) ([]market.Instance, error) { return t.instances(ctx, f, ids) })
-	if len(f.Machines) > inList {
+	is, err := chunked(f.IDs, func(ids []string) ([]market.Instance, error) {
+		return chunked(f.Machines, func(machines []string) ([]market.Instance, error) { return t.instances(ctx, f, ids, machines) })
+	})
+	if len(f.Machines) > inList || len(f.IDs) > inList {
 		slices.SortFunc(is, func(a, b market.Instance) int {
 			return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(string(a.ID), string(b.ID)))
 		})
@@ -913,8 +930,11 @@ func (t *sqlTx) Instances(ctx context.Context, f coord.InstanceFilter) ([]market
 	return is, err
 }
 
-func (t *sqlTx) instances(ctx context.Context, f coord.InstanceFilter, machines []string) ([]market.Instance, error) {
+func (t *sqlTx) instances(ctx context.Context, f coord.InstanceFilter, ids, machines []string) ([]market.Instance, error) {
 	var w where
+	if len(ids) > 0 {
+		w.in("id", ids)
+	}
 	if f.Renter != "" {
 		w.add("renter_id = ?", f.Renter)
 	}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
@@ -285,6 +286,22 @@ func testIdempotencyOf(t *testing.T, s coord.Store) {
 		key := func(a market.AccountID, k string) coord.IdemKey { return coord.IdemKey{Account: a, Key: k} }
 		got, err := tx.IdempotencyOf(ctx, []coord.IdemKey{key(w.renter, "k1"), key(w.renter, "k2"), key(w.host, "k1"), key(w.host, "k2"), key("a-none", "k1")})
 		diff(t, "IdempotencyOf", got, map[coord.IdemKey]coord.IdemRecord{key(w.renter, "k1"): renterK1, key(w.host, "k2"): hostK2})
+		if err != nil {
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		// More keys than one statement looks up.
+		var many []coord.IdemKey
+		for k := range 600 {
+			many = append(many, key(w.renter, fmt.Sprintf("none-%d", k)))
+			if k == 300 {
+				many = append(many, key(w.host, "k2"), key(w.renter, "k1"))
+			}
+		}
+		got, err = tx.IdempotencyOf(ctx, many)
+		diff(t, "IdempotencyOf (many keys)", got, map[coord.IdemKey]coord.IdemRecord{key(w.renter, "k1"): renterK1, key(w.host, "k2"): hostK2})
 		if err != nil {
 			return err
 		}

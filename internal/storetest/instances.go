@@ -150,6 +150,12 @@ func testInstanceFilters(t *testing.T, s coord.Store) {
 		{"machines", coord.InstanceFilter{Machines: []market.MachineID{"m-nowhere", w.machine}}, func(i market.Instance) bool { return i.Machine == w.machine }},
 		{"machines, active", coord.InstanceFilter{Machines: []market.MachineID{m2, w.machine}, ActiveOnly: true}, market.Instance.Active},
 		{"many machines", coord.InstanceFilter{Machines: manyIDs(m2, w.machine)}, func(market.Instance) bool { return true }},
+		{"ids", coord.InstanceFilter{IDs: []market.InstanceID{"i-nowhere", all[0].ID, all[4].ID}},
+			func(i market.Instance) bool { return i.ID == all[0].ID || i.ID == all[4].ID }},
+		{"ids, machine, active", coord.InstanceFilter{IDs: []market.InstanceID{all[0].ID, all[1].ID, all[3].ID}, Machine: w.machine, ActiveOnly: true},
+			func(i market.Instance) bool { return i.ID == all[0].ID }},
+		{"many ids, many machines", coord.InstanceFilter{IDs: manyIDs(all[2].ID, all[3].ID, all[5].ID), Machines: manyIDs(m2, w.machine)},
+			func(i market.Instance) bool { return i.ID == all[2].ID || i.ID == all[3].ID || i.ID == all[5].ID }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var want []market.Instance

@@ -173,14 +173,14 @@ func testMachineFilters(t *testing.T, s coord.Store) {
 }
 
 // manyIDs returns 1,500 machine IDs: ids spread among made-up ones.
-func manyIDs(ids ...market.MachineID) []market.MachineID {
-	var out []market.MachineID
+func manyIDs[ID ~string](ids ...ID) []ID {
+	var out []ID
 	for k := range 1500 {
 		if k%600 == 0 && len(ids) > 0 {
 			out, ids = append(out, ids[0]), ids[1:]
 			continue
 		}
-		out = append(out, market.MachineID(fmt.Sprintf("m-none-%04d", k)))
+		out = append(out, ID(fmt.Sprintf("none-%04d", k)))
 	}
 	return out
 }
