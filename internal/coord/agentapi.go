@@ -119,127 +119,157 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 // Report records an agent's observed state; it is also the machine's
 // heartbeat. Reports about instances that are not assigned to this machine,
 // or that carry another generation than the current one, are rejected one
-// by one and change nothing.
+// by one and change nothing. Reports that arrive together share a
+// transaction (group commit, group.go): each is a step of it, undone alone
+// when refused.
 func (s *Service) Report(ctx context.Context, caller market.Account, id market.MachineID, r market.Report) (market.ReportResult, error) {
-	const op = "report"
 	if len(r.Instances) == 0 && len(r.Logs) == 0 && s.live.beat(id, caller.ID, s.now()) {
 		// A bare heartbeat of a machine known online: memory only.
 		s.beats.inMemory.Add(1)
 		s.metrics.record(id, r.GPUs, s.now())
 		return market.ReportResult{}, nil
 	}
-	res := market.ReportResult{}
-	var changedLogs, ended []market.InstanceID
-	cameOnline := false
-	var owner market.AccountID
-	var seen time.Time
-	err := s.store.Tx(ctx, func(tx Tx) error {
-		// An acknowledgement's instance and event go to the store together
-		// at the commit (what is done here outside the transaction, the
-		// replica signals, is done again on a rerun).
-		tx.WriteBehind()
-		res, changedLogs, ended, cameOnline = market.ReportResult{}, nil, nil, false
-		now := s.now()
-		owner, seen = caller.ID, now
-		// A machine online here, the caller's, needs no read: as for a
-		// bare heartbeat above.
-		if !s.live.owns(id, caller.ID) {
-			m, err := ownMachine(ctx, tx, caller, id, op)
-			if err != nil {
+	c := &reportCall{ctx: context.WithoutCancel(ctx), caller: caller, machine: id, r: r}
+	s.batches.do(c) // batch.go
+	if c.err != nil {
+		return market.ReportResult{}, c.err
+	}
+	return c.res, nil
+}
+
+type reportCall struct {
+	ctx     context.Context // the caller's values, without its cancellation
+	caller  market.Account
+	machine market.MachineID
+	r       market.Report
+
+	// What recording it did, for after the commit.
+	res                market.ReportResult
+	changedLogs, ended []market.InstanceID
+	cameOnline         bool
+	owner              market.AccountID
+	seen               time.Time
+	err                error
+}
+
+func (c *reportCall) fail() {
+	c.err = market.Errorf("report", market.Internal, "internal error (logged)")
+}
+
+// reported follows the reports of a batch committed.
+func (s *Service) reported(ctx context.Context, reports []*reportCall) {
+	var reindex []market.MachineID
+	for _, c := range reports {
+		if c.err != nil {
+			continue
+		}
+		s.live.online(c.machine, c.owner, c.seen)
+		s.metrics.record(c.machine, c.r.GPUs, c.seen)
+		for _, id := range c.changedLogs {
+			s.hub.notify(logTopic(id))
+		}
+		s.instancesEnded(c.machine, c.ended)
+		if (c.cameOnline || len(c.ended) > 0) && !slices.Contains(reindex, c.machine) {
+			reindex = append(reindex, c.machine)
+		}
+	}
+	if len(reindex) > 0 {
+		s.reindex(ctx, reindex...)
+	}
+}
+
+// reportIn records c's report in tx.
+func (s *Service) reportIn(ctx context.Context, tx Tx, c *reportCall) error {
+	const op = "report"
+	c.res, c.changedLogs, c.ended, c.cameOnline = market.ReportResult{}, nil, nil, false
+	id, r := c.machine, c.r
+	now := s.now()
+	c.owner, c.seen = c.caller.ID, now
+	// A machine online here, the caller's, needs no read: as for a bare
+	// heartbeat in Report.
+	if !s.live.owns(id, c.caller.ID) {
+		m, err := ownMachine(ctx, tx, c.caller, id, op)
+		if err != nil {
+			return err
+		}
+		c.owner = m.Owner
+		if !m.Online {
+			c.cameOnline = true
+			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: m.Owner, Machine: m.ID, Message: "heartbeats resumed"}); err != nil {
 				return err
 			}
-			owner = m.Owner
-			if !m.Online {
-				cameOnline = true
-				if err := tx.AppendEvent(ctx, market.Event{At: now, Type: "machine.online", Account: m.Owner, Machine: m.ID, Message: "heartbeats resumed"}); err != nil {
-					return err
-				}
-				// Only the change is written at once; later heartbeats of an
-				// online machine go to memory and are flushed in batches.
-				m.Online, m.LastSeenAt = true, now
-				if err := tx.UpdateMachine(ctx, m); err != nil {
-					return err
-				}
+			// Only the change is written at once; later heartbeats of an
+			// online machine go to memory and are flushed in batches.
+			m.Online, m.LastSeenAt = true, now
+			if err := tx.UpdateMachine(ctx, m); err != nil {
+				return err
 			}
 		}
-		accepted := map[market.InstanceID]bool{}
-		for _, rep := range r.Instances {
-			inst, err := tx.Instance(ctx, rep.Instance)
-			switch {
-			case market.IsKind(err, market.NotFound) || (err == nil && inst.Machine != id):
-				res.Rejected = append(res.Rejected, market.Rejection{Instance: rep.Instance, Reason: "not assigned to this machine"})
-				continue
-			case err != nil:
-				return err
-			case rep.Generation != inst.Generation:
-				res.Rejected = append(res.Rejected, market.Rejection{Instance: rep.Instance,
-					Reason: fmt.Sprintf("stale generation %d; the current one is %d", rep.Generation, inst.Generation)})
-				continue
-			}
-			accepted[inst.ID] = true
-			if rep.Queue != nil || rep.Healthy != nil || inst.Env[market.DeploymentEnv] != "" {
-				s.signals.record(inst.ID, id, inst.GPUs, rep.Queue, rep.Healthy, now) // signals.go
-			}
-			// Where the agent published the ports: kept while it runs.
-			ports := len(rep.Ports) > 0 && !inst.State.Terminal() && !slices.Equal(rep.Ports, inst.PortMap)
+	}
+	accepted := map[market.InstanceID]bool{}
+	for _, rep := range r.Instances {
+		inst, err := tx.Instance(ctx, rep.Instance)
+		switch {
+		case market.IsKind(err, market.NotFound) || (err == nil && inst.Machine != id):
+			c.res.Rejected = append(c.res.Rejected, market.Rejection{Instance: rep.Instance, Reason: "not assigned to this machine"})
+			continue
+		case err != nil:
+			return err
+		case rep.Generation != inst.Generation:
+			c.res.Rejected = append(c.res.Rejected, market.Rejection{Instance: rep.Instance,
+				Reason: fmt.Sprintf("stale generation %d; the current one is %d", rep.Generation, inst.Generation)})
+			continue
+		}
+		accepted[inst.ID] = true
+		if rep.Queue != nil || rep.Healthy != nil || inst.Env[market.DeploymentEnv] != "" {
+			s.signals.record(inst.ID, id, inst.GPUs, rep.Queue, rep.Healthy, now) // signals.go
+		}
+		// Where the agent published the ports: kept while it runs.
+		ports := len(rep.Ports) > 0 && !inst.State.Terminal() && !slices.Equal(rep.Ports, inst.PortMap)
+		if ports {
+			inst.PortMap = rep.Ports
+		}
+		typ, ok := observe(&inst, rep, now)
+		if !ok {
 			if ports {
-				inst.PortMap = rep.Ports
-			}
-			typ, ok := observe(&inst, rep, now)
-			if !ok {
-				if ports {
-					if err := tx.UpdateInstance(ctx, inst); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			if inst.State.Terminal() {
-				ended = append(ended, inst.ID)
-				if err := s.settle(ctx, tx, &inst, now); err != nil {
+				if err := tx.UpdateInstance(ctx, inst); err != nil {
 					return err
 				}
 			}
-			if err := tx.UpdateInstance(ctx, inst); err != nil {
+			continue
+		}
+		if inst.State.Terminal() {
+			c.ended = append(c.ended, inst.ID)
+			if err := s.settle(ctx, tx, &inst, now); err != nil {
 				return err
 			}
-			if err := tx.AppendEvent(ctx, market.Event{At: now, Type: typ, Account: inst.Renter, Machine: id, Instance: inst.ID, Message: describe(inst)}); err != nil {
-				return err
-			}
 		}
-		var logs []market.LogChunk
-		for _, c := range r.Logs {
-			if !accepted[c.Instance] {
-				inst, err := tx.Instance(ctx, c.Instance)
-				if err != nil || inst.Machine != id {
-					continue // logs of an instance this machine does not run
-				}
-				accepted[c.Instance] = true
-			}
-			if c.At.IsZero() {
-				c.At = now
-			}
-			logs = append(logs, c)
-			changedLogs = append(changedLogs, c.Instance)
+		if err := tx.UpdateInstance(ctx, inst); err != nil {
+			return err
 		}
-		if len(logs) > 0 {
-			return tx.AppendLogs(ctx, logs)
+		if err := tx.AppendEvent(ctx, market.Event{At: now, Type: typ, Account: inst.Renter, Machine: id, Instance: inst.ID, Message: describe(inst)}); err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return market.ReportResult{}, err
 	}
-	s.live.online(id, owner, seen)
-	s.metrics.record(id, r.GPUs, seen)
-	for _, id := range changedLogs {
-		s.hub.notify(logTopic(id))
+	var logs []market.LogChunk
+	for _, l := range r.Logs {
+		if !accepted[l.Instance] {
+			inst, err := tx.Instance(ctx, l.Instance)
+			if err != nil || inst.Machine != id {
+				continue // logs of an instance this machine does not run
+			}
+			accepted[l.Instance] = true
+		}
+		if l.At.IsZero() {
+			l.At = now
+		}
+		logs = append(logs, l)
+		c.changedLogs = append(c.changedLogs, l.Instance)
 	}
-	s.instancesEnded(id, ended)
-	if cameOnline || len(ended) > 0 {
-		s.reindex(ctx, id)
+	if len(logs) > 0 {
+		return tx.AppendLogs(ctx, logs)
 	}
-	return res, nil
+	return nil
 }
 
 // observe applies an accepted report to inst and returns the event type

@@ -144,7 +144,8 @@ type Service struct {
 	// work: machines' active instances, for the desired state (work.go).
 	work machineMemo[[]market.Instance]
 
-	creates createBatcher // on-demand creates committed together (createbatch.go)
+	// batches: on-demand creates and agents' reports committed together (batch.go).
+	batches groupCommit[batchCall]
 }
 
 // New returns a Service with defaults filled in. Call RebuildIndex before
@@ -220,6 +221,7 @@ func New(cfg Config) *Service {
 	s := &Service{clock: cfg.Clock, log: cfg.Logger, cfg: cfg, hub: newHub(cfg.Clock.Now().UnixNano()), index: index, live: newLiveSet(), metrics: newMetricStore()}
 	s.store = fencedStore{Store: cfg.Store, s: s}
 	s.verify = newVerifier(&s.cfg)
+	s.batches = groupCommit[batchCall]{name: "create and report", max: maxBatch, run: s.runBatch, log: s.log}
 	return s
 }
 

@@ -571,6 +571,65 @@ func TestConcurrentReportsRecordedTogether(t *testing.T) {
 	e.check()
 }
 
+// holdNext is a store whose next transaction, once armed, waits for
+// release before it runs (started is closed when it is reached).
+type holdNext struct {
+	coord.Store
+	armed            atomic.Bool
+	started, release chan struct{}
+}
+
+func (h *holdNext) Tx(ctx context.Context, fn func(tx coord.Tx) error) error {
+	if h.armed.CompareAndSwap(true, false) {
+		close(h.started)
+		<-h.release
+	}
+	return h.Store.Tx(ctx, fn)
+}
+
+// A report and a create that share a batch: the report goes first, so the
+// GPU that the instance it ends held is free for the create, and each is
+// answered as if alone, next to a stranger's report refused.
+func TestReportAndCreateShareABatch(t *testing.T) {
+	store := &holdNext{Store: testStore(t), started: make(chan struct{}), release: make(chan struct{})}
+	e := newEnvOn(t, store, nil)
+	small := e.machine(e.host, "fp-small", 1)
+	req := market.CreateInstanceRequest{Machine: small.ID, GPUs: 1, Command: []string{"sleep", "60"}}
+	old := must(e.svc.CreateInstance(e.ctx, e.renter, req))
+	e.report(old, market.ObservedRunning)
+	stranger := e.account("stranger@example.com", market.RoleHost)
+
+	// A create on another machine holds the batch runner while the three
+	// calls queue behind it, to be run as the next batch.
+	store.armed.Store(true)
+	var wg sync.WaitGroup
+	wg.Go(func() { must(e.create(1)) })
+	<-store.started
+	var made market.Instance
+	var createErr, strangerErr error
+	wg.Go(func() { made, createErr = e.svc.CreateInstance(e.ctx, e.renter, req) })
+	wg.Go(func() {
+		_, strangerErr = e.svc.Report(e.ctx, stranger, small.ID, market.Report{Instances: []market.InstanceReport{{Instance: old.ID, Generation: old.Generation, State: market.ObservedFailed}}})
+	})
+	wg.Go(func() { e.report(old, market.ObservedStopped) })
+	for e.svc.BatchQueued() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	close(store.release)
+	wg.Wait()
+	if createErr != nil {
+		t.Fatalf("the create after the report that freed its GPU, in one batch: %v", createErr)
+	}
+	if !slices.Equal(made.GPUs, []int{0}) {
+		t.Errorf("the create got GPUs %v, want [0]", made.GPUs)
+	}
+	wantKind(t, strangerErr, market.NotFound, "not found among your machines")
+	if got := e.inst(old.ID); got.State != market.InstanceStopped {
+		t.Errorf("the instance reported stopped is %s", got.State)
+	}
+	e.check()
+}
+
 func TestLoginAndKeys(t *testing.T) {
 	e := newEnv(t)
 	_, err := e.svc.Login(e.ctx, market.LoginRequest{Email: "renter@example.com", Password: "wrong-password"})

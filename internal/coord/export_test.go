@@ -35,3 +35,10 @@ func (s *Service) FlushSeen(ctx context.Context) error { return s.flushSeen(ctx)
 func (s *Service) LoseMachine(ctx context.Context, id market.MachineID, deadline time.Time) error {
 	return s.loseMachines(ctx, []market.MachineID{id}, deadline)
 }
+
+// BatchQueued is how many creates and reports wait for the next batch.
+func (s *Service) BatchQueued() int {
+	s.batches.mu.Lock()
+	defer s.batches.mu.Unlock()
+	return len(s.batches.queue)
+}
