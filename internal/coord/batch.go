@@ -56,10 +56,11 @@ func (s *Service) createBatched(ctx context.Context, caller market.Account, req 
 	return c.inst, c.err
 }
 
-// runBatch runs one batch of creates and reports in one transaction. When
-// the transaction fails (a store failure, not a refusal), each call is
-// tried alone, so that the failure is only its own.
-func (s *Service) runBatch(batch []batchCall) {
+// runBatch runs one batch of creates and reports in one transaction, and
+// lets the next batch start (next) once it has committed. When the
+// transaction fails (a store failure, not a refusal), each call is tried
+// alone, so that the failure is only its own.
+func (s *Service) runBatch(batch []batchCall, next func()) {
 	var creates []*createCall
 	var reports []*reportCall
 	var ctx context.Context
@@ -78,6 +79,7 @@ func (s *Service) runBatch(batch []batchCall) {
 		// transaction, the replica signals of reports, is done again on
 		// a rerun).
 		tx.WriteBehind()
+		tx.AfterCommit(next)
 		reads, err := readBatch(ctx, tx, creates, reports)
 		if err != nil {
 			return err
@@ -106,6 +108,7 @@ func (s *Service) runBatch(batch []batchCall) {
 		}
 		return nil
 	})
+	next()
 	alone := err != nil && len(batch) > 1
 	if alone {
 		for _, c := range reports {
@@ -148,6 +151,9 @@ func (s *Service) created(ctx context.Context, creates []*createCall, changed ma
 			changed[i.Machine] = true
 		}
 	}
+	// The offer index first: once an agent hears of its instance, a
+	// report of it, in a later batch, may change the machine again.
+	s.indexCreated(ctx, created, changed)
 	for _, i := range created {
 		if changed[i.Machine] {
 			s.machineChanged(i.Machine)
@@ -156,7 +162,6 @@ func (s *Service) created(ctx context.Context, creates []*createCall, changed ma
 			s.hub.notify(machineTopic(i.Machine))
 		}
 	}
-	s.indexCreated(ctx, created, changed)
 }
 
 // storeFailure reports whether a create's error is the store's (which

@@ -8,25 +8,29 @@ import (
 )
 
 // groupCommit makes calls that arrive together share a transaction (group
-// commit). The first call to find no batch running runs batches: it takes
-// the calls queued meanwhile, up to max, runs them with run (one
-// transaction), and repeats until its own call is done; it then hands the
-// queue to a new goroutine, so that no caller waits for more than the
-// batches ahead of it. Batches run one at a time.
+// commit). The first call to find no batch running runs one: it takes the
+// calls queued meanwhile, up to max, and runs them with run (one
+// transaction). Batches run one at a time, but only up to the commit: run
+// calls next once its transaction has committed (Tx.AfterCommit), and the
+// calls queued meanwhile start as the next batch, in a new goroutine,
+// while this one finishes (on Postgres, numbering its events; then the
+// work that follows the commit). So no caller waits for more than the
+// batches ahead of it, and the store's work after a commit overlaps the
+// next batch.
 //
 // run must finish every call of its batch (set its result) before it
-// returns. A panic in run (a bug) is logged and fails the batch's calls,
-// instead of leaving their callers, and every call after them, waiting for
-// ever.
+// returns. If it returns without calling next, next is called then. A
+// panic in run (a bug) is logged and fails the batch's calls, instead of
+// leaving their callers, and every call after them, waiting for ever.
 type groupCommit[C interface{ fail() }] struct {
 	name string // what a batch does, for the log
 	max  int
-	run  func(batch []C)
+	run  func(batch []C, next func())
 	log  *slog.Logger
 
 	mu      sync.Mutex
 	queue   []*groupCall[C]
-	running bool // a goroutine is running batches
+	running bool // a batch runs, and has not yet let the next one start
 }
 
 type groupCall[C interface{ fail() }] struct {
@@ -46,33 +50,30 @@ func (g *groupCommit[C]) do(c C) {
 	}
 	g.running = true
 	g.mu.Unlock()
-	g.drain(call)
+	g.runNext()
+	<-call.done
 }
 
-// drain runs batches from the queue until own is done (or, with own nil,
-// until the queue is empty), then hands what is left to a new goroutine or
-// marks the group idle.
-func (g *groupCommit[C]) drain(own *groupCall[C]) {
-	for {
-		g.mu.Lock()
-		if len(g.queue) == 0 || own != nil && own.finished() {
+// runNext runs the batch at the head of the queue; the caller has set
+// running.
+func (g *groupCommit[C]) runNext() {
+	g.mu.Lock()
+	n := min(len(g.queue), g.max)
+	batch := slices.Clone(g.queue[:n])
+	g.queue = slices.Delete(g.queue, 0, n)
+	g.mu.Unlock()
+	var once sync.Once
+	next := func() {
+		once.Do(func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
 			if len(g.queue) == 0 {
 				g.running = false
 			} else {
-				go g.drain(nil)
+				go g.runNext()
 			}
-			g.mu.Unlock()
-			return
-		}
-		n := min(len(g.queue), g.max)
-		batch := slices.Clone(g.queue[:n])
-		g.queue = slices.Delete(g.queue, 0, n)
-		g.mu.Unlock()
-		g.runBatch(batch)
+		})
 	}
-}
-
-func (g *groupCommit[C]) runBatch(batch []*groupCall[C]) {
 	cs := make([]C, len(batch))
 	for i, call := range batch {
 		cs[i] = call.c
@@ -84,18 +85,10 @@ func (g *groupCommit[C]) runBatch(batch []*groupCall[C]) {
 				c.fail()
 			}
 		}
+		next()
 		for _, call := range batch {
 			close(call.done)
 		}
 	}()
-	g.run(cs)
-}
-
-func (c *groupCall[C]) finished() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
+	g.run(cs, next)
 }

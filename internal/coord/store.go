@@ -47,6 +47,12 @@ type Tx interface {
 	// fn must not act outside the transaction on a write's success. A
 	// store may ignore it.
 	WriteBehind()
+	// AfterCommit runs fn once the transaction has committed, before Tx
+	// returns and before what the store does itself after a commit (on
+	// Postgres, numbering the transaction's events); not at all when it
+	// does not commit (an attempt retried, a failure). Outside a
+	// transaction (Reader.Read) fn runs at once.
+	AfterCommit(fn func())
 
 	// Accounts and keys.
 	InsertAccount(ctx context.Context, a market.Account) error // Conflict if the email is taken (case-insensitive)

@@ -146,5 +146,8 @@ func runTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, eag
 		return false, false, fmt.Errorf("commit: %w", err)
 	}
 	committed = true
+	for _, fn := range t.afterCommit {
+		fn()
+	}
 	return t.deferred > 0, false, nil
 }

@@ -72,6 +72,8 @@ type sqlTx struct {
 	kept                behind
 	atomics             []atomicFrame
 	flushWrites         int64
+
+	afterCommit []func() // Tx.AfterCommit
 }
 
 var _ coord.Tx = (*sqlTx)(nil)
@@ -123,6 +125,14 @@ func (t *sqlTx) Atomic(ctx context.Context, fn func() error) error { return t.st
 
 // AtomicOrRerun is atomic for the coordinator (coord.Tx): no savepoint,
 // as for the store's own steps.
+func (t *sqlTx) AfterCommit(fn func()) {
+	if t.reads {
+		fn()
+		return
+	}
+	t.afterCommit = append(t.afterCommit, fn)
+}
+
 func (t *sqlTx) AtomicOrRerun(ctx context.Context, fn func() error) error { return t.atomic(ctx, fn) }
 
 // exists reports whether query returns a row.

@@ -170,6 +170,40 @@ func testRollback(t *testing.T, s coord.Store) {
 		})
 	})
 
+	t.Run("after commit", func(t *testing.T) {
+		// Run once the transaction has committed: what it wrote is there
+		// for another transaction; not run when it fails.
+		a := account("after-commit@example.com")
+		var ran int
+		var seen bool
+		do(t, s, func(ctx context.Context, tx coord.Tx) error {
+			ran = 0
+			tx.AfterCommit(func() { ran++; seen = exists(t, a.ID) })
+			if ran != 0 {
+				t.Error("AfterCommit ran its function before the commit")
+			}
+			return tx.InsertAccount(ctx, a)
+		})
+		if ran != 1 || !seen {
+			t.Errorf("after the commit, AfterCommit's function ran %d times and saw the account: %v; want once, true", ran, seen)
+		}
+		ran = 0
+		err := try(t, s, func(ctx context.Context, tx coord.Tx) error {
+			tx.AfterCommit(func() { ran++ })
+			return errBoom
+		})
+		if !errors.Is(err, errBoom) || ran != 0 {
+			t.Errorf("a failed transaction: Tx = %v and AfterCommit's function ran %d times; want errBoom and none", err, ran)
+		}
+		if r, ok := s.(coord.Reader); ok {
+			ran = 0
+			err := r.Read(t.Context(), func(tx coord.Tx) error { tx.AfterCommit(func() { ran++ }); return nil })
+			if err != nil || ran != 1 {
+				t.Errorf("outside a transaction: Read = %v and AfterCommit's function ran %d times; want nil and once", err, ran)
+			}
+		}
+	})
+
 	t.Run("panic", func(t *testing.T) {
 		a := account("panic@example.com")
 		func() {
