@@ -80,7 +80,7 @@ func (s *Service) runBatch(batch []batchCall, next func()) {
 		// a rerun).
 		tx.WriteBehind()
 		tx.AfterCommit(next)
-		reads, err := readBatch(ctx, tx, creates, reports)
+		reads, err := readBatch(ctx, tx, creates, reports, func(c *reportCall) bool { return !s.live.owns(c.machine, c.caller.ID) })
 		if err != nil {
 			return err
 		}
@@ -173,19 +173,18 @@ func storeFailure(err error) bool {
 }
 
 // batchReads is a batch's transaction, which reads once for the whole
-// batch, instead of once per call, the instances the reports name, and
-// the creates' machines, the GPUs in use on them, the renters' available
-// balances and spend limits and the creates' idempotency records. An
-// instance updated is read from the store again; an update that leaves
-// its machine's GPUs as they were (an acknowledgement) changes nothing
-// else kept. A create's own writes update what is
+// batch, instead of once per call: the instances the reports name; the
+// machines of the creates and of the reports that read theirs, and the
+// GPUs in use on them; the renters' available balances and spend limits;
+// the creates' idempotency records. A create's own writes update what is
 // kept: an instance inserted adds its GPUs to its machine's, a transfer
 // without a number (ApplyTransferLater) moves the balances kept, a record
 // inserted is kept; a create undone drops its machine's GPUs, its
 // renter's balance and its key (forget), so that the next read of them
 // goes to the store. Other writes that change what is kept drop it: an
-// instance updated drops its machine's GPUs, a machine updated drops it,
-// a numbered transfer drops the balances it moves. What a create writes
+// instance updated is read again, and drops its machine's GPUs unless it
+// leaves them as they were (an acknowledgement); a machine updated drops
+// it; a numbered transfer drops the balances it moves. What a call writes
 // otherwise changes none of these.
 type batchReads struct {
 	Tx
@@ -201,8 +200,10 @@ type batchReads struct {
 	changed map[market.MachineID]bool
 }
 
-// readBatch reads what a batch's creates and reports will read.
-func readBatch(ctx context.Context, tx Tx, creates []*createCall, reports []*reportCall) (*batchReads, error) {
+// readBatch reads what a batch's creates and reports will read;
+// readsMachine tells which reports read their machine (reportIn: one not
+// known online here, as after a restart).
+func readBatch(ctx context.Context, tx Tx, creates []*createCall, reports []*reportCall, readsMachine func(*reportCall) bool) (*batchReads, error) {
 	b := &batchReads{Tx: tx, machines: map[market.MachineID]market.Machine{}, used: map[market.MachineID][]int{},
 		balances: map[market.LedgerAccount]market.Money{}, limits: map[market.AccountID]*SpendLimit{}, records: map[IdemKey]*IdemRecord{},
 		instances: map[market.InstanceID]market.Instance{}, changed: map[market.MachineID]bool{}}
@@ -225,23 +226,15 @@ func readBatch(ctx context.Context, tx Tx, creates []*createCall, reports []*rep
 			b.instances[i.ID] = i
 		}
 	}
-	if len(creates) == 0 {
-		return b, nil
-	}
 	var ids []market.MachineID
-	var renters []market.AccountID
-	var avail []market.LedgerAccount
-	var keys []IdemKey
+	for _, c := range reports {
+		if readsMachine(c) && !slices.Contains(ids, c.machine) {
+			ids = append(ids, c.machine)
+		}
+	}
 	for _, c := range creates {
 		if id := c.req.Machine; id != "" && !slices.Contains(ids, id) {
 			ids = append(ids, id)
-		}
-		if !slices.Contains(renters, c.caller.ID) {
-			renters = append(renters, c.caller.ID)
-			avail = append(avail, market.Available(c.caller.ID))
-		}
-		if k, ok := c.ctx.Value(createKey{}).(idemCall); ok {
-			keys = append(keys, IdemKey{Account: k.caller, Key: k.key})
 		}
 	}
 	if len(ids) > 0 {
@@ -255,6 +248,21 @@ func readBatch(ctx context.Context, tx Tx, creates []*createCall, reports []*rep
 		}
 		for _, m := range ms {
 			b.machines[m.ID], b.used[m.ID] = m, used[m.ID]
+		}
+	}
+	if len(creates) == 0 {
+		return b, nil
+	}
+	var renters []market.AccountID
+	var avail []market.LedgerAccount
+	var keys []IdemKey
+	for _, c := range creates {
+		if !slices.Contains(renters, c.caller.ID) {
+			renters = append(renters, c.caller.ID)
+			avail = append(avail, market.Available(c.caller.ID))
+		}
+		if k, ok := c.ctx.Value(createKey{}).(idemCall); ok {
+			keys = append(keys, IdemKey{Account: k.caller, Key: k.key})
 		}
 	}
 	bals, err := tx.BalancesOf(ctx, market.DefaultAsset, avail)
