@@ -129,7 +129,20 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 		s.metrics.record(id, r.GPUs, s.now())
 		return market.ReportResult{}, nil
 	}
-	c := &reportCall{ctx: context.WithoutCancel(ctx), caller: caller, machine: id, r: r}
+	if seen, ok := s.repeats(id, r); ok && s.live.beat(id, caller.ID, s.now()) {
+		// A heartbeat that repeats the reports recorded (work.go): memory
+		// only, as above, with the replicas' signals.
+		now := s.now()
+		for _, rep := range r.Instances {
+			if k := seen[rep.Instance]; rep.Queue != nil || rep.Healthy != nil || k.replica {
+				s.signals.record(rep.Instance, id, k.gpus, rep.Queue, rep.Healthy, now) // signals.go
+			}
+		}
+		s.beats.inMemory.Add(1)
+		s.metrics.record(id, r.GPUs, now)
+		return market.ReportResult{}, nil
+	}
+	c := &reportCall{ctx: context.WithoutCancel(ctx), caller: caller, machine: id, r: r, seenGen: s.seen.reading(id)}
 	s.batches.do(c) // batch.go
 	if c.err != nil {
 		return market.ReportResult{}, c.err
@@ -148,8 +161,12 @@ type reportCall struct {
 	changedLogs, ended []market.InstanceID
 	cameOnline         bool
 	owner              market.AccountID
-	seen               time.Time
+	at                 time.Time
 	err                error
+	// The reports that left their instance as the same report again
+	// would (noteSeen), and Service.seen's generation before the batch.
+	seen    map[market.InstanceID]seenReport
+	seenGen uint64
 }
 
 func (c *reportCall) fail() {
@@ -163,12 +180,13 @@ func (s *Service) reported(ctx context.Context, reports []*reportCall) {
 		if c.err != nil {
 			continue
 		}
-		s.live.online(c.machine, c.owner, c.seen)
-		s.metrics.record(c.machine, c.r.GPUs, c.seen)
+		s.live.online(c.machine, c.owner, c.at)
+		s.metrics.record(c.machine, c.r.GPUs, c.at)
 		for _, id := range c.changedLogs {
 			s.hub.notify(logTopic(id))
 		}
 		s.instancesEnded(c.machine, c.ended)
+		s.seen.store(c.machine, c.seenGen, c.seen, len(c.seen))
 		if (c.cameOnline || len(c.ended) > 0) && !slices.Contains(reindex, c.machine) {
 			reindex = append(reindex, c.machine)
 		}
@@ -182,9 +200,10 @@ func (s *Service) reported(ctx context.Context, reports []*reportCall) {
 func (s *Service) reportIn(ctx context.Context, tx Tx, c *reportCall) error {
 	const op = "report"
 	c.res, c.changedLogs, c.ended, c.cameOnline = market.ReportResult{}, nil, nil, false
+	c.seen = map[market.InstanceID]seenReport{}
 	id, r := c.machine, c.r
 	now := s.now()
-	c.owner, c.seen = c.caller.ID, now
+	c.owner, c.at = c.caller.ID, now
 	// A machine online here, the caller's, needs no read: as for a bare
 	// heartbeat in Report.
 	if !s.live.owns(id, c.caller.ID) {
@@ -230,6 +249,7 @@ func (s *Service) reportIn(ctx context.Context, tx Tx, c *reportCall) error {
 			inst.PortMap = rep.Ports
 		}
 		typ, ok := observe(&inst, rep, now)
+		noteSeen(c.seen, rep, inst) // work.go
 		if !ok {
 			if ports {
 				if err := tx.UpdateInstance(ctx, inst); err != nil {

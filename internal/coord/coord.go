@@ -143,6 +143,8 @@ type Service struct {
 	noChecks machineMemo[struct{}]
 	// work: machines' active instances, for the desired state (work.go).
 	work machineMemo[[]market.Instance]
+	// seen: machines' instance reports recorded, for heartbeats (work.go).
+	seen machineMemo[map[market.InstanceID]seenReport]
 
 	// batches: on-demand creates and agents' reports committed together (batch.go).
 	batches groupCommit[batchCall]
@@ -221,6 +223,7 @@ func New(cfg Config) *Service {
 	s := &Service{clock: cfg.Clock, log: cfg.Logger, cfg: cfg, hub: newHub(cfg.Clock.Now().UnixNano()), index: index, live: newLiveSet(), metrics: newMetricStore()}
 	s.store = fencedStore{Store: cfg.Store, s: s}
 	s.verify = newVerifier(&s.cfg)
+	s.seen.max = maxSeenReports
 	s.batches = groupCommit[batchCall]{name: "create and report", max: maxBatch, run: s.runBatch, log: s.log}
 	return s
 }

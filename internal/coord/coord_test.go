@@ -913,6 +913,76 @@ func TestDesiredFollowsEveryChange(t *testing.T) {
 	want("another replica's stop, followed", other, map[market.InstanceID]market.Desired{a.ID: stop, b.ID: stop, c.ID: run})
 }
 
+// countTx is a store that counts its transactions.
+type countTx struct {
+	coord.Store
+	n atomic.Int64
+}
+
+func (c *countTx) Tx(ctx context.Context, fn func(tx coord.Tx) error) error {
+	c.n.Add(1)
+	return c.Store.Tx(ctx, fn)
+}
+
+// An agent's heartbeat that repeats its reports (its instances running,
+// unchanged) costs no transaction and keeps the machine online. After a
+// change made here, or through another replica once followed, the next
+// report goes to the store, which rejects a stale generation.
+func TestHeartbeatsWithWorkStayInMemory(t *testing.T) {
+	store := &countTx{Store: testStore(t)}
+	e := newEnvOn(t, store, nil)
+	other := coord.New(coord.Config{Store: store, Clock: e.clock, Passwords: plainPasswords{}})
+	for _, svc := range []*coord.Service{e.svc, other} {
+		if err := svc.RebuildIndex(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		must(svc.FollowOnce(e.ctx))
+	}
+	a, b := must(e.create(1)), must(e.create(1))
+	beat := func(insts ...market.Instance) (rejected []market.Rejection, txs int64) {
+		t.Helper()
+		var r market.Report
+		for _, i := range insts {
+			r.Instances = append(r.Instances, market.InstanceReport{Instance: i.ID, Generation: i.Generation, State: market.ObservedRunning})
+		}
+		before := store.n.Load()
+		res := must(e.svc.Report(e.ctx, e.host, e.mach.ID, r))
+		return res.Rejected, store.n.Load() - before
+	}
+	if _, txs := beat(a, b); txs == 0 {
+		t.Fatal("the acknowledgements took no transaction")
+	}
+	for range 4 {
+		e.clock.Advance(20 * time.Second) // past the lost deadline (1 min) in all
+		if rej, txs := beat(a, b); txs != 0 || len(rej) != 0 {
+			t.Fatalf("a heartbeat repeating its reports took %d transactions and rejected %v, want none", txs, rej)
+		}
+	}
+	e.tick()
+	if m := must(e.svc.Machine(e.ctx, e.host, e.mach.ID)); !m.Online {
+		t.Fatal("the machine went offline on heartbeats that repeat its reports")
+	}
+	if got := e.inst(a.ID).State; got != market.InstanceRunning {
+		t.Fatalf("instance a is %s, want running", got)
+	}
+
+	must(e.svc.StopInstance(e.ctx, e.renter, a.ID))
+	rej, txs := beat(a, b)
+	if txs == 0 || len(rej) != 1 || rej[0].Instance != a.ID || !strings.Contains(rej[0].Reason, "stale generation") {
+		t.Fatalf("after a stop here: %d transactions, rejected %v; want the store and a's old generation rejected", txs, rej)
+	}
+	if _, txs := beat(b); txs != 0 {
+		t.Fatalf("b's heartbeat, repeated, took %d transactions", txs)
+	}
+	must(other.StopInstance(e.ctx, e.renter, b.ID))
+	must(e.svc.FollowOnce(e.ctx))
+	rej, txs = beat(b)
+	if txs == 0 || len(rej) != 1 || rej[0].Instance != b.ID {
+		t.Fatalf("after a stop through another replica, followed: %d transactions, rejected %v; want the store and b's old generation rejected", txs, rej)
+	}
+	e.check()
+}
+
 func TestKeyCacheRevocationAcrossReplicas(t *testing.T) {
 	e := newEnv(t)
 	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, Passwords: plainPasswords{}})

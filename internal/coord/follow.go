@@ -142,7 +142,7 @@ func (s *Service) followOnce(ctx context.Context) error {
 		if f.started && ev.Machine != "" {
 			own := ev.Type == "instance.created" && f.takeOwn(ev.Instance)
 			if !own && !indexNeutral[ev.Type] {
-				s.work.forget(ev.Machine) // another replica's change, or one forgotten already
+				s.forgetMachine(ev.Machine) // another replica's change, or one forgotten already
 				if !f.isCovered(ev.Machine, ev.Seq) {
 					changed[ev.Machine] = true
 				}

@@ -12,8 +12,9 @@ import (
 // change forgets it. A read that began before a forget keeps nothing: it
 // takes the generation first (reading) and stores with it (store), since
 // it may predate the change. Each value weighs what store or update says;
-// past maxMemoWeight in all, the memo starts afresh.
+// past max in all (maxMemoWeight when 0), the memo starts afresh.
 type machineMemo[T any] struct {
+	max    int
 	mu     sync.Mutex
 	gen    map[market.MachineID]uint64 // forgets so far
 	vals   map[market.MachineID]memoEntry[T]
@@ -83,7 +84,7 @@ func (m *machineMemo[T]) update(id market.MachineID, fn func(T) (T, int)) {
 
 func (m *machineMemo[T]) put(id market.MachineID, v T, weight int) {
 	m.drop(id)
-	if m.vals == nil || m.weight+weight > maxMemoWeight {
+	if m.vals == nil || m.weight+weight > cmp.Or(m.max, maxMemoWeight) {
 		m.vals, m.weight = map[market.MachineID]memoEntry[T]{}, 0
 	}
 	m.vals[id] = memoEntry[T]{gen: m.gen[id], v: v, weight: weight}
@@ -129,6 +130,74 @@ func (s *Service) workAdded(inst market.Instance) {
 // id made here: what is kept of them is dropped, and the agent's long
 // poll wakes up.
 func (s *Service) machineChanged(id market.MachineID) {
-	s.work.forget(id)
+	s.forgetMachine(id)
 	s.hub.notify(machineTopic(id))
+}
+
+// forgetMachine drops what is kept of machine id's instances: for the
+// desired state and of the reports seen.
+func (s *Service) forgetMachine(id market.MachineID) {
+	s.work.forget(id)
+	s.seen.forget(id)
+}
+
+// An agent's report is also its heartbeat, and lists every instance the
+// agent runs, changed or not. So that the heartbeats of machines with
+// work cost no transaction either, the coordinator keeps, per machine,
+// the instance reports it recorded that left their instance as the same
+// report again would (Service.seen): running, reported running, or
+// starting, reported starting, ports as kept. A report that repeats them
+// (same instances, generations, states and ports, no logs) from the
+// machine's owner, online here, is a heartbeat: memory only, with its
+// replica signals. Every change to the machine's instances made here
+// forgets them (machineChanged), and so does the change follower for
+// other replicas' changes (a stop, for one, moves the instance to a new
+// generation); until it does, a report of the old generation through this
+// replica is taken as a heartbeat instead of rejected, as the agent's
+// long poll here would not have heard of the change either. They weigh
+// one per instance.
+
+// maxSeenReports bounds Service.seen: instances whose last report is kept.
+const maxSeenReports = 400_000
+
+// seenReport is an instance report recorded, and what answering it again
+// needs of the instance: its GPUs, and whether it is a deployment's
+// replica (its signals).
+type seenReport struct {
+	gen     int64
+	state   market.ObservedState
+	ports   []market.PortBinding
+	gpus    []int
+	replica bool
+}
+
+// repeats returns what is kept of the reports of machine id when r
+// repeats them (see above).
+func (s *Service) repeats(id market.MachineID, r market.Report) (map[market.InstanceID]seenReport, bool) {
+	if len(r.Instances) == 0 || len(r.Logs) > 0 {
+		return nil, false
+	}
+	seen, ok := s.seen.get(id)
+	if !ok {
+		return nil, false
+	}
+	for _, rep := range r.Instances {
+		k, ok := seen[rep.Instance]
+		if !ok || k.gen != rep.Generation || k.state != rep.State || len(rep.Ports) > 0 && !slices.Equal(rep.Ports, k.ports) {
+			return nil, false
+		}
+	}
+	return seen, true
+}
+
+// noteSeen keeps rep, an accepted report that left inst as the same
+// report again would, in seen.
+func noteSeen(seen map[market.InstanceID]seenReport, rep market.InstanceReport, inst market.Instance) {
+	same := rep.State == market.ObservedRunning && inst.State == market.InstanceRunning ||
+		rep.State == market.ObservedStarting && inst.State == market.InstanceStarting
+	if same && (len(rep.Ports) == 0 || slices.Equal(rep.Ports, inst.PortMap)) {
+		// The ports cloned: the caller's may change (kept, they must not).
+		seen[inst.ID] = seenReport{gen: inst.Generation, state: rep.State, ports: slices.Clone(inst.PortMap), gpus: inst.GPUs,
+			replica: inst.Env[market.DeploymentEnv] != ""}
+	}
 }
