@@ -73,13 +73,23 @@ func (s *Service) runBatch(batch []batchCall, next func()) {
 		}
 	}
 	var changed map[market.MachineID]bool // by the batch, other than its instances' GPUs
+	followed := false
+	follow := func(alone bool) {
+		s.reported(ctx, reports) // agentapi.go
+		s.created(ctx, creates, changed, alone)
+		followed = true
+	}
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		// The batch's writes go to the store together, at the commit
 		// (nothing here acts on them before it; what is done outside the
 		// transaction, the replica signals of reports, is done again on
 		// a rerun).
 		tx.WriteBehind()
-		tx.AfterCommit(next)
+		// Once committed, the next batch starts, and the agents hear of
+		// their instances, while the store numbers this one's events: an
+		// acknowledgement (a batch of reports alone, shorter) then often
+		// runs before the next create's batch rather than after it.
+		tx.AfterCommit(func() { next(); follow(false) })
 		reads, err := readBatch(ctx, tx, creates, reports, func(c *reportCall) bool { return !s.live.owns(c.machine, c.caller.ID) })
 		if err != nil {
 			return err
@@ -109,6 +119,9 @@ func (s *Service) runBatch(batch []batchCall, next func()) {
 		return nil
 	})
 	next()
+	if followed {
+		return
+	}
 	alone := err != nil && len(batch) > 1
 	if alone {
 		for _, c := range reports {
@@ -129,8 +142,7 @@ func (s *Service) runBatch(batch []batchCall, next func()) {
 			c.err = err
 		}
 	}
-	s.reported(ctx, reports) // agentapi.go
-	s.created(ctx, creates, changed, alone)
+	follow(alone)
 }
 
 // created follows the creates of a batch committed: the agents are
