@@ -970,7 +970,7 @@ func (s *Service) createReplicas(ctx context.Context, byID map[market.Deployment
 			out[k] = r
 			rctx := forDeployment(ctx, d.ID, pl.Revision, d.Spec.Health)
 			r.err = tx.Atomic(ctx, func() error { return s.createIn(rctx, tx, c.as, c.req, &r.inst) })
-			if storeFailure(r.err) { // createbatch.go
+			if storeFailure(r.err) { // batch.go
 				return r.err // the batch is lost
 			}
 			if r.err != nil {

@@ -43,7 +43,7 @@ func (s *Service) CreateInstance(ctx context.Context, caller market.Account, req
 	if err != nil {
 		return market.Instance{}, err
 	}
-	return s.createBatched(ctx, caller, req, inst) // createbatch.go
+	return s.createBatched(ctx, caller, req, inst) // batch.go
 }
 
 // newInstance checks a create request (its template already applied) and
