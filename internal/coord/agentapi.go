@@ -173,9 +173,9 @@ func (c *reportCall) fail() {
 	c.err = market.Errorf("report", market.Internal, "internal error (logged)")
 }
 
-// reported follows the reports of a batch committed.
-func (s *Service) reported(ctx context.Context, reports []*reportCall) {
-	var reindex []market.MachineID
+// reported follows the reports of a batch committed, and returns the
+// machines whose offers to refresh from the store (reindex).
+func (s *Service) reported(reports []*reportCall) (reindex []market.MachineID) {
 	for _, c := range reports {
 		if c.err != nil {
 			continue
@@ -187,13 +187,11 @@ func (s *Service) reported(ctx context.Context, reports []*reportCall) {
 		}
 		s.instancesEnded(c.machine, c.ended)
 		s.seen.store(c.machine, c.seenGen, c.seen, len(c.seen))
-		if (c.cameOnline || len(c.ended) > 0) && !slices.Contains(reindex, c.machine) {
+		if c.cameOnline || len(c.ended) > 0 {
 			reindex = append(reindex, c.machine)
 		}
 	}
-	if len(reindex) > 0 {
-		s.reindex(ctx, reindex...)
-	}
+	return reindex
 }
 
 // reportIn records c's report in tx.

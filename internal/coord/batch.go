@@ -73,12 +73,16 @@ func (s *Service) runBatch(batch []batchCall, next func()) {
 		}
 	}
 	var changed map[market.MachineID]bool // by the batch, other than its instances' GPUs
+	// follow follows the committed calls in memory; the offers to refresh
+	// from the store wait until the store's Tx returns (a function run at
+	// the commit must not start a transaction: Tx.AfterCommit).
+	var reindex []market.MachineID
 	followed := false
 	follow := func(alone bool) {
-		s.reported(ctx, reports) // agentapi.go
-		s.created(ctx, creates, changed, alone)
+		reindex = append(s.reported(reports), s.created(creates, changed, alone)...) // agentapi.go
 		followed = true
 	}
+	defer func() { s.reindex(ctx, reindex...) }()
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		// The batch's writes go to the store together, at the commit
 		// (nothing here acts on them before it; what is done outside the
@@ -145,10 +149,11 @@ func (s *Service) runBatch(batch []batchCall, next func()) {
 	follow(alone)
 }
 
-// created follows the creates of a batch committed: the agents are
-// notified and the offer index refreshed. With alone set they were made
-// one by one, and their machines are refreshed from the store.
-func (s *Service) created(ctx context.Context, creates []*createCall, changed map[market.MachineID]bool, alone bool) {
+// created follows the creates of a batch committed: the offer index
+// updated and the agents notified. With alone set they were made one by
+// one. It returns the machines whose offers to refresh from the store
+// (reindex): those the batch changed otherwise (or, alone, all).
+func (s *Service) created(creates []*createCall, changed map[market.MachineID]bool, alone bool) []market.MachineID {
 	var created []market.Instance
 	for _, c := range creates {
 		if c.err != nil {
@@ -165,7 +170,7 @@ func (s *Service) created(ctx context.Context, creates []*createCall, changed ma
 	}
 	// The offer index first: once an agent hears of its instance, a
 	// report of it, in a later batch, may change the machine again.
-	s.indexCreated(ctx, created, changed)
+	refresh := s.indexCreated(created, changed)
 	for _, i := range created {
 		if changed[i.Machine] {
 			s.machineChanged(i.Machine)
@@ -174,6 +179,7 @@ func (s *Service) created(ctx context.Context, creates []*createCall, changed ma
 			s.hub.notify(machineTopic(i.Machine))
 		}
 	}
+	return refresh
 }
 
 // storeFailure reports whether a create's error is the store's (which

@@ -155,15 +155,16 @@ func (s *Service) reindex(ctx context.Context, ids ...market.MachineID) {
 // machines' offer index entries, without reading them again: a create
 // changes nothing else there. A machine in changed (whose row, or whose
 // other instances, the creates' transaction also changed), or not in the
-// index, is refreshed from the store instead. The follower skips the
+// index, is returned instead, to refresh from the store (reindex). It
+// reads nothing from the store itself. The follower skips the
 // instance.created events of those added (follower.own).
 //
 // Under the entry's lock the addition is right whatever refresh ran
 // meanwhile: one that read before the commit wrote before the lock was
 // taken, and the GPUs are added to what it wrote; one that read after the
 // commit already has them.
-func (s *Service) indexCreated(ctx context.Context, insts []market.Instance, changed map[market.MachineID]bool) {
-	var ids, refresh []market.MachineID
+func (s *Service) indexCreated(insts []market.Instance, changed map[market.MachineID]bool) (refresh []market.MachineID) {
+	var ids []market.MachineID
 	for _, i := range insts {
 		ids = append(ids, i.Machine)
 	}
@@ -179,7 +180,7 @@ func (s *Service) indexCreated(ctx context.Context, insts []market.Instance, cha
 		s.follow.noteOwn(i.ID)
 	}
 	unlock()
-	s.reindex(ctx, refresh...)
+	return refresh
 }
 
 // entryLocks serialise the refreshes of each machine's index entry, from

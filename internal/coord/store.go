@@ -51,7 +51,8 @@ type Tx interface {
 	// returns and before what the store does itself after a commit (on
 	// Postgres, numbering the transaction's events); not at all when it
 	// does not commit (an attempt retried, a failure). Outside a
-	// transaction (Reader.Read) fn runs at once.
+	// transaction (Reader.Read) fn runs at once. fn must not start a
+	// transaction: the store may hold its own locks until Tx returns.
 	AfterCommit(fn func())
 
 	// Accounts and keys.

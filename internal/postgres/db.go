@@ -178,18 +178,24 @@ func (d *DB) Read(ctx context.Context, fn func(tx coord.Tx) error) error {
 }
 
 // attempt runs fn in one transaction, alone among this DB's transactions
-// when exclusive.
+// when exclusive. What follows its commit (Tx.AfterCommit's functions,
+// numbering its events) runs after the gate is let go: a function run at
+// the commit may wait for another transaction (a lock it holds), which
+// may wait for the gate.
 func (d *DB) attempt(ctx context.Context, exclusive bool, fn func(tx coord.Tx) error) error {
-	if exclusive {
-		d.gate.Lock()
-		defer d.gate.Unlock()
-	} else {
-		d.gate.RLock()
-		defer d.gate.RUnlock()
-	}
-	deferred, err := sqlstore.RunTxConfig(ctx, d.db, &sql.TxOptions{Isolation: sql.LevelSerializable},
-		sqlstore.TxConfig{Classify: classify, RowsPerStmt: sqlstore.DefaultRowsPerStatement, Defer: &deferral, WritingCTEs: true, WriteBehind: true}, fn)
-	if err == nil && deferred {
+	c, err := func() (sqlstore.Committed, error) {
+		if exclusive {
+			d.gate.Lock()
+			defer d.gate.Unlock()
+		} else {
+			d.gate.RLock()
+			defer d.gate.RUnlock()
+		}
+		return sqlstore.RunTxConfig(ctx, d.db, &sql.TxOptions{Isolation: sql.LevelSerializable},
+			sqlstore.TxConfig{Classify: classify, RowsPerStmt: sqlstore.DefaultRowsPerStatement, Defer: &deferral, WritingCTEs: true, WriteBehind: true}, fn)
+	}()
+	c.RunAfterCommit()
+	if err == nil && c.Deferred {
 		// The transaction has committed: its result stands whatever
 		// happens here. If numbering fails, the sweep numbers its events.
 		_ = d.numberEvents(context.WithoutCancel(ctx))

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -77,6 +78,29 @@ func TestStepsRerunOnlyWhenGonePast(t *testing.T) {
 
 func TestWriteBehind(t *testing.T) {
 	storetest.WriteBehind(t, openFresh(t), sqlstore.Reruns, true)
+}
+
+// What a transaction runs at its commit (Tx.AfterCommit) runs with the
+// gate let go, even after the transaction ran alone (exclusive): it may
+// wait for another transaction that waits for the gate.
+func TestAfterCommitRunsWithTheGateFree(t *testing.T) {
+	db := openFresh(t)
+	defer db.Close()
+	for _, exclusive := range []bool{false, true} {
+		var free, ran bool
+		err := db.attempt(t.Context(), exclusive, func(tx coord.Tx) error {
+			tx.AfterCommit(func() {
+				ran = true
+				if free = db.gate.TryLock(); free {
+					db.gate.Unlock()
+				}
+			})
+			return tx.AppendEvent(t.Context(), market.Event{At: time.Now(), Type: "test.gate"})
+		})
+		if err != nil || !ran || !free {
+			t.Errorf("exclusive %v: attempt = %v; AfterCommit's function ran: %v, with the gate free: %v; want nil, true, true", exclusive, err, ran, free)
+		}
+	}
 }
 
 func TestReopen(t *testing.T) {

@@ -54,7 +54,8 @@ const DefaultRowsPerStatement = 200
 // trip, so SQLite writes batches fastest one row per (prepared, reused)
 // statement: rowsPerStmt 1.
 func RunTxRows(ctx context.Context, db *sql.DB, opts *sql.TxOptions, classify Classifier, rowsPerStmt int, fn func(tx coord.Tx) error) error {
-	_, err := RunTxConfig(ctx, db, opts, TxConfig{Classify: classify, RowsPerStmt: rowsPerStmt}, fn)
+	c, err := RunTxConfig(ctx, db, opts, TxConfig{Classify: classify, RowsPerStmt: rowsPerStmt}, fn)
+	c.RunAfterCommit()
 	return err
 }
 
@@ -75,17 +76,32 @@ type TxConfig struct {
 	WriteBehind bool
 }
 
-// RunTxConfig is RunTx for an adapter described by c. It also reports
-// whether the committed transaction left events to number (c.Defer set):
-// the adapter then runs NumberEvents, so that they are listed once its Tx
-// returns.
-func RunTxConfig(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, fn func(tx coord.Tx) error) (deferred bool, err error) {
-	deferred, rerun, err := runTx(ctx, db, opts, c, false, fn)
+// RunTxConfig is RunTx for an adapter described by c. It leaves to the
+// adapter what follows a commit: the functions given to Tx.AfterCommit
+// (Committed.RunAfterCommit, once the adapter holds none of its own
+// locks), then, if the transaction left events to number (c.Defer set),
+// NumberEvents, so that they are listed once its Tx returns.
+func RunTxConfig(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, fn func(tx coord.Tx) error) (Committed, error) {
+	done, rerun, err := runTx(ctx, db, opts, c, false, fn)
 	if rerun {
 		reruns.Add(1)
-		deferred, _, err = runTx(ctx, db, opts, c, true, fn)
+		done, _, err = runTx(ctx, db, opts, c, true, fn)
 	}
-	return deferred, err
+	return done, err
+}
+
+// Committed is what a committed transaction leaves to its adapter (the
+// zero value when it did not commit).
+type Committed struct {
+	Deferred    bool     // it left events to number (TxConfig.Defer)
+	afterCommit []func() // Tx.AfterCommit's
+}
+
+// RunAfterCommit runs the functions given to Tx.AfterCommit, in order.
+func (c Committed) RunAfterCommit() {
+	for _, fn := range c.afterCommit {
+		fn()
+	}
 }
 
 // RunRead runs fn's statements outside a transaction, each on its own
@@ -110,10 +126,10 @@ func Reruns() int64 { return reruns.Load() }
 // runTx runs fn in one transaction. With eager unset, the store's steps
 // set no savepoints; when fn goes on after one of them failed, it rolls
 // back and reports rerun.
-func runTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, eager bool, fn func(tx coord.Tx) error) (deferred, rerun bool, err error) {
+func runTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, eager bool, fn func(tx coord.Tx) error) (done Committed, rerun bool, err error) {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return false, false, fmt.Errorf("begin transaction: %w", err)
+		return Committed{}, false, fmt.Errorf("begin transaction: %w", err)
 	}
 	committed := false
 	defer func() {
@@ -135,19 +151,16 @@ func runTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, c TxConfig, eag
 	case t.rerun || (err == nil && t.failed != nil):
 		// fn went on after a step failed that set no savepoint: what that
 		// step wrote cannot be undone alone.
-		return false, true, nil
+		return Committed{}, true, nil
 	case err != nil:
 		// Everything is undone: the same outcome as with every savepoint.
-		return false, false, err
+		return Committed{}, false, err
 	case t.broken != nil:
-		return false, false, t.broken
+		return Committed{}, false, t.broken
 	}
 	if err := tx.Commit(); err != nil {
-		return false, false, fmt.Errorf("commit: %w", err)
+		return Committed{}, false, fmt.Errorf("commit: %w", err)
 	}
 	committed = true
-	for _, fn := range t.afterCommit {
-		fn()
-	}
-	return t.deferred > 0, false, nil
+	return Committed{Deferred: t.deferred > 0, afterCommit: t.afterCommit}, false, nil
 }
