@@ -37,6 +37,7 @@ type loadtestCmd struct {
 	Dispatch       int           `help:"During the timed run, create this many instances (one GPU each) through the API as fast as --creators allow, on the machines of the first --dispatch-agents agents, which run the agent protocol (long-poll the desired state, acknowledge each assignment with a report); prints creates per second and create-to-acknowledgement latencies. Needs an admin for the renter's deposit."`
 	DispatchAgents int           `default:"1000" help:"How many agents take part in --dispatch; their machines have 16 GPUs each."`
 	Creators       int           `default:"32" help:"Creates in flight at once during --dispatch."`
+	Work           int           `help:"Before the timed run, give every agent's machine this many running one-GPU instances (at most 2, its GPUs), created through renters and acknowledged; its heartbeats then report them, unchanged, as a real agent's do. Needs an admin for the renters' deposits."`
 	Storm          time.Duration `help:"After the timed run, every agent reconnects (registers again, as a restarted agent does) within this window, while heartbeats go on; 0: no storm."`
 	Kill           float64       `help:"Then stop the heartbeats of this percentage of the agents and measure how long the coordinator takes to take them offline; 0: none."`
 	Detect         time.Duration `default:"2m" help:"How long to wait for the killed agents' machines to go offline."`
@@ -50,7 +51,10 @@ call kind, and how many simulated machines the coordinator counts offline
 
 Agents are not goroutines each: a scheduler sends each agent's heartbeat
 (an empty report, as a real agent sends when nothing changed) at its own
-offset in the heartbeat period, over a small shared connection pool.
+offset in the heartbeat period, over a small shared connection pool. With
+--work, each machine first gets that many running instances, and its
+heartbeats report them (running, unchanged), as a real agent's report
+lists every workload it runs.
 
 With --storm, after the timed run every agent registers again within the
 window (a reconnect storm, as after a coordinator restart or a network
@@ -63,6 +67,7 @@ Examples:
   gpumarket serve --db /tmp/lt.db &
   gpumarket loadtest --coordinator http://127.0.0.1:8080 --agents 10000 --duration 2m --coordinator-pid $!
   gpumarket loadtest --agents 100000 --duration 60s --storm 5s --kill 1 --coordinator-pid $!
+  GPUMARKET_ADMIN_EMAIL=ops@example.com GPUMARKET_ADMIN_PASSWORD=... gpumarket loadtest --agents 20000 --work 1 --coordinator-pid $!
   GPUMARKET_ADMIN_EMAIL=ops@example.com GPUMARKET_ADMIN_PASSWORD=... gpumarket loadtest --agents 1000 --renters 20`
 }
 
@@ -75,6 +80,12 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	}
 	if c.Dispatch < 0 || c.Dispatch > 0 && (c.DispatchAgents < 1 || c.DispatchAgents > c.Agents || c.Creators < 1) {
 		return usagef("--dispatch must not be negative; with --dispatch, --creators must be positive and --dispatch-agents between 1 and --agents (%d)", c.Agents)
+	}
+	if c.Work < 0 || c.Work > 2 || c.Work > 0 && c.Dispatch > 0 {
+		return usagef("--work must be from 0 to 2 (each simulated machine has 2 GPUs), and cannot go with --dispatch")
+	}
+	if c.Work > 0 && (os.Getenv("GPUMARKET_ADMIN_EMAIL") == "" || os.Getenv("GPUMARKET_ADMIN_PASSWORD") == "") {
+		return usagef("--work needs an admin for the renters' deposits: set GPUMARKET_ADMIN_EMAIL and GPUMARKET_ADMIN_PASSWORD")
 	}
 	if c.Dispatch > 16*c.DispatchAgents {
 		return usagef("--dispatch %d needs at least %d --dispatch-agents (16 GPUs each)", c.Dispatch, (c.Dispatch+15)/16)
@@ -183,6 +194,13 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	// What each agent's heartbeat reports: nothing, or its work.
+	reports := make([]market.Report, c.Agents)
+	if c.Work > 0 {
+		if reports, err = c.giveWork(ctx, env, out, base, hc, run, host, machines); err != nil {
+			return err
+		}
+	}
 
 	cpu0, cpuErr := procCPU(c.PID)
 	wall0 := time.Now()
@@ -200,9 +218,12 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 		beaters.Go(func() {
 			for i := range work {
 				t0 := time.Now()
-				_, err := host.Report(hbCtx, machines[i], market.Report{})
+				res, err := host.Report(hbCtx, machines[i], reports[i])
 				if hbCtx.Err() != nil {
 					return
+				}
+				if err == nil && len(res.Rejected) > 0 {
+					err = fmt.Errorf("instance reports rejected: %v", res.Rejected)
 				}
 				contact(&lastSent[i], &silence[i], t0.UnixNano())
 				stats.record("heartbeat", t0, err)
@@ -582,6 +603,12 @@ func (c *loadtestCmd) renters(ctx context.Context, env *Env, base string, hc *ht
 	if err != nil {
 		return nil, usagef("--deposit: %v", err)
 	}
+	return c.rentersOf(ctx, env, base, hc, run, c.Renters, amount)
+}
+
+// rentersOf signs up n renters and deposits amount for each when an
+// admin is given (none, and no renter, without).
+func (c *loadtestCmd) rentersOf(ctx context.Context, env *Env, base string, hc *http.Client, run string, n int, amount market.Money) ([]*apiclient.Client, error) {
 	var admin *apiclient.Client
 	if email, pw := os.Getenv("GPUMARKET_ADMIN_EMAIL"), os.Getenv("GPUMARKET_ADMIN_PASSWORD"); email != "" && pw != "" {
 		res, err := apiclient.New(base, "", hc).Login(ctx, market.LoginRequest{Email: email, Password: pw})
@@ -593,7 +620,7 @@ func (c *loadtestCmd) renters(ctx context.Context, env *Env, base string, hc *ht
 		fmt.Fprintln(env.Stderr, "no GPUMARKET_ADMIN_EMAIL/PASSWORD: renters get no deposit, and their creates fail for lack of funds")
 	}
 	var rs []*apiclient.Client
-	for i := range c.Renters {
+	for i := range n {
 		email := fmt.Sprintf("loadtest-renter-%s-%d@example.com", run, i)
 		r, err := loadtestAccount(ctx, base, hc, email, market.RoleRenter)
 		if err != nil {
@@ -607,6 +634,70 @@ func (c *loadtestCmd) renters(ctx context.Context, env *Env, base string, hc *ht
 		rs = append(rs, r)
 	}
 	return rs, nil
+}
+
+// giveWork gives every machine c.Work running one-GPU instances, created
+// by renters of its own and acknowledged by the machine's agent, and
+// returns each machine's heartbeat report of them.
+func (c *loadtestCmd) giveWork(ctx context.Context, env *Env, out io.Writer, base string, hc *http.Client, run string,
+	host *apiclient.Client, machines []market.MachineID) ([]market.Report, error) {
+	n := len(machines) * c.Work
+	// An hour of one GPU holds at most 0.60 in escrow: 1 token per
+	// instance covers it, over 16 renters.
+	const workRenters = 16
+	renters, err := c.rentersOf(ctx, env, base, hc, run+"-work", workRenters, market.Tokens(int64(n/workRenters+100)))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "giving %d machines %d running instance(s) each\n", len(machines), c.Work)
+	start := time.Now()
+	reports := make([]market.Report, len(machines))
+	var next, done atomic.Int64
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for range c.Register {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(machines) || ctx.Err() != nil {
+					return
+				}
+				var rep market.Report
+				var err error
+				for w := range c.Work {
+					var inst market.Instance
+					inst, err = renters[(i*c.Work+w)%len(renters)].CreateInstance(ctx, market.CreateInstanceRequest{Machine: machines[i], GPUs: 1, Command: []string{"sleep", "infinity"}})
+					if err != nil {
+						break
+					}
+					rep.Instances = append(rep.Instances, market.InstanceReport{Instance: inst.ID, Generation: inst.Generation, State: market.ObservedRunning})
+				}
+				if err == nil {
+					var res market.ReportResult
+					if res, err = host.Report(ctx, machines[i], rep); err == nil && len(res.Rejected) > 0 {
+						err = fmt.Errorf("acknowledgements rejected: %v", res.Rejected)
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					firstErr = cmp.Or(firstErr, fmt.Errorf("give machine %s its work: %w", machines[i], err))
+					mu.Unlock()
+					return
+				}
+				reports[i] = rep
+				if k := done.Add(1); k%10_000 == 0 {
+					fmt.Fprintf(out, "  %5.0fs  %d of %d machines running their work\n", time.Since(start).Seconds(), k, len(machines))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	fmt.Fprintf(out, "gave %d machines their work in %s (%.0f instances/s)\n", len(machines), time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
+	return reports, nil
 }
 
 // renter searches offers, rents one GPU of a random one and stops it, in a
