@@ -119,9 +119,11 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 // Report records an agent's observed state; it is also the machine's
 // heartbeat. Reports about instances that are not assigned to this machine,
 // or that carry another generation than the current one, are rejected one
-// by one and change nothing. Reports that arrive together share a
-// transaction (group commit, group.go): each is a step of it, undone alone
-// when refused.
+// by one and change nothing. A heartbeat (an empty report, or one that
+// repeats the instance reports recorded: work.go) is kept in memory;
+// other reports share a transaction with the creates and reports that
+// arrive with them (batch.go), each a step of it, undone alone when
+// refused.
 func (s *Service) Report(ctx context.Context, caller market.Account, id market.MachineID, r market.Report) (market.ReportResult, error) {
 	if len(r.Instances) == 0 && len(r.Logs) == 0 && s.live.beat(id, caller.ID, s.now()) {
 		// A bare heartbeat of a machine known online: memory only.

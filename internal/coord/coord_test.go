@@ -913,23 +913,12 @@ func TestDesiredFollowsEveryChange(t *testing.T) {
 	want("another replica's stop, followed", other, map[market.InstanceID]market.Desired{a.ID: stop, b.ID: stop, c.ID: run})
 }
 
-// countTx is a store that counts its transactions.
-type countTx struct {
-	coord.Store
-	n atomic.Int64
-}
-
-func (c *countTx) Tx(ctx context.Context, fn func(tx coord.Tx) error) error {
-	c.n.Add(1)
-	return c.Store.Tx(ctx, fn)
-}
-
 // An agent's heartbeat that repeats its reports (its instances running,
 // unchanged) costs no transaction and keeps the machine online. After a
 // change made here, or through another replica once followed, the next
 // report goes to the store, which rejects a stale generation.
 func TestHeartbeatsWithWorkStayInMemory(t *testing.T) {
-	store := &countTx{Store: testStore(t)}
+	store := &txCounter{Store: testStore(t)}
 	e := newEnvOn(t, store, nil)
 	other := coord.New(coord.Config{Store: store, Clock: e.clock, Passwords: plainPasswords{}})
 	for _, svc := range []*coord.Service{e.svc, other} {
