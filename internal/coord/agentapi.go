@@ -136,7 +136,7 @@ func (s *Service) Report(ctx context.Context, caller market.Account, id market.M
 		// only, as above, with the replicas' signals.
 		now := s.now()
 		for _, rep := range r.Instances {
-			if k := seen[rep.Instance]; rep.Queue != nil || rep.Healthy != nil || k.replica {
+			if k, _ := seen.find(rep.Instance); rep.Queue != nil || rep.Healthy != nil || k.replica {
 				s.signals.record(rep.Instance, id, k.gpus, rep.Queue, rep.Healthy, now) // signals.go
 			}
 		}
@@ -167,7 +167,7 @@ type reportCall struct {
 	err                error
 	// The reports that left their instance as the same report again
 	// would (noteSeen), and Service.seen's generation before the batch.
-	seen    map[market.InstanceID]seenReport
+	seen    seenReports
 	seenGen uint64
 }
 
@@ -200,7 +200,7 @@ func (s *Service) reported(reports []*reportCall) (reindex []market.MachineID) {
 func (s *Service) reportIn(ctx context.Context, tx Tx, c *reportCall) error {
 	const op = "report"
 	c.res, c.changedLogs, c.ended, c.cameOnline = market.ReportResult{}, nil, nil, false
-	c.seen = map[market.InstanceID]seenReport{}
+	c.seen = nil
 	id, r := c.machine, c.r
 	now := s.now()
 	c.owner, c.at = c.caller.ID, now
@@ -249,7 +249,7 @@ func (s *Service) reportIn(ctx context.Context, tx Tx, c *reportCall) error {
 			inst.PortMap = rep.Ports
 		}
 		typ, ok := observe(&inst, rep, now)
-		noteSeen(c.seen, rep, inst) // work.go
+		noteSeen(&c.seen, rep, inst) // work.go
 		if !ok {
 			if ports {
 				if err := tx.UpdateInstance(ctx, inst); err != nil {

@@ -144,7 +144,7 @@ type Service struct {
 	// work: machines' active instances, for the desired state (work.go).
 	work machineMemo[[]market.Instance]
 	// seen: machines' instance reports recorded, for heartbeats (work.go).
-	seen machineMemo[map[market.InstanceID]seenReport]
+	seen machineMemo[seenReports]
 
 	// batches: on-demand creates and agents' reports committed together (batch.go).
 	batches groupCommit[batchCall]

@@ -162,8 +162,10 @@ const maxSeenReports = 400_000
 
 // seenReport is an instance report recorded, and what answering it again
 // needs of the instance: its GPUs, and whether it is a deployment's
-// replica (its signals).
+// replica (its signals). A machine's are a slice, not a map: a few per
+// machine, and a map of one weighed some 800 bytes.
 type seenReport struct {
+	id      market.InstanceID
 	gen     int64
 	state   market.ObservedState
 	ports   []market.PortBinding
@@ -171,9 +173,21 @@ type seenReport struct {
 	replica bool
 }
 
+type seenReports []seenReport
+
+// find returns the report kept of instance id.
+func (rs seenReports) find(id market.InstanceID) (seenReport, bool) {
+	for _, r := range rs {
+		if r.id == id {
+			return r, true
+		}
+	}
+	return seenReport{}, false
+}
+
 // repeats returns what is kept of the reports of machine id when r
 // repeats them (see above).
-func (s *Service) repeats(id market.MachineID, r market.Report) (map[market.InstanceID]seenReport, bool) {
+func (s *Service) repeats(id market.MachineID, r market.Report) (seenReports, bool) {
 	if len(r.Instances) == 0 || len(r.Logs) > 0 {
 		return nil, false
 	}
@@ -182,7 +196,7 @@ func (s *Service) repeats(id market.MachineID, r market.Report) (map[market.Inst
 		return nil, false
 	}
 	for _, rep := range r.Instances {
-		k, ok := seen[rep.Instance]
+		k, ok := seen.find(rep.Instance)
 		if !ok || k.gen != rep.Generation || k.state != rep.State || len(rep.Ports) > 0 && !slices.Equal(rep.Ports, k.ports) {
 			return nil, false
 		}
@@ -192,12 +206,13 @@ func (s *Service) repeats(id market.MachineID, r market.Report) (map[market.Inst
 
 // noteSeen keeps rep, an accepted report that left inst as the same
 // report again would, in seen.
-func noteSeen(seen map[market.InstanceID]seenReport, rep market.InstanceReport, inst market.Instance) {
+func noteSeen(seen *seenReports, rep market.InstanceReport, inst market.Instance) {
+	*seen = slices.DeleteFunc(*seen, func(r seenReport) bool { return r.id == inst.ID }) // a report that names it twice
 	same := rep.State == market.ObservedRunning && inst.State == market.InstanceRunning ||
 		rep.State == market.ObservedStarting && inst.State == market.InstanceStarting
 	if same && (len(rep.Ports) == 0 || slices.Equal(rep.Ports, inst.PortMap)) {
 		// The ports cloned: the caller's may change (kept, they must not).
-		seen[inst.ID] = seenReport{gen: inst.Generation, state: rep.State, ports: slices.Clone(inst.PortMap), gpus: inst.GPUs,
-			replica: inst.Env[market.DeploymentEnv] != ""}
+		*seen = append(*seen, seenReport{id: inst.ID, gen: inst.Generation, state: rep.State, ports: slices.Clone(inst.PortMap),
+			gpus: inst.GPUs, replica: inst.Env[market.DeploymentEnv] != ""})
 	}
 }
