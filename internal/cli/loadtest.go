@@ -81,8 +81,11 @@ func (c *loadtestCmd) Run(ctx context.Context, env *Env) error {
 	if c.Dispatch < 0 || c.Dispatch > 0 && (c.DispatchAgents < 1 || c.DispatchAgents > c.Agents || c.Creators < 1) {
 		return usagef("--dispatch must not be negative; with --dispatch, --creators must be positive and --dispatch-agents between 1 and --agents (%d)", c.Agents)
 	}
-	if c.Work < 0 || c.Work > 2 || c.Work > 0 && c.Dispatch > 0 {
-		return usagef("--work must be from 0 to 2 (each simulated machine has 2 GPUs), and cannot go with --dispatch")
+	if c.Work < 0 || c.Work > 2 {
+		return usagef("--work must be from 0 to 2 (each simulated machine has 2 GPUs); got %d", c.Work)
+	}
+	if c.Work > 0 && c.Dispatch > 0 {
+		return usagef("--work cannot go with --dispatch: the dispatch gives its machines their instances")
 	}
 	if c.Work > 0 && (os.Getenv("GPUMARKET_ADMIN_EMAIL") == "" || os.Getenv("GPUMARKET_ADMIN_PASSWORD") == "") {
 		return usagef("--work needs an admin for the renters' deposits: set GPUMARKET_ADMIN_EMAIL and GPUMARKET_ADMIN_PASSWORD")

@@ -125,16 +125,12 @@ func (s *Service) Desired(ctx context.Context, caller market.Account, id market.
 // arrive with them (batch.go), each a step of it, undone alone when
 // refused.
 func (s *Service) Report(ctx context.Context, caller market.Account, id market.MachineID, r market.Report) (market.ReportResult, error) {
-	if len(r.Instances) == 0 && len(r.Logs) == 0 && s.live.beat(id, caller.ID, s.now()) {
-		// A bare heartbeat of a machine known online: memory only.
-		s.beats.inMemory.Add(1)
-		s.metrics.record(id, r.GPUs, s.now())
-		return market.ReportResult{}, nil
-	}
-	if seen, ok := s.repeats(id, r); ok && s.live.beat(id, caller.ID, s.now()) {
-		// A heartbeat that repeats the reports recorded (work.go): memory
-		// only, as above, with the replicas' signals.
-		now := s.now()
+	now := s.now()
+	bare := len(r.Instances) == 0 && len(r.Logs) == 0
+	if seen, repeats := s.repeats(id, r); (bare || repeats) && s.live.beat(id, caller.ID, now) {
+		// A heartbeat of a machine known online, bare or repeating the
+		// reports recorded (work.go): memory only, with the replicas'
+		// signals.
 		for _, rep := range r.Instances {
 			if k, _ := seen.find(rep.Instance); rep.Queue != nil || rep.Healthy != nil || k.replica {
 				s.signals.record(rep.Instance, id, k.gpus, rep.Queue, rep.Healthy, now) // signals.go
@@ -199,8 +195,7 @@ func (s *Service) reported(reports []*reportCall) (reindex []market.MachineID) {
 // reportIn records c's report in tx.
 func (s *Service) reportIn(ctx context.Context, tx Tx, c *reportCall) error {
 	const op = "report"
-	c.res, c.changedLogs, c.ended, c.cameOnline = market.ReportResult{}, nil, nil, false
-	c.seen = nil
+	c.res, c.changedLogs, c.ended, c.cameOnline, c.seen = market.ReportResult{}, nil, nil, false, nil
 	id, r := c.machine, c.r
 	now := s.now()
 	c.owner, c.at = c.caller.ID, now

@@ -294,27 +294,27 @@ func readBatch(ctx context.Context, tx Tx, creates []*createCall, reports []*rep
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range renters {
-		if l, ok := limits[r]; ok {
-			b.limits[r] = &l
-		} else {
-			b.limits[r] = nil
-		}
-	}
+	keepFound(b.limits, renters, limits)
 	if len(keys) > 0 {
 		recs, err := tx.IdempotencyOf(ctx, keys)
 		if err != nil {
 			return nil, err
 		}
-		for _, k := range keys {
-			if r, ok := recs[k]; ok {
-				b.records[k] = &r
-			} else {
-				b.records[k] = nil
-			}
-		}
+		keepFound(b.records, keys, recs)
 	}
 	return b, nil
+}
+
+// keepFound keeps in kept, for each of keys, what found holds of it, or
+// nil: known to be absent.
+func keepFound[K comparable, V any](kept map[K]*V, keys []K, found map[K]V) {
+	for _, k := range keys {
+		if v, ok := found[k]; ok {
+			kept[k] = &v
+		} else {
+			kept[k] = nil
+		}
+	}
 }
 
 func (b *batchReads) Instance(ctx context.Context, id market.InstanceID) (market.Instance, error) {

@@ -52,8 +52,8 @@ import (
 // it writes, not on how many rows: a text per number of rows made nearly
 // every write a new statement for the server to parse and plan.
 
-// maxKeptInstances is how many instances are kept at most: their rows'
-// parameters must fit in one statement (Postgres takes 65,535).
+// maxKeptInstances is how many instances are kept at most before they are
+// written: it bounds what one statement's arrays carry.
 const maxKeptInstances = 500
 
 // behind holds the writes kept for later, in the order they were made

@@ -125,6 +125,10 @@ func (t *sqlTx) Atomic(ctx context.Context, fn func() error) error { return t.st
 
 // AtomicOrRerun is atomic for the coordinator (coord.Tx): no savepoint,
 // as for the store's own steps.
+func (t *sqlTx) AtomicOrRerun(ctx context.Context, fn func() error) error { return t.atomic(ctx, fn) }
+
+// AfterCommit keeps fn for the adapter to run once committed
+// (Committed.RunAfterCommit); outside a transaction it runs fn at once.
 func (t *sqlTx) AfterCommit(fn func()) {
 	if t.reads {
 		fn()
@@ -132,8 +136,6 @@ func (t *sqlTx) AfterCommit(fn func()) {
 	}
 	t.afterCommit = append(t.afterCommit, fn)
 }
-
-func (t *sqlTx) AtomicOrRerun(ctx context.Context, fn func() error) error { return t.atomic(ctx, fn) }
 
 // exists reports whether query returns a row.
 func (t *sqlTx) exists(ctx context.Context, query string, args ...any) (bool, error) {
