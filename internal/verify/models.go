@@ -49,6 +49,8 @@ type Table struct {
 	GraceMS int      `json:"grace_ms"`
 	Fake    Envelope `json:"fake"`
 	Models  []Model  `json:"models"`
+
+	byName map[string]int // normalised name or alias to its model's place in Models (ParseTable)
 }
 
 // Grace is the time allowed on top of the compute time for the challenge
@@ -88,6 +90,12 @@ func ParseTable(data []byte) (*Table, error) {
 			seen[k] = m.Name
 		}
 	}
+	t.byName = map[string]int{}
+	for i, m := range t.Models {
+		for _, n := range append([]string{m.Name}, m.Aliases...) {
+			t.byName[NormName(n)] = i
+		}
+	}
 	return &t, nil
 }
 
@@ -109,7 +117,7 @@ func (e Envelope) validate() error {
 // as spaces, without the NVIDIA and GeForce prefixes.
 func NormName(s string) string {
 	s = strings.ToLower(s)
-	s = strings.NewReplacer("_", " ", "-", " ").Replace(s)
+	s = nameSeparators.Replace(s)
 	s = strings.Join(strings.Fields(s), " ")
 	s = strings.TrimPrefix(s, "nvidia ")
 	s = strings.TrimPrefix(s, "geforce ")
@@ -119,7 +127,13 @@ func NormName(s string) string {
 // Lookup finds a model by its name or an alias.
 func (t *Table) Lookup(name string) (Model, bool) {
 	n := NormName(name)
-	for _, m := range t.Models {
+	if t.byName != nil {
+		if i, ok := t.byName[n]; ok {
+			return t.Models[i], true
+		}
+		return Model{}, false
+	}
+	for _, m := range t.Models { // a Table not made by ParseTable
 		if NormName(m.Name) == n {
 			return m, true
 		}
@@ -211,3 +225,7 @@ func (t *Table) Judge(c market.CheckGPU, elapsed time.Duration) (float64, error)
 	}
 	return rate, nil
 }
+
+// nameSeparators turns "-" and "_" into spaces (a Replacer is built once:
+// building one costs more than using it).
+var nameSeparators = strings.NewReplacer("_", " ", "-", " ")

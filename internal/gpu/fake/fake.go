@@ -125,7 +125,7 @@ func splitCount(item string) (int, string, error) {
 
 func normalize(s string) string {
 	s = strings.ToLower(s)
-	s = strings.NewReplacer("_", " ", "-", " ").Replace(s)
+	s = nameSeparators.Replace(s)
 	s = strings.Join(strings.Fields(s), " ")
 	s = strings.TrimPrefix(s, "nvidia ")
 	s = strings.TrimPrefix(s, "geforce ")
@@ -162,3 +162,7 @@ func uuid(seed string, index int, model string) string {
 	h := hex.EncodeToString(sum[:16])
 	return "GPU-fake-" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
+
+// nameSeparators turns "-" and "_" into spaces (a Replacer is built once:
+// building one costs more than using it).
+var nameSeparators = strings.NewReplacer("_", " ", "-", " ")
