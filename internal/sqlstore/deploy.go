@@ -206,10 +206,13 @@ func (e extraScan) Scan(dest ...any) error { return e.s.Scan(append(dest, e.extr
 
 func (t *sqlTx) Replicas(ctx context.Context, f coord.ReplicaFilter) ([]market.Instance, error) {
 	var w where
+	// "deployment_id <> ''" as written here is instances_deployment's
+	// condition (a partial index): both databases use the index only for
+	// a query that states it.
 	if f.Deployment != "" {
-		w.add("deployment_id = ?", f.Deployment)
+		w.add("deployment_id = ? AND deployment_id <> ''", f.Deployment)
 	} else {
-		w.add("deployment_id <> ?", "")
+		w.conds = append(w.conds, "deployment_id <> ''")
 	}
 	if f.ActiveOnly {
 		w.add("active = ?", true)
