@@ -74,8 +74,8 @@ func ParseTable(data []byte) (*Table, error) {
 	if err := t.Fake.validate(); err != nil {
 		return nil, fmt.Errorf("model table: fake: %w", err)
 	}
-	seen := map[string]string{}
-	for _, m := range t.Models {
+	t.byName = map[string]int{}
+	for i, m := range t.Models {
 		if m.Name == "" || m.VRAMMiB <= 0 || m.PowerW[0] <= 0 || m.PowerW[0] > m.PowerW[1] || m.PCIeGenMax <= 0 {
 			return nil, fmt.Errorf("model table: %q needs a name, vram_mib, power_w [low, high] and pcie_gen_max", m.Name)
 		}
@@ -84,16 +84,10 @@ func ParseTable(data []byte) (*Table, error) {
 		}
 		for _, n := range append([]string{m.Name}, m.Aliases...) {
 			k := NormName(n)
-			if other, ok := seen[k]; ok && other != m.Name {
-				return nil, fmt.Errorf("model table: name %q is used by both %s and %s", n, other, m.Name)
+			if other, ok := t.byName[k]; ok && other != i {
+				return nil, fmt.Errorf("model table: name %q is used by both %s and %s", n, t.Models[other].Name, m.Name)
 			}
-			seen[k] = m.Name
-		}
-	}
-	t.byName = map[string]int{}
-	for i, m := range t.Models {
-		for _, n := range append([]string{m.Name}, m.Aliases...) {
-			t.byName[NormName(n)] = i
+			t.byName[k] = i
 		}
 	}
 	return &t, nil
