@@ -935,9 +935,7 @@ func (t *sqlTx) Instances(ctx context.Context, f coord.InstanceFilter) ([]market
 		return chunked(f.Machines, func(machines []string) ([]market.Instance, error) { return t.instances(ctx, f, ids, machines) })
 	})
 	if len(f.Machines) > inList || len(f.IDs) > inList {
-		slices.SortFunc(is, func(a, b market.Instance) int {
-			return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(string(a.ID), string(b.ID)))
-		})
+		slices.SortFunc(is, byCreation)
 	}
 	return is, err
 }
@@ -962,7 +960,14 @@ func (t *sqlTx) instances(ctx context.Context, f coord.InstanceFilter, ids, mach
 	if f.Billable {
 		w.add("started_at IS NOT NULL AND settled = ?", false)
 	}
-	rows, err := t.tx.QueryContext(ctx, qInstances+w.sql()+qInstancesOrder, w.args...)
+	order := qInstancesOrder
+	if len(machines) > 0 {
+		// In the order of instances_machine_active, which SQLite then
+		// reads machine by machine (in creation order below). Ordered by
+		// creation, it reads every active instance instead.
+		order = ` ORDER BY machine_id, created_at, id`
+	}
+	rows, err := t.tx.QueryContext(ctx, qInstances+w.sql()+order, w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
@@ -970,7 +975,15 @@ func (t *sqlTx) instances(ctx context.Context, f coord.InstanceFilter, ids, mach
 	for _, i := range is {
 		t.noteHeld(i.ID, allocationsOf(i))
 	}
+	if len(machines) > 0 {
+		slices.SortFunc(is, byCreation)
+	}
 	return is, err
+}
+
+// byCreation orders instances as listings do: by creation, then ID.
+func byCreation(a, b market.Instance) int {
+	return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(string(a.ID), string(b.ID)))
 }
 
 // Ledger.

@@ -13,3 +13,13 @@ DROP INDEX instances_ended;
 CREATE INDEX instances_ended ON instances (ended_at) WHERE ended_at IS NOT NULL;
 DROP INDEX instances_deployment;
 CREATE INDEX instances_deployment ON instances (deployment_id, active, created_at, id) WHERE deployment_id <> '';
+-- A renter's active instances (read by every create of a renter with a
+-- spending cap) and a machine's: SQLite, without statistics, read them
+-- through instances_active, every active instance in the market, when the
+-- renter's index lacked the active column. instances_renter gains it;
+-- instances_machine goes, instances_machine_active (0014) serving every
+-- query by machine (a query without the active column sorts the rows it
+-- returns).
+DROP INDEX instances_renter;
+CREATE INDEX instances_renter ON instances (renter_id, active, created_at, id);
+DROP INDEX instances_machine;
