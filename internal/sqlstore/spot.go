@@ -180,7 +180,9 @@ func (t *sqlTx) Bids(ctx context.Context, f coord.BidFilter) ([]market.Bid, erro
 		w.add("machine_id = ?", f.Machine)
 	}
 	if f.OpenOnly {
-		w.add("in_book = ?", true)
+		// As written, bids_book's condition (a partial index): both
+		// databases use the index only for a query that states it.
+		w.conds = append(w.conds, "in_book = TRUE")
 	}
 	rows, err := t.tx.QueryContext(ctx, qBids+w.sql()+qBidsOrder, w.args...)
 	if err != nil {

@@ -1,8 +1,10 @@
--- 0017_instances_partial_indexes: index only the instances that the
--- queries on these columns look for. Every write of an instance row
--- that cannot stay on its page (its insert, and most updates: the
--- agent's acknowledgement, each minute billed) adds an entry to each
--- index; a live instance (ended_at NULL) was in instances_ended, and
+-- 0017_query_indexes: indexes that match the queries made of them (each
+-- query's plan checked on both databases, SQLite without statistics).
+--
+-- Index only the instances that the queries on these columns look for.
+-- Every write of an instance row that cannot stay on its page (its
+-- insert, and most updates: the agent's acknowledgement, each minute
+-- billed) adds an entry to each index; a live instance (ended_at NULL) was in instances_ended, and
 -- every instance rented directly (deployment_id '') in
 -- instances_deployment, for no query (sqlstore.Replicas asks for
 -- "ended_at > ?" and for "deployment_id <> ''"). instances_deployment
@@ -23,3 +25,8 @@ CREATE INDEX instances_deployment ON instances (deployment_id, active, created_a
 DROP INDEX instances_renter;
 CREATE INDEX instances_renter ON instances (renter_id, active, created_at, id);
 DROP INDEX instances_machine;
+-- The open bids (in_book), read by every spot round, were found by
+-- scanning every bid ever placed; and a machine's pending check (read
+-- when its agent is answered) among every pending check in the market.
+CREATE INDEX bids_book ON bids (seq) WHERE in_book = TRUE;
+CREATE INDEX checks_machine_state ON checks (machine_id, state, created_at, id);
