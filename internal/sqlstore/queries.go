@@ -72,6 +72,20 @@ FROM (SELECT ` + transferColumns + ` FROM transfers
       ORDER BY seq DESC LIMIT $3) t
 JOIN transfer_entries e ON e.transfer_seq = t.seq
 ORDER BY t.seq DESC, e.idx`
+	// One owner's: $1 owner, $2 limit (qTransfersOfBefore: $3 before).
+	// Its newest transfers come from transfer_entries_owner, newest
+	// first; through transfers, SQLite walked the whole ledger back from
+	// its newest transfer to find them.
+	qTransfersOf = `SELECT ` + transferJoinColumns + `
+FROM (SELECT DISTINCT transfer_seq FROM transfer_entries WHERE owner_id = $1 ORDER BY transfer_seq DESC LIMIT $2) s
+JOIN transfers t ON t.seq = s.transfer_seq
+JOIN transfer_entries e ON e.transfer_seq = t.seq
+ORDER BY t.seq DESC, e.idx`
+	qTransfersOfBefore = `SELECT ` + transferJoinColumns + `
+FROM (SELECT DISTINCT transfer_seq FROM transfer_entries WHERE owner_id = $1 AND transfer_seq < $3 ORDER BY transfer_seq DESC LIMIT $2) s
+JOIN transfers t ON t.seq = s.transfer_seq
+JOIN transfer_entries e ON e.transfer_seq = t.seq
+ORDER BY t.seq DESC, e.idx`
 	qChargedMinutes = `SELECT minute FROM minute_charges WHERE instance_id = $1 ORDER BY minute`
 
 	qBumpLogSeq  = `UPDATE instances SET log_seq = log_seq + $2 WHERE id = $1 RETURNING log_seq`

@@ -1276,7 +1276,16 @@ func (t *sqlTx) Balances(ctx context.Context, asset market.Asset) (map[market.Le
 }
 
 func (t *sqlTx) Transfers(ctx context.Context, owner market.AccountID, before int64, limit int) ([]market.Transfer, error) {
-	rows, err := t.tx.QueryContext(ctx, qTransfers, owner, before, limitOf(limit))
+	var rows *sql.Rows
+	var err error
+	switch {
+	case owner == "":
+		rows, err = t.tx.QueryContext(ctx, qTransfers, owner, before, limitOf(limit))
+	case before > 0:
+		rows, err = t.tx.QueryContext(ctx, qTransfersOfBefore, owner, limitOf(limit), before)
+	default:
+		rows, err = t.tx.QueryContext(ctx, qTransfersOf, owner, limitOf(limit))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list transfers: %w", err)
 	}
