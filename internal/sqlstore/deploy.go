@@ -206,13 +206,9 @@ func (e extraScan) Scan(dest ...any) error { return e.s.Scan(append(dest, e.extr
 
 func (t *sqlTx) Replicas(ctx context.Context, f coord.ReplicaFilter) ([]market.Instance, error) {
 	var w where
-	// "deployment_id <> ''" as written here is instances_deployment's
-	// condition (a partial index): both databases use the index only for
-	// a query that states it.
+	w.as("deployment_id <> ''") // instances_deployment's condition
 	if f.Deployment != "" {
-		w.add("deployment_id = ? AND deployment_id <> ''", f.Deployment)
-	} else {
-		w.conds = append(w.conds, "deployment_id <> ''")
+		w.add("deployment_id = ?", f.Deployment)
 	}
 	if f.ActiveOnly {
 		w.add("active = ?", true)

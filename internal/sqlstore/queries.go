@@ -64,28 +64,6 @@ RETURNING amount`
 	qTransferByKey      = `SELECT ` + transferJoinColumns + `
 FROM transfers t JOIN transfer_entries e ON e.transfer_seq = t.seq
 WHERE t.idem_key = $1 ORDER BY e.idx`
-	// $1 owner ('' = all), $2 before (0 = none), $3 limit.
-	qTransfers = `SELECT ` + transferJoinColumns + `
-FROM (SELECT ` + transferColumns + ` FROM transfers
-      WHERE ($1 = '' OR seq IN (SELECT transfer_seq FROM transfer_entries WHERE owner_id = $1))
-        AND ($2 <= 0 OR seq < $2)
-      ORDER BY seq DESC LIMIT $3) t
-JOIN transfer_entries e ON e.transfer_seq = t.seq
-ORDER BY t.seq DESC, e.idx`
-	// One owner's: $1 owner, $2 limit (qTransfersOfBefore: $3 before).
-	// Its newest transfers come from transfer_entries_owner, newest
-	// first; through transfers, SQLite walked the whole ledger back from
-	// its newest transfer to find them.
-	qTransfersOf = `SELECT ` + transferJoinColumns + `
-FROM (SELECT DISTINCT transfer_seq FROM transfer_entries WHERE owner_id = $1 ORDER BY transfer_seq DESC LIMIT $2) s
-JOIN transfers t ON t.seq = s.transfer_seq
-JOIN transfer_entries e ON e.transfer_seq = t.seq
-ORDER BY t.seq DESC, e.idx`
-	qTransfersOfBefore = `SELECT ` + transferJoinColumns + `
-FROM (SELECT DISTINCT transfer_seq FROM transfer_entries WHERE owner_id = $1 AND transfer_seq < $3 ORDER BY transfer_seq DESC LIMIT $2) s
-JOIN transfers t ON t.seq = s.transfer_seq
-JOIN transfer_entries e ON e.transfer_seq = t.seq
-ORDER BY t.seq DESC, e.idx`
 	qChargedMinutes = `SELECT minute FROM minute_charges WHERE instance_id = $1 ORDER BY minute`
 
 	qBumpLogSeq  = `UPDATE instances SET log_seq = log_seq + $2 WHERE id = $1 RETURNING log_seq`
@@ -114,3 +92,25 @@ ORDER BY t.seq DESC, e.idx`
 	counterTransfer = "transfer"
 	counterEvent    = "event"
 )
+
+// The newest transfers, a page of $1 (the limit), with their entries: the
+// whole ledger's, or one owner's ($2), and with $3 (or the ledger's $2)
+// the page before that seq. An owner's seqs come from
+// transfer_entries_owner, newest first: from transfers, SQLite walked
+// the whole ledger back from its newest transfer to find them.
+var (
+	qTransfers         = transfersPage(`SELECT seq AS transfer_seq FROM transfers ORDER BY seq DESC LIMIT $1`)
+	qTransfersBefore   = transfersPage(`SELECT seq AS transfer_seq FROM transfers WHERE seq < $2 ORDER BY seq DESC LIMIT $1`)
+	qTransfersOf       = transfersPage(`SELECT DISTINCT transfer_seq FROM transfer_entries WHERE owner_id = $2 ORDER BY transfer_seq DESC LIMIT $1`)
+	qTransfersOfBefore = transfersPage(`SELECT DISTINCT transfer_seq FROM transfer_entries WHERE owner_id = $2 AND transfer_seq < $3 ORDER BY transfer_seq DESC LIMIT $1`)
+)
+
+// transfersPage is the transfers that seqs (a query of their seqs, as
+// transfer_seq) selects, with their entries, newest first.
+func transfersPage(seqs string) string {
+	return `SELECT ` + transferJoinColumns + `
+FROM (` + seqs + `) s
+JOIN transfers t ON t.seq = s.transfer_seq
+JOIN transfer_entries e ON e.transfer_seq = t.seq
+ORDER BY t.seq DESC, e.idx`
+}

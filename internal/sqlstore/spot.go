@@ -180,9 +180,7 @@ func (t *sqlTx) Bids(ctx context.Context, f coord.BidFilter) ([]market.Bid, erro
 		w.add("machine_id = ?", f.Machine)
 	}
 	if f.OpenOnly {
-		// As written, bids_book's condition (a partial index): both
-		// databases use the index only for a query that states it.
-		w.conds = append(w.conds, "in_book = TRUE")
+		w.as("in_book = TRUE") // bids_book's condition
 	}
 	rows, err := t.tx.QueryContext(ctx, qBids+w.sql()+qBidsOrder, w.args...)
 	if err != nil {

@@ -424,6 +424,10 @@ type where struct {
 	args  []any
 }
 
+// as appends cond, a condition without argument, as written: a partial
+// index's condition must be written out for both databases to use it.
+func (w *where) as(cond string) { w.conds = append(w.conds, cond) }
+
 // add appends cond, in which "?" stands for the next placeholder.
 func (w *where) add(cond string, arg any) {
 	w.args = append(w.args, arg)
@@ -1276,16 +1280,16 @@ func (t *sqlTx) Balances(ctx context.Context, asset market.Asset) (map[market.Le
 }
 
 func (t *sqlTx) Transfers(ctx context.Context, owner market.AccountID, before int64, limit int) ([]market.Transfer, error) {
-	var rows *sql.Rows
-	var err error
+	q, args := qTransfers, []any{limitOf(limit)}
 	switch {
-	case owner == "":
-		rows, err = t.tx.QueryContext(ctx, qTransfers, owner, before, limitOf(limit))
-	case before > 0:
-		rows, err = t.tx.QueryContext(ctx, qTransfersOfBefore, owner, limitOf(limit), before)
-	default:
-		rows, err = t.tx.QueryContext(ctx, qTransfersOf, owner, limitOf(limit))
+	case owner == "" && before > 0:
+		q, args = qTransfersBefore, append(args, before)
+	case owner != "" && before > 0:
+		q, args = qTransfersOfBefore, append(args, owner, before)
+	case owner != "":
+		q, args = qTransfersOf, append(args, owner)
 	}
+	rows, err := t.tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list transfers: %w", err)
 	}

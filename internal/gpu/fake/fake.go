@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/verify"
 )
 
 // Model is a GPU model the fake knows, with the figures nvidia-smi reports
@@ -123,19 +124,10 @@ func splitCount(item string) (int, string, error) {
 	return n, name, nil
 }
 
-func normalize(s string) string {
-	s = strings.ToLower(s)
-	s = nameSeparators.Replace(s)
-	s = strings.Join(strings.Fields(s), " ")
-	s = strings.TrimPrefix(s, "nvidia ")
-	s = strings.TrimPrefix(s, "geforce ")
-	return s
-}
-
 func lookup(name string) (Model, bool) {
-	n := normalize(name)
+	n := verify.NormName(name)
 	for _, m := range models {
-		if n == normalize(m.Short) || n == normalize(m.Name) {
+		if n == verify.NormName(m.Short) || n == verify.NormName(m.Name) {
 			return m, true
 		}
 		for _, a := range m.aliases {
@@ -162,7 +154,3 @@ func uuid(seed string, index int, model string) string {
 	h := hex.EncodeToString(sum[:16])
 	return "GPU-fake-" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
-
-// nameSeparators turns "-" and "_" into spaces (a Replacer is built once:
-// building one costs more than using it).
-var nameSeparators = strings.NewReplacer("_", " ", "-", " ")
