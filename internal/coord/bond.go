@@ -100,11 +100,15 @@ func bondOf(ctx context.Context, tx Tx, m market.Machine) (market.Bond, error) {
 	if err != nil {
 		return market.Bond{}, err
 	}
-	b := market.Bond{Machine: m.ID, Total: total, Slashed: -slashed}
+	return market.Bond{Machine: m.ID, Total: total, Slashed: -slashed, PerGPU: bondPerGPU(total, m)}, nil
+}
+
+// bondPerGPU is the share of a bond of total behind each of m's GPUs.
+func bondPerGPU(total market.Money, m market.Machine) market.Money {
 	if n := len(m.GPUs); n > 0 {
-		b.PerGPU = total / market.Money(n)
+		return total / market.Money(n)
 	}
-	return b, nil
+	return 0
 }
 
 // slash pays bp basis points of a machine's bond to the renters of insts,

@@ -229,7 +229,9 @@ func New(cfg Config) *Service {
 }
 
 // Run keeps the leader lease (taking it when free, renewing it while
-// held), flushes heartbeats, and every interval of real time runs Tick,
+// held), flushes heartbeats, follows other replicas' changes, keeps the
+// offer index's machine facts (facts.go), and every interval of real time
+// runs Tick,
 // whose background loops (billing, lost-host detection, spot rounds) run
 // only while this coordinator leads, until ctx ends.
 func (s *Service) Run(ctx context.Context, interval time.Duration) error {
@@ -240,6 +242,9 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 	followed := make(chan struct{})
 	go func() { defer close(followed); s.FollowChanges(keepCtx, DefaultFollowEvery) }()
 	defer func() { stopKeep(); <-followed }()
+	facts := make(chan struct{})
+	go func() { defer close(facts); s.keepFacts(keepCtx) }() // every coordinator serves searches: facts.go
+	defer func() { stopKeep(); <-facts }()
 	if _, err := s.campaign(ctx); err != nil && ctx.Err() == nil {
 		s.log.Warn("leader lease", "err", err)
 	}
@@ -270,7 +275,6 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 // leader lease; only the leader does the rest, and each of its
 // transactions commits only while it still holds the lease.
 func (s *Service) Tick(ctx context.Context) error {
-	s.refreshFacts(ctx) // every coordinator serves searches
 	ctx, leader, err := s.beginPass(ctx)
 	if err != nil || !leader {
 		return err

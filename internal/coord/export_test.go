@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 // PassAs runs the leader's background work as if this coordinator held the
@@ -42,3 +43,10 @@ func (s *Service) BatchQueued() int {
 	defer s.batches.mu.Unlock()
 	return len(s.batches.queue)
 }
+
+// RefreshFactsPass recomputes the offer-index facts of every machine once,
+// as the facts loop's first pass does, and returns how many it covered.
+func (s *Service) RefreshFactsPass(ctx context.Context) (int, error) { return s.factsPass(ctx, 0) }
+
+// OfferFacts returns the facts the offer index holds of machine id.
+func (s *Service) OfferFacts(id market.MachineID) match.Facts { return s.index.Facts(id) }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
-	"github.com/gpumarket/gpumarket/internal/match"
 	"github.com/gpumarket/gpumarket/internal/verify"
 )
 
@@ -39,14 +38,6 @@ import (
 // DefaultCheckEvery is the mean time between periodic checks of a machine.
 const DefaultCheckEvery = 6 * time.Hour
 
-// factsEvery is how often, in real time, every machine's reliability and
-// verified flag are recomputed for the offer index; factsBatch bounds the
-// machines recomputed in one tick.
-const (
-	factsEvery = 5 * time.Minute
-	factsBatch = 200
-)
-
 // historyLimit bounds the events one reliability computation reads.
 const historyLimit = 5000
 
@@ -59,11 +50,9 @@ type verifier struct {
 	cfg   *Config
 	table *verify.Table
 
-	mu       sync.Mutex
-	due      map[market.MachineID]time.Time // next periodic check, clock time
-	queue    []market.MachineID             // machines whose facts to recompute
-	listedAt time.Time                      // real time of the last full pass
-	scanAt   time.Time                      // clock time of the last periodic-check scan
+	mu     sync.Mutex
+	due    map[market.MachineID]time.Time // next periodic check, clock time
+	scanAt time.Time                      // clock time of the last periodic-check scan
 }
 
 // scanEvery is how often, in clock time, the leader looks for machines due
@@ -688,69 +677,6 @@ func history(evs []market.Event) []verify.HistoryEvent {
 		h = append(h, he)
 	}
 	return h
-}
-
-// refreshFacts recomputes the reliability and verified flag of a batch of
-// machines for the offer index, so that every machine is refreshed about
-// every factsEvery. Every coordinator does it: each serves searches.
-func (s *Service) refreshFacts(ctx context.Context) {
-	v := s.verify
-	v.mu.Lock()
-	if len(v.queue) == 0 && (v.listedAt.IsZero() || s.realNow().Sub(v.listedAt) >= factsEvery) {
-		v.mu.Unlock()
-		var ms []market.Machine
-		err := s.store.Tx(ctx, func(tx Tx) error {
-			var err error
-			ms, err = tx.Machines(ctx, MachineFilter{})
-			return err
-		})
-		if err != nil {
-			s.log.Warn("list machines for reliability", "err", err)
-			return
-		}
-		v.mu.Lock()
-		v.listedAt = s.realNow()
-		for _, m := range ms {
-			v.queue = append(v.queue, m.ID)
-		}
-	}
-	n := min(len(v.queue), factsBatch)
-	batch := v.queue[:n:n]
-	v.queue = v.queue[n:]
-	v.mu.Unlock()
-	for _, id := range batch {
-		s.refreshMachineFacts(ctx, id)
-	}
-}
-
-// refreshMachineFacts recomputes one machine's facts in the offer index.
-func (s *Service) refreshMachineFacts(ctx context.Context, id market.MachineID) {
-	var f match.Facts
-	err := s.store.Tx(ctx, func(tx Tx) error {
-		m, err := tx.Machine(ctx, id)
-		if err != nil {
-			return err
-		}
-		rel, err := s.reliability(ctx, tx, m)
-		if err != nil {
-			return err
-		}
-		checks, err := tx.Checks(ctx, CheckFilter{Machine: id, Limit: 10})
-		if err != nil {
-			return err
-		}
-		bond, err := bondOf(ctx, tx, m)
-		if err != nil {
-			return err
-		}
-		f = match.Facts{ReliabilityPPM: int64(rel.Score * 1e6), Verified: lastVerdict(checks) && !m.Unverified, BondPerGPU: bond.PerGPU}
-		return nil
-	})
-	if err != nil {
-		s.log.Warn("refresh reliability", "machine", id, "err", err)
-		return
-	}
-	s.index.SetFacts(id, f)
 }
 
 // tickVerify is the leader's verification pass: it fails checks whose

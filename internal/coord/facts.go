@@ -1,0 +1,144 @@
+package coord
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
+)
+
+// The offer index's facts about a machine (reliability, verified flag,
+// bond per GPU) come from its events, its checks and its bond account,
+// which change without its row changing. Every coordinator keeps them
+// (keepFacts: each serves searches): once at start, as fast as the store
+// answers, since until then the index knows none; then every machine once
+// every factsEvery, the pass spread over half of that. A check's verdict
+// or a change of bond refreshes its machine at once (refreshMachineFacts).
+//
+// A pass reads factsChunk machines at a time, outside any transaction
+// (Store.Read where the adapter has one: facts are advisory, and the
+// reads need not see one instant): the machines' rows and their bond
+// balances in one statement each, then each machine's events and checks.
+// It used to refresh 200 machines per background tick (every 5 s), one
+// serializable transaction of seven statements each: 40 machines a
+// second, so 100,000 machines took 42 minutes, during which a restarted
+// coordinator ranked and filtered offers on facts it did not have.
+
+const (
+	// factsEvery is how often, in real time, every machine's facts are
+	// recomputed.
+	factsEvery = 5 * time.Minute
+	// factsChunk is how many machines one read of a pass covers: on
+	// SQLite a read holds the one connection (a few milliseconds for 32),
+	// and larger chunks were not measurably faster on either database.
+	factsChunk = 32
+	// factsRetry is how soon a pass that failed is tried again.
+	factsRetry = 10 * time.Second
+)
+
+// keepFacts recomputes the facts of every machine, at once and then every
+// factsEvery, until ctx ends.
+func (s *Service) keepFacts(ctx context.Context) {
+	spread := time.Duration(0) // the first pass: the index has no facts yet
+	for {
+		start := time.Now()
+		wait := factsRetry
+		if _, err := s.factsPass(ctx, spread); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("refresh machine facts", "err", err)
+		} else {
+			spread, wait = factsEvery/2, factsEvery-time.Since(start)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// factsPass recomputes the facts of every machine, a chunk at a time, the
+// chunks spread evenly over spread (0: one after the other), and returns
+// how many machines it covered.
+func (s *Service) factsPass(ctx context.Context, spread time.Duration) (int, error) {
+	var ms []market.Machine
+	if err := s.read(ctx, func(tx Tx) error {
+		var err error
+		ms, err = tx.Machines(ctx, MachineFilter{})
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	ids := make([]market.MachineID, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	ms = nil // the chunks read their machines again, newer
+	chunks := slices.Collect(slices.Chunk(ids, factsChunk))
+	start := time.Now()
+	for k, chunk := range chunks {
+		if wait := time.Until(start.Add(spread * time.Duration(k) / time.Duration(len(chunks)))); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		if err := s.refreshFactsOf(ctx, chunk); err != nil {
+			return 0, err
+		}
+	}
+	return len(ids), nil
+}
+
+// refreshMachineFacts recomputes one machine's facts in the offer index.
+func (s *Service) refreshMachineFacts(ctx context.Context, id market.MachineID) {
+	if err := s.refreshFactsOf(ctx, []market.MachineID{id}); err != nil {
+		s.log.Warn("refresh machine facts", "machine", id, "err", err)
+	}
+}
+
+// refreshFactsOf recomputes the facts of the machines ids in the offer
+// index (those the store has).
+func (s *Service) refreshFactsOf(ctx context.Context, ids []market.MachineID) error {
+	facts := make(map[market.MachineID]match.Facts, len(ids))
+	err := s.read(ctx, func(tx Tx) error {
+		clear(facts)
+		ms, err := tx.Machines(ctx, MachineFilter{IDs: ids})
+		if err != nil {
+			return err
+		}
+		bonds := make([]market.LedgerAccount, len(ms))
+		for i, m := range ms {
+			bonds[i] = market.MachineBond(m.Owner, m.ID)
+		}
+		balances, err := tx.BalancesOf(ctx, market.DefaultAsset, bonds)
+		if err != nil {
+			return err
+		}
+		for i, m := range ms {
+			rel, err := s.reliability(ctx, tx, m)
+			if err != nil {
+				return err
+			}
+			checks, err := tx.Checks(ctx, CheckFilter{Machine: m.ID, Limit: 10})
+			if err != nil {
+				return err
+			}
+			facts[m.ID] = match.Facts{ReliabilityPPM: int64(rel.Score * 1e6), Verified: lastVerdict(checks) && !m.Unverified,
+				BondPerGPU: bondPerGPU(balances[bonds[i]], m)}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id, f := range facts {
+		s.index.SetFacts(id, f)
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+package coord_test
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/postgres"
+	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
+	"github.com/gpumarket/gpumarket/internal/sqlite"
+)
+
+// BenchmarkFactsPass measures one pass of the offer index's facts refresh
+// (reliability, verified flag, bond per GPU) over every machine: 1,000
+// machines of 8 GPUs, each running 8 instances (seedRunning), with a
+// history of 48 events each (seedHistory). It reports
+// the machines refreshed per second of wall time and the CPU this process
+// (the coordinator; with SQLite, also the database) spent per machine.
+//
+//	go test -run XXX -bench FactsPass -benchtime 3x ./internal/coord/
+//
+// The Postgres case runs when GPUMARKET_TEST_POSTGRES is set.
+// GPUMARKET_BENCH_MACHINES changes the number of machines.
+func BenchmarkFactsPass(b *testing.B) {
+	n := 1000
+	if v := os.Getenv("GPUMARKET_BENCH_MACHINES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("GPUMARKET_BENCH_MACHINES=%q: want a positive number", v)
+		}
+	}
+	b.Run("sqlite", func(b *testing.B) {
+		store, err := sqlite.Open(b.Context(), b.TempDir()+"/bench.db")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		benchFacts(b, store, n)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		store, err := postgres.Open(b.Context(), pgtest.FreshDatabase(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		benchFacts(b, store, n)
+	})
+}
+
+func benchFacts(b *testing.B, store coord.Store, machines int) {
+	ctx := b.Context()
+	t0 := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	svc := coord.New(coord.Config{Store: store, Clock: &fakeClock{t: t0}, Passwords: plainPasswords{}, LostAfter: 30 * 24 * time.Hour})
+	seedRunning(b, ctx, store, machines*8, t0)
+	seedHistory(b, store, machines, t0)
+	var cpu time.Duration
+	var done int
+	for b.Loop() {
+		before := cpuTime()
+		n, err := svc.RefreshFactsPass(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n != machines {
+			b.Fatalf("refreshed %d machines, want %d", n, machines)
+		}
+		cpu += cpuTime() - before
+		done += n
+	}
+	b.ReportMetric(float64(done)/b.Elapsed().Seconds(), "machines/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(done), "cpu-µs/machine")
+}
+
+// seedHistory gives each of the first machines of seedRunning a history:
+// registered, then six instances created, running and stopped, one per
+// GPU-hour after t0.
+func seedHistory(b *testing.B, store coord.Store, machines int, t0 time.Time) {
+	b.Helper()
+	ctx := b.Context()
+	for chunk := range slices.Chunk(slices.Collect(rangeN(machines)), 500) {
+		err := store.Tx(ctx, func(tx coord.Tx) error {
+			for _, i := range chunk {
+				m := market.MachineID(fmt.Sprintf("m-%07d", i))
+				evs := []market.Event{{At: t0.Add(-30 * time.Hour), Type: "machine.registered", Machine: m, Message: "registered"}}
+				for k := range 15 {
+					at := t0.Add(time.Duration(k-24) * time.Hour)
+					inst := market.InstanceID(fmt.Sprintf("i-h%07d-%d", i, k))
+					for j, typ := range []string{"instance.created", "instance.running", "instance.stopped"} {
+						evs = append(evs, market.Event{At: at.Add(time.Duration(j) * time.Minute), Type: typ, Machine: m, Instance: inst, Message: "stopped by the renter"})
+					}
+				}
+				evs = append(evs, market.Event{At: t0.Add(-time.Hour), Type: "machine.offline", Machine: m, Message: "no heartbeat"},
+					market.Event{At: t0.Add(-50 * time.Minute), Type: "machine.online", Machine: m, Message: "heartbeats resumed"})
+				for _, e := range evs {
+					if err := tx.AppendEvent(ctx, e); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

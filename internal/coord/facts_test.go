@@ -1,0 +1,126 @@
+package coord_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/market"
+)
+
+// bulkMachines inserts n listed machines of the host through the store,
+// more than one read of a facts pass covers, each with a history that
+// gives it its own reliability: listed two hours ago, every third offline
+// for i minutes of the last hour, every fifth with an instance the host
+// lost and two that ended well.
+func bulkMachines(e *vEnv, n int) []market.MachineID {
+	e.t.Helper()
+	now := e.clock.Now()
+	var ids []market.MachineID
+	err := e.store.Tx(e.ctx, func(tx coord.Tx) error {
+		for i := range n {
+			m := market.Machine{ID: market.MachineID(fmt.Sprintf("m-bulk%04d", i)), Owner: e.host.ID,
+				Hardware: market.Hardware{Fingerprint: fmt.Sprintf("fp-bulk-%d", i), Hostname: "box", Runner: "process", CPUCores: 8, RAMMiB: 32768,
+					GPUs: []market.GPU{{Index: 0, UUID: fmt.Sprintf("GPU-bulk-%d", i), Model: "RTX 4090", VRAMMiB: 24564}}},
+				Listed: true, Online: true, Status: market.MachineListed, PricePerGPUHour: 500_000, LastSeenAt: now, CreatedAt: now.Add(-3 * time.Hour)}
+			if err := tx.InsertMachine(e.ctx, m); err != nil {
+				return err
+			}
+			evs := []market.Event{{At: now.Add(-3 * time.Hour), Type: "machine.registered", Machine: m.ID, Message: "registered"},
+				{At: now.Add(-2 * time.Hour), Type: "machine.listed", Machine: m.ID, Message: "listed"}}
+			if i%3 == 0 {
+				evs = append(evs, market.Event{At: now.Add(-time.Hour), Type: "machine.offline", Machine: m.ID, Message: "no heartbeat"},
+					market.Event{At: now.Add(time.Duration(i%60-60) * time.Minute), Type: "machine.online", Machine: m.ID, Message: "heartbeats resumed"})
+			}
+			if i%5 == 0 {
+				for k, typ := range []string{"instance.failed", "instance.stopped", "instance.stopped"} {
+					evs = append(evs, market.Event{At: now.Add(time.Duration(k-90) * time.Minute), Type: typ, Machine: m.ID,
+						Instance: market.InstanceID(fmt.Sprintf("i-bulk%04d-%d", i, k)), Message: map[bool]string{true: "host lost contact", false: "stopped by the renter"}[k == 0]})
+				}
+			}
+			for _, ev := range evs {
+				if err := tx.AppendEvent(e.ctx, ev); err != nil {
+					return err
+				}
+			}
+			ids = append(ids, m.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+// A pass over more machines than one read covers gives every machine the
+// facts that its own verification (MachineVerification, which reads one
+// machine in a transaction of its own) shows: reliability, verified flag,
+// bond per GPU.
+func TestFactsPassMatchesEachMachine(t *testing.T) {
+	e := newVEnv(t, nil) // registering starts a check
+	must(e.svc.Deposit(e.ctx, e.admin, "dep-h", market.DepositRequest{Account: e.host.ID, Amount: market.Tokens(100)}))
+	verified := e.register(e.host, fakeHW(t, "fp-v", "2xRTX 4090"))
+	if c := must(e.answer(e.host, verified.ID)); c.State != market.CheckPassed {
+		t.Fatalf("check %s, want passed", c.State)
+	}
+	bonded := e.register(e.host, fakeHW(t, "fp-b", "2xRTX 4090"))
+	must(e.svc.SetBond(e.ctx, e.host, bonded.ID, market.BondRequest{PerGPU: market.Tokens(10)}))
+	ids := append(bulkMachines(e, 300), verified.ID, bonded.ID)
+
+	n := must(e.svc.RefreshFactsPass(e.ctx))
+	if n != len(ids) {
+		t.Fatalf("the pass covered %d machines, want %d", n, len(ids))
+	}
+	scores := map[int64]bool{}
+	for _, id := range ids {
+		v := must(e.svc.MachineVerification(e.ctx, e.admin, id))
+		want, got := int64(v.Reliability.Score*1e6), e.svc.OfferFacts(id)
+		if got.ReliabilityPPM != want || got.Verified != (v.Verified && !v.Unverified) || got.BondPerGPU != v.Bond.PerGPU {
+			t.Fatalf("machine %s: facts %+v, its verification says reliability %d ppm, verified %v (unverified %v), bond per GPU %s",
+				id, got, want, v.Verified, v.Unverified, v.Bond.PerGPU)
+		}
+		scores[got.ReliabilityPPM] = true
+	}
+	if f := e.svc.OfferFacts(verified.ID); !f.Verified {
+		t.Errorf("the machine that passed its check is not verified in the index: %+v", f)
+	}
+	if f := e.svc.OfferFacts(bonded.ID); f.BondPerGPU != market.Tokens(10) {
+		t.Errorf("bonded machine: %+v, want 10 tokens per GPU", f)
+	}
+	if len(scores) < 10 {
+		t.Errorf("the bulk machines have %d distinct reliabilities, want their histories told apart", len(scores))
+	}
+}
+
+// A coordinator computes every machine's facts as soon as it runs, not a
+// few hundred per background tick.
+func TestRunKeepsFactsFromTheStart(t *testing.T) {
+	e := newVEnv(t, func(c *coord.Config) { c.RequireVerification = false })
+	ids := bulkMachines(e, 600)
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.svc.Run(ctx, time.Hour) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		missing := 0
+		for _, id := range ids {
+			if e.svc.OfferFacts(id).ReliabilityPPM == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d machines still have no reliability in the offer index 20 s after the coordinator started", missing, len(ids))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
