@@ -26,22 +26,7 @@ func TestMigration0007BackfillsMinuteCharges(t *testing.T) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	old := fstest.MapFS{}
-	err = fs.WalkDir(migrations, "migrations", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		n, _ := strconv.Atoi(strings.SplitN(path.Base(p), "_", 2)[0])
-		if n < 7 {
-			b, err := fs.ReadFile(migrations, p)
-			old[p] = &fstest.MapFile{Data: b}
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := migrationsBefore(t, 7)
 	if err := migrate(ctx, db, old, "", time.Now); err != nil {
 		t.Fatal(err)
 	}
@@ -79,4 +64,27 @@ func TestMigration0007BackfillsMinuteCharges(t *testing.T) {
 	if want := "i-1 0 1 user:a-r:escrow a-h 1000 100 10"; len(got) != 1 || got[0] != want {
 		t.Errorf("minute_charges after the upgrade = %q, want [%q]", got, want)
 	}
+}
+
+// migrationsBefore is the embedded migrations numbered below n: the schema
+// of a database written by an older binary.
+func migrationsBefore(t *testing.T, n int) fstest.MapFS {
+	t.Helper()
+	old := fstest.MapFS{}
+	err := fs.WalkDir(migrations, "migrations", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		k, _ := strconv.Atoi(strings.SplitN(path.Base(p), "_", 2)[0])
+		if k < n {
+			b, err := fs.ReadFile(migrations, p)
+			old[p] = &fstest.MapFile{Data: b}
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return old
 }

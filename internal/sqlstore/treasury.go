@@ -18,24 +18,20 @@ import (
 // (migration 0004), and the ledger queries they need.
 
 const (
-	// $1 account, $2 from, $3 to (0 = none), then the kinds.
+	// $1 account, $2 from, $3 to (0 = none), then the kinds. The entries'
+	// own time (migration 0018) bounds what is read to the window, through
+	// transfer_entries_account_at; the CAST keeps Postgres from taking $3
+	// for an int4 (from "$3 <= 0").
 	qFlowPrefix = `SELECT COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
-WHERE e.account = $1 AND t.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR t.at < $3) AND t.kind IN ` // + ($4, ...); the CAST keeps Postgres from taking $3 for an int4
+WHERE e.account = $1 AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND t.kind IN ` // + ($4, ...)
 	// $1 the fee account, $2 from, $3 to (0 = none), $4 the platform
-	// token (fees are taken in it). The subquery finds the first transfer
-	// since from through the partial index transfers_fees_at (0011),
-	// whose kinds are written out as the index says them so that both
-	// databases may use it; MIN(+seq), not MIN(seq), or SQLite walks the
-	// primary key from the ledger's start instead. The fee entries are
-	// then read from that seq on, through transfer_entries_account: the
-	// work grows with the window, not with the ledger. $3 is cast
-	// because Postgres would type it int4 from "$3 <= 0".
-	qFeesByDay = `SELECT t.at / 86400000000 AS day, CAST(SUM(e.amount) AS BIGINT)
+	// token (fees are taken in it): the window's fee entries, through
+	// transfer_entries_account_at as for Flow.
+	qFeesByDay = `SELECT e.at / 86400000000 AS day, CAST(SUM(e.amount) AS BIGINT)
 FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
-WHERE e.account = $1
-  AND e.transfer_seq >= (SELECT MIN(+f.seq) FROM transfers f WHERE f.kind IN ('charge', 'charges', 'refund') AND f.at >= $2)
-  AND t.kind IN ('charge', 'charges', 'refund') AND t.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR t.at < $3) AND t.asset = $4
-GROUP BY t.at / 86400000000
+WHERE e.account = $1 AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3)
+  AND t.kind IN ('charge', 'charges', 'refund') AND t.asset = $4
+GROUP BY e.at / 86400000000
 ORDER BY day`
 	qTransfersByKindPrefix = `SELECT ` + transferJoinColumns + `
 FROM transfers t JOIN transfer_entries e ON e.transfer_seq = t.seq

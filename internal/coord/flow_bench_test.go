@@ -1,0 +1,104 @@
+package coord_test
+
+import (
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
+	"github.com/gpumarket/gpumarket/internal/ledger"
+	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/postgres"
+	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
+	"github.com/gpumarket/gpumarket/internal/sqlite"
+)
+
+// BenchmarkFlow measures Store.Flow, the sum of an account's entries of
+// some kinds in a time window (a host's unsettled earnings on every wallet
+// view and withdrawal, a renter's spending of the last hour for spend
+// alerts on every leader tick), on a ledger where one renter paid one host
+// a charge every minute for 100,000 minutes (69 days), 3 entries each:
+// "hour" sums the last hour (60 charges), "week" the last 7 days (10,080).
+//
+//	go test -run XXX -bench Flow ./internal/coord/
+//
+// The Postgres case runs when GPUMARKET_TEST_POSTGRES is set.
+// GPUMARKET_BENCH_TRANSFERS changes the number of charges.
+func BenchmarkFlow(b *testing.B) {
+	n := 100_000
+	if v := os.Getenv("GPUMARKET_BENCH_TRANSFERS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 10_080 {
+			b.Fatalf("GPUMARKET_BENCH_TRANSFERS=%q: want a number of at least 10080", v)
+		}
+	}
+	b.Run("sqlite", func(b *testing.B) {
+		store, err := sqlite.Open(b.Context(), b.TempDir()+"/bench.db")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		benchFlow(b, store, n)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		store, err := postgres.Open(b.Context(), pgtest.FreshDatabase(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		benchFlow(b, store, n)
+	})
+}
+
+func benchFlow(b *testing.B, store coord.Store, n int) {
+	ctx := b.Context()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	renter, host := market.AccountID("a-renter"), market.AccountID("a-host")
+	price := market.Money(10_000)
+	err := store.Tx(ctx, func(tx coord.Tx) error {
+		_, err := tx.ApplyTransfers(ctx, []market.Transfer{ledger.Deposit(renter, price*market.Money(n), "seed", "seed", t0)})
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for chunk := range slices.Chunk(slices.Collect(rangeN(n)), 5000) {
+		err := store.Tx(ctx, func(tx coord.Tx) error {
+			ts := make([]market.Transfer, len(chunk))
+			for k, i := range chunk {
+				ts[k] = ledger.Charge(market.Available(renter), host, "i-bench", int64(i), price, 1000, t0.Add(time.Duration(i)*time.Minute))
+			}
+			_, err := tx.ApplyTransfers(ctx, ts)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	end := t0.Add(time.Duration(n) * time.Minute)
+	for _, w := range []struct {
+		name string
+		span time.Duration
+	}{{"hour", time.Hour}, {"week", 7 * 24 * time.Hour}} {
+		b.Run(w.name, func(b *testing.B) {
+			want := (price - ledger.Fee(price, 1000)) * market.Money(w.span/time.Minute)
+			for b.Loop() {
+				var got market.Money
+				err := store.Tx(ctx, func(tx coord.Tx) error {
+					var err error
+					got, err = tx.Flow(ctx, coord.FlowFilter{Account: market.Earnings(host), Kind: market.TransferCharge,
+						Kinds: []market.TransferKind{market.TransferCharges}, From: end.Add(-w.span)})
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got != want {
+					b.Fatalf("flow %s, want %s", got, want)
+				}
+			}
+		})
+	}
+}
