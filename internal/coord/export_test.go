@@ -50,3 +50,6 @@ func (s *Service) RefreshFactsPass(ctx context.Context) (int, error) { return s.
 
 // OfferFacts returns the facts the offer index holds of machine id.
 func (s *Service) OfferFacts(id market.MachineID) match.Facts { return s.index.Facts(id) }
+
+// CheckSpendAlerts runs the leader tick's spend-alert pass.
+func (s *Service) CheckSpendAlerts(ctx context.Context) error { return s.checkSpendAlerts(ctx) }

@@ -1,6 +1,7 @@
 package coord_test
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -100,5 +101,64 @@ func benchFlow(b *testing.B, store coord.Store, n int) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkSpendAlerts measures the leader tick's spend-alert pass with
+// 2,000 renters who asked for an alert, none due: each paid 30 one-minute
+// charges in the last hour, below its threshold.
+//
+//	go test -run XXX -bench SpendAlerts ./internal/coord/
+func BenchmarkSpendAlerts(b *testing.B) {
+	b.Run("sqlite", func(b *testing.B) {
+		store, err := sqlite.Open(b.Context(), b.TempDir()+"/bench.db")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		benchSpendAlerts(b, store, 2000)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		store, err := postgres.Open(b.Context(), pgtest.FreshDatabase(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		benchSpendAlerts(b, store, 2000)
+	})
+}
+
+func benchSpendAlerts(b *testing.B, store coord.Store, renters int) {
+	ctx := b.Context()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	svc := coord.New(coord.Config{Store: store, Clock: &fakeClock{t: now}, Passwords: plainPasswords{}})
+	price := market.Money(10_000)
+	for chunk := range slices.Chunk(slices.Collect(rangeN(renters)), 500) {
+		err := store.Tx(ctx, func(tx coord.Tx) error {
+			var ts []market.Transfer
+			for _, i := range chunk {
+				r := market.AccountID(fmt.Sprintf("a-r%05d", i))
+				if err := tx.InsertAccount(ctx, market.Account{ID: r, Email: string(r) + "@example.com", Roles: []market.Role{market.RoleRenter}, CreatedAt: now}); err != nil {
+					return err
+				}
+				if err := tx.PutSpendLimit(ctx, coord.SpendLimit{Account: r, Limits: market.SpendLimits{AlertAt: market.Tokens(1)}, UpdatedAt: now}); err != nil {
+					return err
+				}
+				ts = append(ts, ledger.Deposit(r, market.Tokens(1), "seed-"+string(r), "seed", now.Add(-2*time.Hour)))
+				for m := range 30 {
+					ts = append(ts, ledger.Charge(market.Available(r), "a-host", market.InstanceID("i-"+string(r)), int64(m), price, 1000, now.Add(time.Duration(m-45)*time.Minute)))
+				}
+			}
+			_, err := tx.ApplyTransfers(ctx, ts)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if err := svc.CheckSpendAlerts(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

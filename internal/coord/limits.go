@@ -101,13 +101,24 @@ func spendRate(ctx context.Context, tx Tx, renter market.AccountID) (market.Mone
 
 // spentSince is what renter was charged since t, net of refunds.
 func (s *Service) spentSince(ctx context.Context, tx Tx, renter market.AccountID, t time.Time) (market.Money, error) {
-	var spent market.Money
-	for _, a := range []market.LedgerAccount{market.Available(renter), market.Escrow(renter)} {
-		v, err := tx.Flow(ctx, FlowFilter{Account: a, Kind: market.TransferCharge, Kinds: []market.TransferKind{market.TransferCharges}, From: t})
-		if err != nil {
-			return 0, err
-		}
-		spent -= v
+	spent, err := spentSinceOf(ctx, tx, []market.AccountID{renter}, t)
+	return spent[renter], err
+}
+
+// spentSinceOf is spentSince for each of renters (those who spent
+// nothing: absent).
+func spentSinceOf(ctx context.Context, tx Tx, renters []market.AccountID, t time.Time) (map[market.AccountID]market.Money, error) {
+	accounts := make([]market.LedgerAccount, 0, 2*len(renters))
+	for _, r := range renters {
+		accounts = append(accounts, market.Available(r), market.Escrow(r))
+	}
+	flows, err := tx.FlowsOf(ctx, FlowFilter{Kind: market.TransferCharge, Kinds: []market.TransferKind{market.TransferCharges}, From: t}, accounts)
+	if err != nil {
+		return nil, err
+	}
+	spent := make(map[market.AccountID]market.Money, len(renters))
+	for a, v := range flows {
+		spent[a.Owner()] -= v
 	}
 	return spent, nil
 }
@@ -136,21 +147,59 @@ func (s *Service) checkSpendCap(ctx context.Context, tx Tx, op string, renter ma
 
 // checkSpendAlerts raises the alerts of renters whose spending in the last
 // hour reached their threshold and who were not alerted in the last hour.
+// Who may be due is read outside any transaction, every renter's spending
+// in one statement per few hundred (FlowsOf): most ticks alert nobody, and
+// a serializable transaction that read the spending of every renter with
+// an alert would take part in the conflicts of every charge made
+// meanwhile. Those due are read again, and alerted, in one transaction.
 func (s *Service) checkSpendAlerts(ctx context.Context) error {
-	var fired []market.SpendAlert
-	var hooks []string
-	err := s.store.Tx(ctx, func(tx Tx) error {
-		fired, hooks = nil, nil
-		now := s.now()
+	now := s.now()
+	var due []market.AccountID
+	err := s.read(ctx, func(tx Tx) error {
+		due = nil
 		ls, err := tx.SpendAlerts(ctx)
 		if err != nil {
 			return err
 		}
+		var renters []market.AccountID
 		for _, l := range ls {
-			if !l.AlertedAt.IsZero() && now.Sub(l.AlertedAt) < time.Hour {
+			if l.AlertedAt.IsZero() || now.Sub(l.AlertedAt) >= time.Hour {
+				renters = append(renters, l.Account)
+			}
+		}
+		spent, err := spentSinceOf(ctx, tx, renters, now.Add(-time.Hour))
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			if v, ok := spent[l.Account]; ok && v >= l.Limits.AlertAt {
+				due = append(due, l.Account)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("spend alerts: %w", err)
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	var fired []market.SpendAlert
+	var hooks []string
+	err = s.store.Tx(ctx, func(tx Tx) error {
+		fired, hooks = nil, nil
+		for _, renter := range due {
+			l, err := tx.SpendLimit(ctx, renter)
+			if market.IsKind(err, market.NotFound) {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if l.Limits.AlertAt <= 0 || !l.AlertedAt.IsZero() && now.Sub(l.AlertedAt) < time.Hour {
 				continue
 			}
-			spent, err := s.spentSince(ctx, tx, l.Account, now.Add(-time.Hour))
+			spent, err := s.spentSince(ctx, tx, renter, now.Add(-time.Hour))
 			if err != nil {
 				return err
 			}

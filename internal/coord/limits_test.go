@@ -106,6 +106,41 @@ func TestSpendAlertRaisesAnEventAndAWebhookOncePerHour(t *testing.T) {
 	}
 }
 
+// The background tick reads the spending of every renter with an alert
+// together, and alerts each renter at its own threshold: two renters past
+// theirs are alerted, one below its threshold and one that spent nothing
+// are not.
+func TestSpendAlertsOfManyRenters(t *testing.T) {
+	e := newEnvConfig(t, shortMoney)
+	renters := []market.Account{e.renter, e.account("r2@example.com", market.RoleRenter), e.account("r3@example.com", market.RoleRenter), e.account("r4@example.com", market.RoleRenter)}
+	// 0.60 per GPU-hour: each renter of a GPU spends 0.01 a minute.
+	for i, alertAt := range []market.Money{50_000, 1_000_000, 30_000, 10_000} {
+		r := renters[i]
+		if i > 0 {
+			e.deposit(r, market.Tokens(10))
+		}
+		must(e.svc.SetSpendLimits(e.ctx, r, market.SpendLimits{AlertAt: alertAt}))
+		if i == 3 {
+			continue // spends nothing
+		}
+		inst := must(e.svc.CreateInstance(e.ctx, r, market.CreateInstanceRequest{Machine: e.mach.ID, GPUs: 1, Command: []string{"sleep", "60"}}))
+		e.report(inst, market.ObservedRunning)
+	}
+	e.run(6 * time.Minute)
+	for i, want := range []int{1, 0, 1, 0} {
+		n := 0
+		for _, ev := range must(e.svc.Events(e.ctx, renters[i], coord.EventFilter{})) {
+			if ev.Type == "wallet.spend_alert" {
+				n++
+			}
+		}
+		if n != want {
+			st := must(e.svc.SpendStatus(e.ctx, renters[i]))
+			t.Errorf("renter %d (alert at %s, spent %s in the last hour): %d alerts, want %d", i, st.Limits.AlertAt, st.SpentLastHour, n, want)
+		}
+	}
+}
+
 // TestBillingRacesSpending runs billing ticks while 50 goroutines spend the
 // same renter's balance: the batched charges and the spending never take
 // it below zero, and every invariant holds after.

@@ -154,6 +154,9 @@ type Tx interface {
 	// f.Kinds) made in [f.From, f.To) (a zero To: no upper bound), in
 	// asset f.Asset (empty: every asset).
 	Flow(ctx context.Context, f FlowFilter) (market.Money, error)
+	// FlowsOf is Flow for each of accounts (f.Account aside): the sums
+	// that are not zero.
+	FlowsOf(ctx context.Context, f FlowFilter, accounts []market.LedgerAccount) (map[market.LedgerAccount]market.Money, error)
 	// FeesByDay sums the platform fee account's entries in charges and
 	// refunds of the platform token per UTC day, for transfers made in
 	// [from, to) (a zero to: no upper bound): one DayFlow for each day

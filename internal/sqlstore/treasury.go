@@ -24,6 +24,11 @@ const (
 	// for an int4 (from "$3 <= 0").
 	qFlowPrefix = `SELECT COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
 WHERE e.account = $1 AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND t.kind IN ` // + ($4, ...)
+	// qFlowsPrefix is qFlowPrefix for the accounts of an array ($1,
+	// Postgres), summed per account. flowsPerStmt bounds the array: the
+	// plan may read the window's transfers once for the whole statement.
+	qFlowsPrefix = `SELECT e.account, COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
+WHERE e.account = ANY($1::text[]) AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND t.kind IN `
 	// $1 the fee account, $2 from, $3 to (0 = none), $4 the platform
 	// token (fees are taken in it): the window's fee entries, through
 	// transfer_entries_account_at as for Flow.
@@ -57,32 +62,91 @@ WHERE t.at < $1 AND t.kind <> 'charge' AND t.kind <> 'charges' AND t.kind IN ` /
 	qUnstakesOrder = ` ORDER BY at, id`
 
 	qInsertStatement = `INSERT INTO dividend_statements (period, asset, statement, at) VALUES ($1, $2, $3, $4)`
+	flowsPerStmt     = 5000
 	qStatementExists = `SELECT period FROM dividend_statements WHERE period = $1`
 	qStatement       = `SELECT statement FROM dividend_statements WHERE period = $1`
 	qStatements      = `SELECT statement FROM dividend_statements ORDER BY period DESC LIMIT $1`
 )
 
 func (t *sqlTx) Flow(ctx context.Context, f coord.FlowFilter) (market.Money, error) {
+	cond, args := flowCond(f, []any{f.Account})
+	var v int64
+	if err := t.tx.QueryRowContext(ctx, qFlowPrefix+cond, args...).Scan(&v); err != nil {
+		return 0, fmt.Errorf("flow of %s: %w", f.Account, err)
+	}
+	return market.Money(v), nil
+}
+
+// flowCond is the rest of a flow query's condition after qFlowPrefix's
+// (from $2, to $3, then the kinds and the asset), and its arguments after
+// args (the account, $1).
+func flowCond(f coord.FlowFilter, args []any) (string, []any) {
 	var to int64
 	if !f.To.IsZero() {
 		to = micros(f.To)
 	}
-	args := []any{f.Account, micros(f.From), to}
+	args = append(args, micros(f.From), to)
 	var ph []string
 	for _, k := range append([]market.TransferKind{f.Kind}, f.Kinds...) {
 		args = append(args, string(k))
 		ph = append(ph, "$"+strconv.Itoa(len(args)))
 	}
-	q := qFlowPrefix + "(" + strings.Join(ph, ", ") + ")"
+	cond := "(" + strings.Join(ph, ", ") + ")"
 	if f.Asset != "" {
 		args = append(args, string(f.Asset))
-		q += " AND t.asset = $" + strconv.Itoa(len(args))
+		cond += " AND t.asset = $" + strconv.Itoa(len(args))
 	}
-	var v int64
-	if err := t.tx.QueryRowContext(ctx, q, args...).Scan(&v); err != nil {
-		return 0, fmt.Errorf("flow of %s: %w", f.Account, err)
+	return cond, args
+}
+
+// FlowsOf sums, per account of accounts, what Flow sums for f.Account. On
+// Postgres (more than one row per statement) a statement sums up to
+// flowsPerStmt accounts, given as one array; elsewhere each is its own, as
+// BalancesOf's.
+func (t *sqlTx) FlowsOf(ctx context.Context, f coord.FlowFilter, accounts []market.LedgerAccount) (map[market.LedgerAccount]market.Money, error) {
+	out := make(map[market.LedgerAccount]market.Money, len(accounts))
+	if t.rowsPerStmt == 1 {
+		for _, a := range accounts {
+			f.Account = a
+			v, err := t.Flow(ctx, f)
+			if err != nil {
+				return nil, err
+			}
+			if v != 0 {
+				out[a] = v
+			}
+		}
+		return out, nil
 	}
-	return market.Money(v), nil
+	for chunk := range slices.Chunk(accounts, flowsPerStmt) {
+		// $1 is the array of accounts: one statement text for any number.
+		list := make([]string, len(chunk))
+		for i, a := range chunk {
+			list[i] = string(a)
+		}
+		cond, args := flowCond(f, []any{list})
+		rows, err := t.tx.QueryContext(ctx, qFlowsPrefix+cond+" GROUP BY e.account", args...)
+		if err != nil {
+			return nil, fmt.Errorf("flows of %d accounts: %w", len(chunk), err)
+		}
+		type flow struct {
+			a string
+			v int64
+		}
+		sums, err := collect(rows, func(r scanner) (flow, error) {
+			var f flow
+			return f, r.Scan(&f.a, &f.v)
+		})
+		for _, f := range sums {
+			if f.v != 0 {
+				out[market.LedgerAccount(f.a)] = market.Money(f.v)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("flows of %d accounts: %w", len(chunk), err)
+		}
+	}
+	return out, nil
 }
 
 func (t *sqlTx) FeesByDay(ctx context.Context, from, to time.Time) ([]coord.DayFlow, error) {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
@@ -63,6 +64,29 @@ func testFlow(t *testing.T, s coord.Store) {
 			})
 			if got != tc.want {
 				t.Errorf("Flow = %s, want %s", got, tc.want)
+			}
+			// FlowsOf sums the same per account, leaving out the zeros
+			// (an account without entries, a range without any).
+			renter := market.Available("a-renter")
+			f := coord.FlowFilter{Kind: market.TransferCharge, Kinds: kinds, From: tc.from, To: tc.to, Asset: tc.asset}
+			var all map[market.LedgerAccount]market.Money
+			var fromRenter market.Money
+			do(t, s, func(ctx context.Context, tx coord.Tx) (err error) {
+				if all, err = tx.FlowsOf(ctx, f, []market.LedgerAccount{earn, renter, market.Available("a-nobody")}); err != nil {
+					return err
+				}
+				f.Account = renter
+				fromRenter, err = tx.Flow(ctx, f)
+				return err
+			})
+			want := map[market.LedgerAccount]market.Money{}
+			for a, v := range map[market.LedgerAccount]market.Money{earn: tc.want, renter: fromRenter} {
+				if v != 0 {
+					want[a] = v
+				}
+			}
+			if !maps.Equal(all, want) {
+				t.Errorf("FlowsOf = %v, want %v", all, want)
 			}
 		})
 	}
