@@ -31,30 +31,44 @@ import (
 // The Postgres case runs when GPUMARKET_TEST_POSTGRES is set.
 // GPUMARKET_BENCH_INSTANCES changes the number of instances.
 func BenchmarkBillingTick(b *testing.B) {
-	n := 100_000
-	if v := os.Getenv("GPUMARKET_BENCH_INSTANCES"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 8 {
-			b.Fatalf("GPUMARKET_BENCH_INSTANCES=%q: want a number of at least 8", v)
-		}
-	}
+	n := benchSize(b, "GPUMARKET_BENCH_INSTANCES", 100_000, 8)
+	onStores(b, func(b *testing.B, store coord.Store) { benchTick(b, store, n) })
+}
+
+// onStores runs bench on a fresh SQLite file ("sqlite") and on a fresh
+// Postgres database ("postgres", which runs when GPUMARKET_TEST_POSTGRES
+// is set).
+func onStores(b *testing.B, bench func(b *testing.B, store coord.Store)) {
 	b.Run("sqlite", func(b *testing.B) {
 		store, err := sqlite.Open(b.Context(), b.TempDir()+"/bench.db")
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer store.Close()
-		benchTick(b, store, n)
+		bench(b, store)
 	})
 	b.Run("postgres", func(b *testing.B) {
-		url := pgtest.FreshDatabase(b)
-		store, err := postgres.Open(b.Context(), url)
+		store, err := postgres.Open(b.Context(), pgtest.FreshDatabase(b))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer store.Close()
-		benchTick(b, store, n)
+		bench(b, store)
 	})
+}
+
+// benchSize is the number the environment variable env sets, or def when
+// it is unset; at least least.
+func benchSize(b *testing.B, env string, def, least int) int {
+	v := os.Getenv(env)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		b.Fatalf("%s=%q: want a number of at least %d", env, v, least)
+	}
+	return n
 }
 
 func benchTick(b *testing.B, store coord.Store, n int) {

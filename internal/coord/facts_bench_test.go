@@ -2,17 +2,12 @@ package coord_test
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/market"
-	"github.com/gpumarket/gpumarket/internal/postgres"
-	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
-	"github.com/gpumarket/gpumarket/internal/sqlite"
 )
 
 // BenchmarkFactsPass measures one pass of the offer index's facts refresh
@@ -27,29 +22,8 @@ import (
 // The Postgres case runs when GPUMARKET_TEST_POSTGRES is set.
 // GPUMARKET_BENCH_MACHINES changes the number of machines.
 func BenchmarkFactsPass(b *testing.B) {
-	n := 1000
-	if v := os.Getenv("GPUMARKET_BENCH_MACHINES"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			b.Fatalf("GPUMARKET_BENCH_MACHINES=%q: want a positive number", v)
-		}
-	}
-	b.Run("sqlite", func(b *testing.B) {
-		store, err := sqlite.Open(b.Context(), b.TempDir()+"/bench.db")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		benchFacts(b, store, n)
-	})
-	b.Run("postgres", func(b *testing.B) {
-		store, err := postgres.Open(b.Context(), pgtest.FreshDatabase(b))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		benchFacts(b, store, n)
-	})
+	n := benchSize(b, "GPUMARKET_BENCH_MACHINES", 1000, 1)
+	onStores(b, func(b *testing.B, store coord.Store) { benchFacts(b, store, n) })
 }
 
 func benchFacts(b *testing.B, store coord.Store, machines int) {

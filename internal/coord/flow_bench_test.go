@@ -2,18 +2,13 @@ package coord_test
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/ledger"
 	"github.com/gpumarket/gpumarket/internal/market"
-	"github.com/gpumarket/gpumarket/internal/postgres"
-	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
-	"github.com/gpumarket/gpumarket/internal/sqlite"
 )
 
 // BenchmarkFlow measures Store.Flow, the sum of an account's entries of
@@ -28,29 +23,8 @@ import (
 // The Postgres case runs when GPUMARKET_TEST_POSTGRES is set.
 // GPUMARKET_BENCH_TRANSFERS changes the number of charges.
 func BenchmarkFlow(b *testing.B) {
-	n := 100_000
-	if v := os.Getenv("GPUMARKET_BENCH_TRANSFERS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 10_080 {
-			b.Fatalf("GPUMARKET_BENCH_TRANSFERS=%q: want a number of at least 10080", v)
-		}
-	}
-	b.Run("sqlite", func(b *testing.B) {
-		store, err := sqlite.Open(b.Context(), b.TempDir()+"/bench.db")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		benchFlow(b, store, n)
-	})
-	b.Run("postgres", func(b *testing.B) {
-		store, err := postgres.Open(b.Context(), pgtest.FreshDatabase(b))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		benchFlow(b, store, n)
-	})
+	n := benchSize(b, "GPUMARKET_BENCH_TRANSFERS", 100_000, 10_080)
+	onStores(b, func(b *testing.B, store coord.Store) { benchFlow(b, store, n) })
 }
 
 func benchFlow(b *testing.B, store coord.Store, n int) {
@@ -110,22 +84,7 @@ func benchFlow(b *testing.B, store coord.Store, n int) {
 //
 //	go test -run XXX -bench SpendAlerts ./internal/coord/
 func BenchmarkSpendAlerts(b *testing.B) {
-	b.Run("sqlite", func(b *testing.B) {
-		store, err := sqlite.Open(b.Context(), b.TempDir()+"/bench.db")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		benchSpendAlerts(b, store, 2000)
-	})
-	b.Run("postgres", func(b *testing.B) {
-		store, err := postgres.Open(b.Context(), pgtest.FreshDatabase(b))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		benchSpendAlerts(b, store, 2000)
-	})
+	onStores(b, func(b *testing.B, store coord.Store) { benchSpendAlerts(b, store, 2000) })
 }
 
 func benchSpendAlerts(b *testing.B, store coord.Store, renters int) {

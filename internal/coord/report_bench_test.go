@@ -3,10 +3,8 @@ package coord_test
 import (
 	"testing"
 
+	"github.com/gpumarket/gpumarket/internal/coord"
 	"github.com/gpumarket/gpumarket/internal/market"
-	"github.com/gpumarket/gpumarket/internal/postgres"
-	"github.com/gpumarket/gpumarket/internal/postgres/pgtest"
-	"github.com/gpumarket/gpumarket/internal/sqlite"
 )
 
 // BenchmarkHeartbeat measures one agent report of a machine online here,
@@ -19,22 +17,7 @@ import (
 //
 // The Postgres case runs when GPUMARKET_TEST_POSTGRES is set.
 func BenchmarkHeartbeat(b *testing.B) {
-	b.Run("sqlite", func(b *testing.B) {
-		store, err := sqlite.Open(b.Context(), b.TempDir()+"/bench.db")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		benchHeartbeat(b, newEnvOn(b, store, nil))
-	})
-	b.Run("postgres", func(b *testing.B) {
-		store, err := postgres.Open(b.Context(), pgtest.FreshDatabase(b))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		benchHeartbeat(b, newEnvOn(b, store, nil))
-	})
+	onStores(b, func(b *testing.B, store coord.Store) { benchHeartbeat(b, newEnvOn(b, store, nil)) })
 }
 
 func benchHeartbeat(b *testing.B, e *env) {

@@ -20,16 +20,7 @@ import (
 // old charges as they see new ones.
 func TestMigration0007BackfillsMinuteCharges(t *testing.T) {
 	ctx := t.Context()
-	db, err := sql.Open("sqlite", t.TempDir()+"/old.db?_pragma=foreign_keys(1)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	old := migrationsBefore(t, 7)
-	if err := migrate(ctx, db, old, "", time.Now); err != nil {
-		t.Fatal(err)
-	}
+	db := oldDatabase(t, 7)
 	for _, q := range []string{
 		`INSERT INTO transfers (seq, id, idem_key, kind, asset, instance_id, minute, memo, at) VALUES (1, 't-1', 'charge:i-1:0', 'charge', 'GMT', 'i-1', 0, '', 10)`,
 		`INSERT INTO transfer_entries VALUES (1, 0, 'user:a-r:escrow', 'a-r', -1000)`,
@@ -64,6 +55,22 @@ func TestMigration0007BackfillsMinuteCharges(t *testing.T) {
 	if want := "i-1 0 1 user:a-r:escrow a-h 1000 100 10"; len(got) != 1 || got[0] != want {
 		t.Errorf("minute_charges after the upgrade = %q, want [%q]", got, want)
 	}
+}
+
+// oldDatabase is a SQLite database (closed when the test ends) migrated
+// up to migration n, excluded: one written by an older binary.
+func oldDatabase(t *testing.T, n int) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", t.TempDir()+"/old.db?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	if err := migrate(t.Context(), db, migrationsBefore(t, n), "", time.Now); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
 
 // migrationsBefore is the embedded migrations numbered below n: the schema

@@ -1,7 +1,6 @@
 package sqlstore
 
 import (
-	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -14,15 +13,7 @@ import (
 // ones.
 func TestMigration0018BackfillsEntryTimes(t *testing.T) {
 	ctx := t.Context()
-	db, err := sql.Open("sqlite", t.TempDir()+"/old.db?_pragma=foreign_keys(1)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	if err := migrate(ctx, db, migrationsBefore(t, 18), "", time.Now); err != nil {
-		t.Fatal(err)
-	}
+	db := oldDatabase(t, 18)
 	for _, q := range []string{
 		`INSERT INTO transfers (seq, id, idem_key, kind, asset, instance_id, minute, memo, at) VALUES (1, 't-1', 'deposit:x', 'deposit', 'GMT', '', 0, '', 10)`,
 		`INSERT INTO transfer_entries (transfer_seq, idx, account, owner_id, amount) VALUES (1, 0, 'world', '', -5), (1, 1, 'user:a-r:available', 'a-r', 5)`,
