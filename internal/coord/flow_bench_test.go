@@ -16,7 +16,8 @@ import (
 // view and withdrawal, a renter's spending of the last hour for spend
 // alerts on every leader tick), on a ledger where one renter paid one host
 // a charge every minute for 100,000 minutes (69 days), 3 entries each:
-// "hour" sums the last hour (60 charges), "week" the last 7 days (10,080).
+// "hour" sums the host's last hour (60 charges), "week" its last 7 days
+// (10,080), "dividends" the renter's dividends of all time (none).
 //
 //	go test -run XXX -bench Flow ./internal/coord/
 //
@@ -53,18 +54,26 @@ func benchFlow(b *testing.B, store coord.Store, n int) {
 		}
 	}
 	end := t0.Add(time.Duration(n) * time.Minute)
+	earned := price - ledger.Fee(price, 1000)
 	for _, w := range []struct {
 		name string
-		span time.Duration
-	}{{"hour", time.Hour}, {"week", 7 * 24 * time.Hour}} {
+		f    coord.FlowFilter
+		want market.Money
+	}{
+		{"hour", coord.FlowFilter{Account: market.Earnings(host), Kind: market.TransferCharge, From: end.Add(-time.Hour)}, earned * 60},
+		{"week", coord.FlowFilter{Account: market.Earnings(host), Kind: market.TransferCharge, From: end.Add(-7 * 24 * time.Hour)}, earned * 7 * 24 * 60},
+		// The renter's dividends of all time (its staking overview): none,
+		// among its 100,000 charges.
+		{"dividends", coord.FlowFilter{Account: market.Available(renter), Kind: market.TransferDividend}, 0},
+	} {
 		b.Run(w.name, func(b *testing.B) {
-			want := (price - ledger.Fee(price, 1000)) * market.Money(w.span/time.Minute)
+			w.f.Kinds = []market.TransferKind{market.TransferCharges}
+			want := w.want
 			for b.Loop() {
 				var got market.Money
 				err := store.Tx(ctx, func(tx coord.Tx) error {
 					var err error
-					got, err = tx.Flow(ctx, coord.FlowFilter{Account: market.Earnings(host), Kind: market.TransferCharge,
-						Kinds: []market.TransferKind{market.TransferCharges}, From: end.Add(-w.span)})
+					got, err = tx.Flow(ctx, w.f)
 					return err
 				})
 				if err != nil {

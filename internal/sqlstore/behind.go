@@ -417,8 +417,8 @@ t AS (INSERT INTO transfers (` + transferColumns + `)
   SELECT c.value - $2 + v.ord, v.id, v.idem_key, v.kind, v.asset, v.instance_id, v.minute, v.memo, v.at FROM c,
   unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[])
     WITH ORDINALITY AS v (id, idem_key, kind, asset, instance_id, minute, memo, at, ord)),
-e AS (INSERT INTO transfer_entries (transfer_seq, idx, account, owner_id, amount, at)
-  SELECT c.value - $2 + v.ord, v.idx, v.account, v.owner_id, v.amount, ($10::bigint[])[v.ord] FROM c,
+e AS (INSERT INTO transfer_entries (transfer_seq, idx, account, owner_id, amount, at, kind)
+  SELECT c.value - $2 + v.ord, v.idx, v.account, v.owner_id, v.amount, ($10::bigint[])[v.ord], ($5::text[])[v.ord] FROM c,
   unnest($11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::bigint[]) AS v (ord, idx, account, owner_id, amount)),
 d AS (UPDATE balances SET amount = balances.amount + v.amount
   FROM unnest($16::text[], $17::text[], $18::bigint[]) AS v (account, asset, amount)

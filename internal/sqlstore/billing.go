@@ -30,7 +30,7 @@ const (
 ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value
 RETURNING value`
 	qInsertTransfersPrefix = `INSERT INTO transfers (` + transferColumns + `) VALUES `
-	qInsertEntriesPrefix   = `INSERT INTO transfer_entries (transfer_seq, idx, account, owner_id, amount, at) VALUES `
+	qInsertEntriesPrefix   = `INSERT INTO transfer_entries (transfer_seq, idx, account, owner_id, amount, at, kind) VALUES `
 	qAddBalancesPrefix     = `INSERT INTO balances (account, asset, amount) VALUES `
 	qAddBalancesSuffix     = ` ON CONFLICT (account, asset) DO UPDATE SET amount = balances.amount + excluded.amount`
 	qSubBalanceOne         = `UPDATE balances SET amount = amount + $3 WHERE account = $1 AND asset = $2`
@@ -224,19 +224,19 @@ func (t *sqlTx) ApplyTransfers(ctx context.Context, ts []market.Transfer) ([]mar
 			return fmt.Errorf("%s: insert transfers: %w", op, err)
 		}
 		type entryRow struct {
-			seq, at int64
-			idx     int
-			e       market.Entry
+			tr  *market.Transfer
+			idx int
 		}
 		var entries []entryRow
-		for _, tr := range out {
-			for k, e := range tr.Entries {
-				entries = append(entries, entryRow{tr.Seq, micros(tr.At), k, e})
+		for i := range out {
+			for k := range out[i].Entries {
+				entries = append(entries, entryRow{&out[i], k})
 			}
 		}
-		_, err = t.writeRows(ctx, valuesWrite(qInsertEntriesPrefix, "", 6, nil), len(entries), func(i int, a []any) []any {
+		_, err = t.writeRows(ctx, valuesWrite(qInsertEntriesPrefix, "", 7, nil), len(entries), func(i int, a []any) []any {
 			r := &entries[i]
-			return append(a, r.seq, r.idx, r.e.Account, r.e.Account.Owner(), int64(r.e.Amount), r.at)
+			e := r.tr.Entries[r.idx]
+			return append(a, r.tr.Seq, r.idx, e.Account, e.Account.Owner(), int64(e.Amount), micros(r.tr.At), string(r.tr.Kind))
 		})
 		if err != nil {
 			return fmt.Errorf("%s: insert entries: %w", op, err)

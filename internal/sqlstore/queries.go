@@ -47,7 +47,7 @@ RETURNING value`
 
 	transferColumns  = `seq, id, idem_key, kind, asset, instance_id, minute, memo, at`
 	qInsertTransfer  = `INSERT INTO transfers (` + transferColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
-	qInsertEntries2  = qInsertEntriesPrefix + `($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)` // billing.go
+	qInsertEntries2  = qInsertEntriesPrefix + `($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)` // billing.go
 	qTransferKeyUsed = `SELECT seq FROM transfers WHERE idem_key = $1`
 	qChargeExists    = `SELECT transfer_seq FROM minute_charges WHERE instance_id = $1 AND minute = $2`
 	qTransferIDUsed  = `SELECT seq FROM transfers WHERE id = $1`

@@ -19,23 +19,25 @@ import (
 
 const (
 	// $1 account, $2 from, $3 to (0 = none), then the kinds. The entries'
-	// own time (migration 0018) bounds what is read to the window, through
-	// transfer_entries_account_at; the CAST keeps Postgres from taking $3
-	// for an int4 (from "$3 <= 0").
+	// own kind and time (migration 0018) bound what is read to the
+	// account's entries of those kinds in the window, through
+	// transfer_entries_account_kind_at; the transfer is joined for its
+	// asset only. The CAST keeps Postgres from taking $3 for an int4 (from
+	// "$3 <= 0").
 	qFlowPrefix = `SELECT COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
-WHERE e.account = $1 AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND t.kind IN ` // + ($4, ...)
+WHERE e.account = $1 AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND e.kind IN ` // + ($4, ...)
 	// qFlowsPrefix is qFlowPrefix for the accounts of an array ($1,
 	// Postgres), summed per account. flowsPerStmt bounds the array: the
 	// plan may read the window's transfers once for the whole statement.
 	qFlowsPrefix = `SELECT e.account, COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
-WHERE e.account = ANY($1::text[]) AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND t.kind IN `
+WHERE e.account = ANY($1::text[]) AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND e.kind IN `
 	// $1 the fee account, $2 from, $3 to (0 = none), $4 the platform
 	// token (fees are taken in it): the window's fee entries, through
-	// transfer_entries_account_at as for Flow.
+	// transfer_entries_account_kind_at as for Flow.
 	qFeesByDay = `SELECT e.at / 86400000000 AS day, CAST(SUM(e.amount) AS BIGINT)
 FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
 WHERE e.account = $1 AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3)
-  AND t.kind IN ('charge', 'charges', 'refund') AND t.asset = $4
+  AND e.kind IN ('charge', 'charges', 'refund') AND t.asset = $4
 GROUP BY e.at / 86400000000
 ORDER BY day`
 	qTransfersByKindPrefix = `SELECT ` + transferJoinColumns + `

@@ -1193,13 +1193,13 @@ func insertEntries(n int) string {
 	if n == 2 {
 		return qInsertEntries2
 	}
-	return qInsertEntriesPrefix + valuesList(n, 6, 1, nil)
+	return qInsertEntriesPrefix + valuesList(n, 7, 1, nil)
 }
 
 func entryArgs(tr market.Transfer) []any {
-	args := make([]any, 0, 6*len(tr.Entries))
+	args := make([]any, 0, 7*len(tr.Entries))
 	for k, e := range tr.Entries {
-		args = append(args, tr.Seq, k, e.Account, e.Account.Owner(), int64(e.Amount), micros(tr.At))
+		args = append(args, tr.Seq, k, e.Account, e.Account.Owner(), int64(e.Amount), micros(tr.At), string(tr.Kind))
 	}
 	return args
 }
