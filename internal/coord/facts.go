@@ -63,7 +63,9 @@ func (s *Service) keepFacts(ctx context.Context) {
 
 // factsPass recomputes the facts of every machine, a chunk at a time, the
 // chunks spread evenly over spread (0: one after the other), and returns
-// how many machines it covered.
+// how many machines it covered. A chunk that fails is logged and left to
+// the next pass, so that one the store cannot read does not hold back the
+// others; the pass fails only when the machines cannot be listed.
 func (s *Service) factsPass(ctx context.Context, spread time.Duration) (int, error) {
 	var ms []market.Machine
 	if err := s.read(ctx, func(tx Tx) error {
@@ -79,7 +81,7 @@ func (s *Service) factsPass(ctx context.Context, spread time.Duration) (int, err
 	}
 	ms = nil // the chunks read their machines again, newer
 	chunks := slices.Collect(slices.Chunk(ids, factsChunk))
-	start := time.Now()
+	start, done := time.Now(), 0
 	for k, chunk := range chunks {
 		if wait := time.Until(start.Add(spread * time.Duration(k) / time.Duration(len(chunks)))); wait > 0 {
 			select {
@@ -89,10 +91,15 @@ func (s *Service) factsPass(ctx context.Context, spread time.Duration) (int, err
 			}
 		}
 		if err := s.refreshFactsOf(ctx, chunk); err != nil {
-			return 0, err
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			s.log.Warn("refresh machine facts", "machines", len(chunk), "first", chunk[0], "err", err)
+			continue
 		}
+		done += len(chunk)
 	}
-	return len(ids), nil
+	return done, nil
 }
 
 // refreshMachineFacts recomputes one machine's facts in the offer index.

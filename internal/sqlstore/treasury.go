@@ -27,8 +27,11 @@ const (
 	qFlowPrefix = `SELECT COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
 WHERE e.account = $1 AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND e.kind IN ` // + ($4, ...)
 	// qFlowsPrefix is qFlowPrefix for the accounts of an array ($1,
-	// Postgres), summed per account. flowsPerStmt bounds the array: the
-	// plan may read the window's transfers once for the whole statement.
+	// Postgres), summed per account. flowsPerStmt bounds the array. Fewer,
+	// larger statements: with 100 accounts each, Postgres planned every
+	// statement as a hash join over all the window's transfers (2,000
+	// renters' spending: 342 ms, against 66-93 ms with one statement).
+	flowsPerStmt = 5000
 	qFlowsPrefix = `SELECT e.account, COALESCE(SUM(e.amount), 0) FROM transfer_entries e JOIN transfers t ON t.seq = e.transfer_seq
 WHERE e.account = ANY($1::text[]) AND e.at >= $2 AND (CAST($3 AS BIGINT) <= 0 OR e.at < $3) AND e.kind IN `
 	// $1 the fee account, $2 from, $3 to (0 = none), $4 the platform
@@ -64,7 +67,6 @@ WHERE t.at < $1 AND t.kind <> 'charge' AND t.kind <> 'charges' AND t.kind IN ` /
 	qUnstakesOrder = ` ORDER BY at, id`
 
 	qInsertStatement = `INSERT INTO dividend_statements (period, asset, statement, at) VALUES ($1, $2, $3, $4)`
-	flowsPerStmt     = 5000
 	qStatementExists = `SELECT period FROM dividend_statements WHERE period = $1`
 	qStatement       = `SELECT statement FROM dividend_statements WHERE period = $1`
 	qStatements      = `SELECT statement FROM dividend_statements ORDER BY period DESC LIMIT $1`
@@ -131,21 +133,21 @@ func (t *sqlTx) FlowsOf(ctx context.Context, f coord.FlowFilter, accounts []mark
 		if err != nil {
 			return nil, fmt.Errorf("flows of %d accounts: %w", len(chunk), err)
 		}
-		type flow struct {
-			a string
-			v int64
+		type sum struct {
+			account string
+			amount  int64
 		}
-		sums, err := collect(rows, func(r scanner) (flow, error) {
-			var f flow
-			return f, r.Scan(&f.a, &f.v)
+		sums, err := collect(rows, func(r scanner) (sum, error) {
+			var s sum
+			return s, r.Scan(&s.account, &s.amount)
 		})
-		for _, f := range sums {
-			if f.v != 0 {
-				out[market.LedgerAccount(f.a)] = market.Money(f.v)
-			}
-		}
 		if err != nil {
 			return nil, fmt.Errorf("flows of %d accounts: %w", len(chunk), err)
+		}
+		for _, s := range sums {
+			if s.amount != 0 {
+				out[market.LedgerAccount(s.account)] = market.Money(s.amount)
+			}
 		}
 	}
 	return out, nil
