@@ -124,3 +124,55 @@ func TestRunKeepsFactsFromTheStart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A busy machine's reliability counts the downtime of its listing even
+// when thousands of instance events came after the listing: the events
+// that tell whether it was online and listed are read apart from the
+// newest ones. The machine was listed 10 days ago, offline for a day 5
+// days ago, then ran 3,000 short instances (9,000 events) in its last day.
+func TestReliabilityOfABusyMachine(t *testing.T) {
+	e := newVEnv(t, func(c *coord.Config) { c.RequireVerification = false })
+	now := e.clock.Now()
+	id := market.MachineID("m-busy")
+	err := e.store.Tx(e.ctx, func(tx coord.Tx) error {
+		m := market.Machine{ID: id, Owner: e.host.ID,
+			Hardware: market.Hardware{Fingerprint: "fp-busy", Hostname: "box", Runner: "process", CPUCores: 8, RAMMiB: 32768,
+				GPUs: []market.GPU{{Index: 0, UUID: "GPU-busy-0", Model: "RTX 4090", VRAMMiB: 24564}}},
+			Listed: true, Online: true, Status: market.MachineListed, PricePerGPUHour: 500_000, LastSeenAt: now, CreatedAt: now.Add(-10 * 24 * time.Hour)}
+		if err := tx.InsertMachine(e.ctx, m); err != nil {
+			return err
+		}
+		evs := []market.Event{
+			{At: now.Add(-10 * 24 * time.Hour), Type: "machine.registered", Machine: id, Message: "registered"},
+			{At: now.Add(-10*24*time.Hour + time.Minute), Type: "machine.listed", Machine: id, Message: "listed"},
+			{At: now.Add(-5 * 24 * time.Hour), Type: "machine.offline", Machine: id, Message: "no heartbeat"},
+			{At: now.Add(-4 * 24 * time.Hour), Type: "machine.online", Machine: id, Message: "heartbeats resumed"},
+		}
+		for k := range 3000 {
+			at := now.Add(-24*time.Hour + time.Duration(k)*28*time.Second)
+			inst := market.InstanceID(fmt.Sprintf("i-busy%04d", k))
+			for j, typ := range []string{"instance.created", "instance.running", "instance.stopped"} {
+				evs = append(evs, market.Event{At: at.Add(time.Duration(j) * time.Second), Type: typ, Machine: id, Instance: inst, Message: "stopped by the renter"})
+			}
+		}
+		for _, ev := range evs {
+			if err := tx.AppendEvent(e.ctx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := must(e.svc.MachineVerification(e.ctx, e.admin, id)).Reliability
+	// Listed for 10 days less a minute, online all of it but one day.
+	listed := 10*24*time.Hour - time.Minute
+	if want := float64(listed-24*time.Hour) / float64(listed); r.Coverage < want-0.001 || r.Coverage > want+0.001 {
+		t.Errorf("coverage %.4f (listed %d s, online %d s), want %.4f", r.Coverage, r.ListedSecs, r.OnlineSecs, want)
+	}
+	must(e.svc.RefreshFactsPass(e.ctx))
+	if got, want := e.svc.OfferFacts(id).ReliabilityPPM, int64(r.Score*1e6); got != want {
+		t.Errorf("the index has reliability %d ppm, the machine's verification %d", got, want)
+	}
+}

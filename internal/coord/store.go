@@ -472,7 +472,11 @@ type EventFilter struct {
 	Instance market.InstanceID
 	Type     string
 	AfterSeq int64 // only events with a higher Seq
-	Limit    int
+	// StatesOnly selects only the events that change whether a machine
+	// is online or listed: machine.registered, .online, .offline, .listed
+	// and .unlisted (indexed apart: migration 0019).
+	StatesOnly bool
+	Limit      int
 }
 
 // FlowFilter selects the entries Flow sums.

@@ -643,10 +643,28 @@ func lastVerdict(checks []market.Check) bool {
 }
 
 // reliability computes a machine's score from its events.
+// It reads the machine's newest historyLimit events. When there are more
+// (a machine busy with short rentals has that many in a day), it also
+// reads the older events that say whether the machine was online and
+// listed (EventFilter.StatesOnly, a handful), so that its coverage spans
+// the whole window; instance ends and checks older than the newest
+// historyLimit events are not counted.
 func (s *Service) reliability(ctx context.Context, tx Tx, m market.Machine) (market.Reliability, error) {
 	evs, err := tx.Events(ctx, EventFilter{Machine: m.ID, Limit: historyLimit})
 	if err != nil {
 		return market.Reliability{}, err
+	}
+	if len(evs) == historyLimit {
+		oldest := evs[len(evs)-1].Seq // newest first
+		states, err := tx.Events(ctx, EventFilter{Machine: m.ID, StatesOnly: true, Limit: historyLimit})
+		if err != nil {
+			return market.Reliability{}, err
+		}
+		for _, e := range states {
+			if e.Seq < oldest {
+				evs = append(evs, e)
+			}
+		}
 	}
 	return verify.Reliability(m.CreatedAt, history(evs), s.now(), verify.Window), nil
 }

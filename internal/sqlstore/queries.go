@@ -72,22 +72,26 @@ WHERE t.idem_key = $1 ORDER BY e.idx`
 	eventColumns = `seq, at, type, account_id, machine_id, instance_id, message`
 	qInsertEvent = `INSERT INTO events (` + eventColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7)`
 	qEvents      = `SELECT ` + eventColumns + ` FROM events` // + filter + qEventsOrder
-	qEventsOrder = ` ORDER BY seq DESC`
-	bidColumns   = `id, seq, bidder_id, machine_id, gpus, price_per_gpu_day, power_limit_w, clocks, image, command, env, webhook, notice_seconds, state, in_book, created_at, expires_at, instance_id`
-	qInsertBid   = `INSERT INTO bids (` + bidColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`
-	qBidExists   = `SELECT id FROM bids WHERE id = $1`
-	qUpdateBid   = `UPDATE bids SET bidder_id = $2, machine_id = $3, gpus = $4, price_per_gpu_day = $5, power_limit_w = $6, clocks = $7, image = $8, command = $9, env = $10, webhook = $11, notice_seconds = $12, state = $13, in_book = $14, created_at = $15, expires_at = $16, instance_id = $17 WHERE id = $1`
-	qBid         = `SELECT ` + bidColumns + ` FROM bids WHERE id = $1`
-	qBids        = `SELECT ` + bidColumns + ` FROM bids` // + filter + qBidsOrder
-	qBidsOrder   = ` ORDER BY seq`
-	roundColumns = `id, seq, machine_id, at, input, decision`
-	qInsertRound = `INSERT INTO auction_rounds (` + roundColumns + `) VALUES ($1, $2, $3, $4, $5, $6)`
-	qRoundExists = `SELECT id FROM auction_rounds WHERE id = $1`
-	qRound       = `SELECT ` + roundColumns + ` FROM auction_rounds WHERE id = $1`
-	qRounds      = `SELECT ` + roundColumns + ` FROM auction_rounds` // + filter + qRoundsOrder
-	qRoundsOrder = ` ORDER BY seq DESC`
-	counterBid   = "bid"
-	counterRound = "round"
+	// qMachineStateTypes is the condition of the partial index
+	// events_machine_state (migration 0019), written as it says it so
+	// that both databases use the index.
+	qMachineStateTypes = `type IN ('machine.registered', 'machine.online', 'machine.offline', 'machine.listed', 'machine.unlisted')`
+	qEventsOrder       = ` ORDER BY seq DESC`
+	bidColumns         = `id, seq, bidder_id, machine_id, gpus, price_per_gpu_day, power_limit_w, clocks, image, command, env, webhook, notice_seconds, state, in_book, created_at, expires_at, instance_id`
+	qInsertBid         = `INSERT INTO bids (` + bidColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`
+	qBidExists         = `SELECT id FROM bids WHERE id = $1`
+	qUpdateBid         = `UPDATE bids SET bidder_id = $2, machine_id = $3, gpus = $4, price_per_gpu_day = $5, power_limit_w = $6, clocks = $7, image = $8, command = $9, env = $10, webhook = $11, notice_seconds = $12, state = $13, in_book = $14, created_at = $15, expires_at = $16, instance_id = $17 WHERE id = $1`
+	qBid               = `SELECT ` + bidColumns + ` FROM bids WHERE id = $1`
+	qBids              = `SELECT ` + bidColumns + ` FROM bids` // + filter + qBidsOrder
+	qBidsOrder         = ` ORDER BY seq`
+	roundColumns       = `id, seq, machine_id, at, input, decision`
+	qInsertRound       = `INSERT INTO auction_rounds (` + roundColumns + `) VALUES ($1, $2, $3, $4, $5, $6)`
+	qRoundExists       = `SELECT id FROM auction_rounds WHERE id = $1`
+	qRound             = `SELECT ` + roundColumns + ` FROM auction_rounds WHERE id = $1`
+	qRounds            = `SELECT ` + roundColumns + ` FROM auction_rounds` // + filter + qRoundsOrder
+	qRoundsOrder       = ` ORDER BY seq DESC`
+	counterBid         = "bid"
+	counterRound       = "round"
 
 	counterTransfer = "transfer"
 	counterEvent    = "event"

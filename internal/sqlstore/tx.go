@@ -1417,6 +1417,9 @@ func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event
 	if f.AfterSeq > 0 {
 		w.add("seq > ?", f.AfterSeq)
 	}
+	if f.StatesOnly {
+		w.as(qMachineStateTypes)
+	}
 	q := qEvents + w.sql() + qEventsOrder
 	if f.Limit > 0 {
 		w.args = append(w.args, f.Limit)

@@ -114,6 +114,8 @@ func testEvents(t *testing.T, s coord.Store) {
 		{"account and machine", coord.EventFilter{Account: "a-2", Machine: "m-1"}, pick(1)},
 		{"limit", coord.EventFilter{Limit: 2}, pick(4, 3)},
 		{"machine, limit", coord.EventFilter{Machine: "m-1", Limit: 1}, pick(3)},
+		{"machine, states only", coord.EventFilter{Machine: "m-1", StatesOnly: true}, pick(1)},
+		{"states only", coord.EventFilter{StatesOnly: true}, pick(4, 1)},
 		{"no match", coord.EventFilter{Instance: "i-none"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
