@@ -176,3 +176,27 @@ func TestReliabilityOfABusyMachine(t *testing.T) {
 		t.Errorf("the index has reliability %d ppm, the machine's verification %d", got, want)
 	}
 }
+
+// A verdict or a bond set through one replica reaches the other's offer
+// index when it follows the changes, not at its next pass.
+func TestFactsThroughAnotherReplica(t *testing.T) {
+	e := newVEnv(t, nil) // registering starts a check
+	must(e.svc.Deposit(e.ctx, e.admin, "dep-h", market.DepositRequest{Account: e.host.ID, Amount: market.Tokens(100)}))
+	m := e.register(e.host, fakeHW(t, "fp-1", "2xRTX 4090"))
+	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, RealClock: e.real, Passwords: plainPasswords{}, RequireVerification: true, AllowFakeGPUs: true})
+	if err := other.RebuildIndex(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	must(other.FollowOnce(e.ctx))
+	if f := other.OfferFacts(m.ID); f.Verified || f.BondPerGPU != 0 {
+		t.Fatalf("facts before the check and the bond: %+v", f)
+	}
+	if c := must(e.answer(e.host, m.ID)); c.State != market.CheckPassed {
+		t.Fatalf("check %s, want passed", c.State)
+	}
+	must(e.svc.SetBond(e.ctx, e.host, m.ID, market.BondRequest{PerGPU: market.Tokens(10)}))
+	must(other.FollowOnce(e.ctx))
+	if f := other.OfferFacts(m.ID); !f.Verified || f.BondPerGPU != market.Tokens(10) {
+		t.Errorf("the other replica's facts after following: %+v, want verified with 10 tokens of bond per GPU", f)
+	}
+}
