@@ -643,6 +643,7 @@ func lastVerdict(checks []market.Check) bool {
 }
 
 // reliability computes a machine's score from its events.
+//
 // It reads the machine's newest historyLimit events. When there are more
 // (a machine busy with short rentals has that many in a day), it also
 // reads the older events that say whether the machine was online and

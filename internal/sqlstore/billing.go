@@ -233,10 +233,8 @@ func (t *sqlTx) ApplyTransfers(ctx context.Context, ts []market.Transfer) ([]mar
 				entries = append(entries, entryRow{&out[i], k})
 			}
 		}
-		_, err = t.writeRows(ctx, valuesWrite(qInsertEntriesPrefix, "", 7, nil), len(entries), func(i int, a []any) []any {
-			r := &entries[i]
-			e := r.tr.Entries[r.idx]
-			return append(a, r.tr.Seq, r.idx, e.Account, e.Account.Owner(), int64(e.Amount), micros(r.tr.At), string(r.tr.Kind))
+		_, err = t.writeRows(ctx, valuesWrite(qInsertEntriesPrefix, "", entryCols, nil), len(entries), func(i int, a []any) []any {
+			return appendEntry(a, entries[i].tr, entries[i].idx)
 		})
 		if err != nil {
 			return fmt.Errorf("%s: insert entries: %w", op, err)

@@ -1193,15 +1193,26 @@ func insertEntries(n int) string {
 	if n == 2 {
 		return qInsertEntries2
 	}
-	return qInsertEntriesPrefix + valuesList(n, 7, 1, nil)
+	return qInsertEntriesPrefix + valuesList(n, entryCols, 1, nil)
 }
 
 func entryArgs(tr market.Transfer) []any {
-	args := make([]any, 0, 7*len(tr.Entries))
-	for k, e := range tr.Entries {
-		args = append(args, tr.Seq, k, e.Account, e.Account.Owner(), int64(e.Amount), micros(tr.At), string(tr.Kind))
+	args := make([]any, 0, entryCols*len(tr.Entries))
+	for k := range tr.Entries {
+		args = appendEntry(args, &tr, k)
 	}
 	return args
+}
+
+// entryCols is how many columns qInsertEntriesPrefix names.
+const entryCols = 7
+
+// appendEntry appends to a the columns of entry k of tr, in
+// qInsertEntriesPrefix's order: an entry carries its transfer's time and
+// kind (migration 0018).
+func appendEntry(a []any, tr *market.Transfer, k int) []any {
+	e := tr.Entries[k]
+	return append(a, tr.Seq, k, e.Account, e.Account.Owner(), int64(e.Amount), micros(tr.At), string(tr.Kind))
 }
 
 // transferRow is one row of a transfers-join-entries query.
