@@ -166,7 +166,16 @@ func TestSystemVerifyHonestAgent(t *testing.T) {
 	if got := must[market.Machine](t, "machine")(host.Machine(s.ctx, m.ID)); got.Status != market.MachineListed {
 		t.Fatalf("status %s after passing", got.Status)
 	}
-	if offers := must[[]market.Offer](t, "offers")(renter.Offers(s.ctx, market.OfferFilter{})); len(offers) != 1 {
+	// The verdict is committed before the coordinator refreshes the offer
+	// index (afterCheck), so a search may come in between: the machine is
+	// on offer once the refresh lands.
+	var offers []market.Offer
+	eventually(t, "the verified machine on offer", func() (bool, error) {
+		var err error
+		offers, err = renter.Offers(s.ctx, market.OfferFilter{})
+		return len(offers) == 1, err
+	})
+	if t.Failed() {
 		t.Fatalf("verified machine not on offer: %v", offers)
 	}
 
