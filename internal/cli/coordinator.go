@@ -170,7 +170,7 @@ func openStore(ctx context.Context, db string) (coord.Store, error) {
 	}
 	store, err := sqlite.Open(ctx, db)
 	if err != nil {
-		return nil, fmt.Errorf("open SQLite database %s: %w", db, err)
+		return nil, err // it names the database
 	}
 	return store, nil
 }

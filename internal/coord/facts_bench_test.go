@@ -32,6 +32,9 @@ func benchFacts(b *testing.B, store coord.Store, machines int) {
 	svc := coord.New(coord.Config{Store: store, Clock: &fakeClock{t: t0}, Passwords: plainPasswords{}, LostAfter: 30 * 24 * time.Hour})
 	seedRunning(b, ctx, store, machines*8, t0)
 	seedHistory(b, store, machines, t0)
+	if err := svc.RebuildIndex(ctx); err != nil { // as gpumarket serve does before Run
+		b.Fatal(err)
+	}
 	var cpu time.Duration
 	var done int
 	for b.Loop() {
@@ -82,4 +85,61 @@ func seedHistory(b *testing.B, store coord.Store, machines int, t0 time.Time) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkFactsOfABusyMachine measures the facts of one machine busy with
+// short rentals: 30,000 instances in its 30-day window (90,000 events),
+// one in ten lost by the host. Its reliability counts every end in the
+// window (Tx.OutcomeCounts), however many.
+//
+//	go test -run XXX -bench FactsOfABusyMachine -benchtime 10x ./internal/coord/
+//
+// GPUMARKET_BENCH_INSTANCES changes the number of instances.
+func BenchmarkFactsOfABusyMachine(b *testing.B) {
+	n := benchSize(b, "GPUMARKET_BENCH_INSTANCES", 30_000, 1)
+	onStores(b, func(b *testing.B, store coord.Store) {
+		ctx := b.Context()
+		t0 := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+		// The machine registered at t0 (seedRunning); its window ends 30 days later.
+		svc := coord.New(coord.Config{Store: store, Clock: &fakeClock{t: t0.Add(30 * 24 * time.Hour)}, Passwords: plainPasswords{}, LostAfter: 30 * 24 * time.Hour})
+		seedRunning(b, ctx, store, 8, t0)
+		id := market.MachineID("m-0000000")
+		step := 29 * 24 * time.Hour / time.Duration(n)
+		for chunk := range slices.Chunk(slices.Collect(rangeN(n)), 2000) {
+			err := store.Tx(ctx, func(tx coord.Tx) error {
+				for _, k := range chunk {
+					at := t0.Add(time.Hour + time.Duration(k)*step)
+					end, why := "instance.stopped", "stopped by the renter"
+					if k%10 == 0 {
+						end, why = "instance.failed", "host lost contact"
+					}
+					for j, typ := range []string{"instance.created", "instance.running", end} {
+						e := market.Event{At: at.Add(time.Duration(j) * time.Second), Type: typ, Machine: id, Instance: market.InstanceID(fmt.Sprintf("i-busy%07d", k)), Message: why}
+						if err := tx.AppendEvent(ctx, e); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := svc.RebuildIndex(ctx); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := svc.RefreshFactsPass(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		v, err := svc.MachineVerification(ctx, market.Account{ID: "a-admin", Roles: []market.Role{market.RoleAdmin}}, id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := v.Reliability.Completed + v.Reliability.HostFaults; got != n {
+			b.Fatalf("reliability counted %d ends, want %d", got, n)
+		}
+	})
 }

@@ -14,7 +14,8 @@ import (
 // more than one read of a facts pass covers, each with a history that
 // gives it its own reliability: listed two hours ago, every third offline
 // for i minutes of the last hour, every fifth with an instance the host
-// lost and two that ended well.
+// lost and two that ended well. The coordinator's offer index is then
+// rebuilt, as at its start.
 func bulkMachines(e *vEnv, n int) []market.MachineID {
 	e.t.Helper()
 	now := e.clock.Now()
@@ -50,6 +51,11 @@ func bulkMachines(e *vEnv, n int) []market.MachineID {
 		return nil
 	})
 	if err != nil {
+		e.t.Fatal(err)
+	}
+	// Written behind the coordinator's back: it loads them as gpumarket
+	// serve does at start, before Run.
+	if err := e.svc.RebuildIndex(e.ctx); err != nil {
 		e.t.Fatal(err)
 	}
 	return ids
@@ -125,11 +131,15 @@ func TestRunKeepsFactsFromTheStart(t *testing.T) {
 	}
 }
 
-// A busy machine's reliability counts the downtime of its listing even
-// when thousands of instance events came after the listing: the events
-// that tell whether it was online and listed are read apart from the
-// newest ones. The machine was listed 10 days ago, offline for a day 5
-// days ago, then ran 3,000 short instances (9,000 events) in its last day.
+// A busy machine's reliability counts the downtime of its listing, and
+// every instance end and check verdict of its window, even when thousands
+// of instance events came after the listing: the events that tell whether
+// it was online and listed are read apart from the newest ones, and the
+// outcomes are counted by the store. The machine was listed 10 days ago,
+// offline for a day 5 days ago, then ran 3,000 short instances (9,000
+// events) in its last day, one in ten lost by the host; 50 more ended 12
+// days ago, before the window (it starts at the registration), and three
+// checks ended in it.
 func TestReliabilityOfABusyMachine(t *testing.T) {
 	e := newVEnv(t, func(c *coord.Config) { c.RequireVerification = false })
 	now := e.clock.Now()
@@ -147,12 +157,23 @@ func TestReliabilityOfABusyMachine(t *testing.T) {
 			{At: now.Add(-10*24*time.Hour + time.Minute), Type: "machine.listed", Machine: id, Message: "listed"},
 			{At: now.Add(-5 * 24 * time.Hour), Type: "machine.offline", Machine: id, Message: "no heartbeat"},
 			{At: now.Add(-4 * 24 * time.Hour), Type: "machine.online", Machine: id, Message: "heartbeats resumed"},
+			{At: now.Add(-3 * 24 * time.Hour), Type: "machine.verified", Machine: id, Message: "check c-1 passed"},
+			{At: now.Add(-2 * 24 * time.Hour), Type: "machine.verify_failed", Machine: id, Message: "check c-2 failed: wrong answer"},
+			{At: now.Add(-30 * time.Hour), Type: "machine.verified", Machine: id, Message: "check c-3 passed"},
+		}
+		for k := range 50 {
+			evs = append(evs, market.Event{At: now.Add(-12*24*time.Hour + time.Duration(k)*time.Minute), Type: "instance.stopped", Machine: id,
+				Instance: market.InstanceID(fmt.Sprintf("i-old%04d", k)), Message: "stopped by the renter"})
 		}
 		for k := range 3000 {
 			at := now.Add(-24*time.Hour + time.Duration(k)*28*time.Second)
 			inst := market.InstanceID(fmt.Sprintf("i-busy%04d", k))
-			for j, typ := range []string{"instance.created", "instance.running", "instance.stopped"} {
-				evs = append(evs, market.Event{At: at.Add(time.Duration(j) * time.Second), Type: typ, Machine: id, Instance: inst, Message: "stopped by the renter"})
+			end, why := "instance.stopped", "stopped by the renter"
+			if k%10 == 0 {
+				end, why = "instance.failed", "host lost contact"
+			}
+			for j, typ := range []string{"instance.created", "instance.running", end} {
+				evs = append(evs, market.Event{At: at.Add(time.Duration(j) * time.Second), Type: typ, Machine: id, Instance: inst, Message: why})
 			}
 		}
 		for _, ev := range evs {
@@ -170,6 +191,16 @@ func TestReliabilityOfABusyMachine(t *testing.T) {
 	listed := 10*24*time.Hour - time.Minute
 	if want := float64(listed-24*time.Hour) / float64(listed); r.Coverage < want-0.001 || r.Coverage > want+0.001 {
 		t.Errorf("coverage %.4f (listed %d s, online %d s), want %.4f", r.Coverage, r.ListedSecs, r.OnlineSecs, want)
+	}
+	if r.Completed != 2700 || r.HostFaults != 300 || r.RenterFaults != 0 || r.ChecksPassed != 2 || r.ChecksFailed != 1 {
+		t.Errorf("counted %d completed, %d host faults, %d renter faults, %d checks passed, %d failed; want 2700, 300, 0, 2, 1",
+			r.Completed, r.HostFaults, r.RenterFaults, r.ChecksPassed, r.ChecksFailed)
+	}
+	if want := 0.9; r.FaultFactor != want {
+		t.Errorf("fault factor %.4f, want %.4f", r.FaultFactor, want)
+	}
+	if err := e.svc.RebuildIndex(e.ctx); err != nil { // written behind its back, as at a start
+		t.Fatal(err)
 	}
 	must(e.svc.RefreshFactsPass(e.ctx))
 	if got, want := e.svc.OfferFacts(id).ReliabilityPPM, int64(r.Score*1e6); got != want {

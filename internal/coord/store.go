@@ -218,6 +218,10 @@ type Tx interface {
 	// before: Events then lists them once Tx returns, not inside it.
 	AppendEvent(ctx context.Context, e market.Event) error
 	Events(ctx context.Context, f EventFilter) ([]market.Event, error) // newest first
+	// OutcomeCounts counts machine id's events of the OutcomeTypes from
+	// from to to (both included), by type and message (ordered so),
+	// reading only those.
+	OutcomeCounts(ctx context.Context, id market.MachineID, from, to time.Time) ([]EventCount, error)
 
 	// Leases (leader election). Lease returns NotFound for a name never
 	// written; PutLease writes the whole row, inserting it if missing.
@@ -477,6 +481,18 @@ type EventFilter struct {
 	// and .unlisted (indexed apart: migration 0019).
 	StatesOnly bool
 	Limit      int
+}
+
+// OutcomeTypes are the event types of a machine's outcomes that its
+// reliability counts: its instances' ends and its checks' verdicts
+// (Tx.OutcomeCounts).
+var OutcomeTypes = []string{"instance.failed", "instance.stopped", "instance.preempted", "machine.verified", "machine.verify_failed"}
+
+// EventCount is how many events of one type and message Tx.OutcomeCounts
+// found.
+type EventCount struct {
+	Type, Message string
+	N             int
 }
 
 // FlowFilter selects the entries Flow sums.

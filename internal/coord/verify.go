@@ -38,7 +38,8 @@ import (
 // DefaultCheckEvery is the mean time between periodic checks of a machine.
 const DefaultCheckEvery = 6 * time.Hour
 
-// historyLimit bounds the events one reliability computation reads.
+// historyLimit bounds the state events (online, listed) one reliability
+// computation reads.
 const historyLimit = 5000
 
 // proofAllowance is how long after its commitment an agent may take to
@@ -642,60 +643,67 @@ func lastVerdict(checks []market.Check) bool {
 	return false
 }
 
-// reliability computes a machine's score from its events.
-//
-// It reads the machine's newest historyLimit events. When there are more
-// (a machine busy with short rentals has that many in a day), it also
-// reads the older events that say whether the machine was online and
-// listed (EventFilter.StatesOnly, a handful), so that its coverage spans
-// the whole window; instance ends and checks older than the newest
-// historyLimit events are not counted.
+// reliability computes a machine's score from its events, in two reads
+// whatever its history: the events that say whether it was online and
+// listed (EventFilter.StatesOnly, a handful per machine; its newest
+// historyLimit), and its outcomes in the window (instance ends and check
+// verdicts), which the store counts by type and message (OutcomeCounts).
+// It used to read the machine's newest historyLimit events of every type,
+// so that a machine busy with short rentals, thousands of events a day,
+// had most of its window's outcomes left out of its counts.
 func (s *Service) reliability(ctx context.Context, tx Tx, m market.Machine) (market.Reliability, error) {
-	evs, err := tx.Events(ctx, EventFilter{Machine: m.ID, Limit: historyLimit})
+	now := s.now()
+	states, err := tx.Events(ctx, EventFilter{Machine: m.ID, StatesOnly: true, Limit: historyLimit})
 	if err != nil {
 		return market.Reliability{}, err
 	}
-	if len(evs) == historyLimit {
-		oldest := evs[len(evs)-1].Seq // newest first
-		states, err := tx.Events(ctx, EventFilter{Machine: m.ID, StatesOnly: true, Limit: historyLimit})
-		if err != nil {
-			return market.Reliability{}, err
-		}
-		for _, e := range states {
-			if e.Seq < oldest {
-				evs = append(evs, e)
-			}
+	h := make([]verify.HistoryEvent, 0, len(states)+8)
+	for _, e := range states {
+		if he, ok := historyEvent(e.Type, e.Message); ok {
+			he.At = e.At
+			h = append(h, he)
 		}
 	}
-	return verify.Reliability(m.CreatedAt, history(evs), s.now(), verify.Window), nil
+	start := now.Add(-verify.Window) // as verify.Reliability says it
+	if m.CreatedAt.After(start) {
+		start = m.CreatedAt
+	}
+	counts, err := tx.OutcomeCounts(ctx, m.ID, start, now)
+	if err != nil {
+		return market.Reliability{}, err
+	}
+	for _, c := range counts {
+		if he, ok := historyEvent(c.Type, c.Message); ok {
+			he.At, he.Count = now, c.N // in the window: when does not matter
+			h = append(h, he)
+		}
+	}
+	return verify.Reliability(m.CreatedAt, h, now, verify.Window), nil
 }
 
-// history turns a machine's events into what reliability counts.
-func history(evs []market.Event) []verify.HistoryEvent {
-	var h []verify.HistoryEvent
-	for _, e := range evs {
-		he := verify.HistoryEvent{At: e.At}
-		switch e.Type {
-		case "machine.registered", "machine.online":
-			he.Kind = verify.Online
-		case "machine.offline":
-			he.Kind = verify.Offline
-		case "machine.listed":
-			he.Kind = verify.Listed
-		case "machine.unlisted":
-			he.Kind = verify.Unlisted
-		case "instance.failed", "instance.stopped", "instance.preempted":
-			he.Kind, he.Fault = verify.Ended, verify.ClassifyEnd(e.Type, e.Message)
-		case "machine.verified":
-			he.Kind = verify.CheckPassed
-		case "machine.verify_failed":
-			he.Kind = verify.CheckFailed
-		default:
-			continue
-		}
-		h = append(h, he)
+// historyEvent says what reliability counts of an event of type typ with
+// message msg (all but its time), and whether it counts it at all.
+func historyEvent(typ, msg string) (verify.HistoryEvent, bool) {
+	var he verify.HistoryEvent
+	switch typ {
+	case "machine.registered", "machine.online":
+		he.Kind = verify.Online
+	case "machine.offline":
+		he.Kind = verify.Offline
+	case "machine.listed":
+		he.Kind = verify.Listed
+	case "machine.unlisted":
+		he.Kind = verify.Unlisted
+	case "instance.failed", "instance.stopped", "instance.preempted":
+		he.Kind, he.Fault = verify.Ended, verify.ClassifyEnd(typ, msg)
+	case "machine.verified":
+		he.Kind = verify.CheckPassed
+	case "machine.verify_failed":
+		he.Kind = verify.CheckFailed
+	default:
+		return he, false
 	}
-	return h
+	return he, true
 }
 
 // tickVerify is the leader's verification pass: it fails checks whose

@@ -12,6 +12,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/coord"
@@ -44,7 +47,7 @@ var _ coord.Store = (*DB)(nil)
 func Open(ctx context.Context, path string) (*DB, error) {
 	base, err := msqlite.NewConnector(path + "?" + dsnParams)
 	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+		return nil, fmt.Errorf("open SQLite database %s: %w", path, err)
 	}
 	db := sql.OpenDB(cachingConnector{base}) // stmtcache.go
 	// Every transaction takes SQLite's single write lock at BEGIN, so more
@@ -54,11 +57,18 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	db.SetMaxOpenConns(1)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+		if dir := filepath.Dir(path); !strings.HasPrefix(path, "file:") && path != ":memory:" {
+			if fi, serr := os.Stat(dir); serr != nil {
+				return nil, fmt.Errorf("open SQLite database %s: the directory %s does not exist; create it or give a path in a directory that does", path, dir)
+			} else if !fi.IsDir() {
+				return nil, fmt.Errorf("open SQLite database %s: %s is a file, not a directory; give a path in a directory", path, dir)
+			}
+		}
+		return nil, fmt.Errorf("open SQLite database %s: %w", path, err)
 	}
 	if err := sqlstore.Migrate(ctx, db, "", time.Now); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+		return nil, fmt.Errorf("open SQLite database %s: %w", path, err)
 	}
 	return &DB{db: db}, nil
 }

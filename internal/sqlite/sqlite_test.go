@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -73,6 +74,25 @@ func TestReopen(t *testing.T) {
 	}
 	if n != len(ms) {
 		t.Errorf("schema_migrations has %d rows, want %d (one per migration, not repeated)", n, len(ms))
+	}
+}
+
+// A database path in a directory that is missing, or that is a file, is
+// refused with a message that says so, once, naming the database.
+func TestOpenInAMissingDirectory(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "plain-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(dir, "missing", "gm.db"), "the directory " + filepath.Join(dir, "missing") + " does not exist; create it"},
+		{filepath.Join(file, "gm.db"), file + " is a file, not a directory"},
+	} {
+		_, err := Open(t.Context(), tc.path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), tc.path) != 1 {
+			t.Errorf("Open(%s): %v, want one mention of the path and %q", tc.path, err, tc.want)
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/gpumarket/gpumarket/internal/coord"
 )
 
 func TestLoadMigrations(t *testing.T) {
@@ -54,5 +56,27 @@ func TestEmbedded(t *testing.T) {
 	}
 	if len(ms) == 0 || ms[0].Version != 1 || ms[0].Name != "0001_init.sql" {
 		t.Fatalf("got %d migrations, first %+v; want 0001_init.sql first", len(ms), ms[:min(1, len(ms))])
+	}
+}
+
+// The outcome count says the types of the partial index it reads as the
+// index's migration does, and both are coord.OutcomeTypes: a type added to
+// one and not the others would be left out of reliability, or make both
+// databases scan every event of the machine.
+func TestOutcomeTypesMatchTheirIndex(t *testing.T) {
+	quoted := make([]string, len(coord.OutcomeTypes))
+	for i, typ := range coord.OutcomeTypes {
+		quoted[i] = "'" + typ + "'"
+	}
+	cond := "type IN (" + strings.Join(quoted, ", ") + ")"
+	if !strings.Contains(qOutcomeCounts, cond) {
+		t.Errorf("qOutcomeCounts does not say %s:\n%s", cond, qOutcomeCounts)
+	}
+	sql, err := migrations.ReadFile("migrations/0020_events_machine_outcomes.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(sql), cond) {
+		t.Errorf("migration 0020 does not say %s:\n%s", cond, sql)
 	}
 }

@@ -1411,6 +1411,18 @@ func scanEvent(s scanner) (market.Event, error) {
 	return e, err
 }
 
+func (t *sqlTx) OutcomeCounts(ctx context.Context, id market.MachineID, from, to time.Time) ([]coord.EventCount, error) {
+	rows, err := t.tx.QueryContext(ctx, qOutcomeCounts, id, micros(from), micros(to))
+	if err != nil {
+		return nil, fmt.Errorf("count the outcomes of machine %s: %w", id, err)
+	}
+	return collect(rows, func(s scanner) (coord.EventCount, error) {
+		var c coord.EventCount
+		err := s.Scan(&c.Type, &c.Message, &c.N)
+		return c, err
+	})
+}
+
 func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event, error) {
 	var w where
 	if f.Account != "" {

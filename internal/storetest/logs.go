@@ -131,6 +131,56 @@ func testEvents(t *testing.T, s coord.Store) {
 	}
 }
 
+// OutcomeCounts counts one machine's instance ends and check verdicts
+// over a span of time, by type and message, and nothing else.
+func testOutcomeCounts(t *testing.T, s coord.Store) {
+	ev := func(min int, typ string, machine market.MachineID, msg string) market.Event {
+		return market.Event{At: at(min), Type: typ, Machine: machine, Instance: "i-x", Message: msg}
+	}
+	in := []market.Event{
+		ev(1, "instance.stopped", "m-1", "stopped by the renter"), // before from
+		ev(2, "instance.stopped", "m-1", "stopped by the renter"), // at from
+		ev(3, "instance.stopped", "m-1", "stopped by the renter"),
+		ev(3, "instance.failed", "m-1", "host lost contact"),
+		ev(4, "instance.preempted", "m-1", "outbid"),
+		ev(4, "instance.running", "m-1", "running"), // not an outcome
+		ev(5, "machine.verified", "m-1", "check c-1 passed"),
+		ev(5, "machine.verify_failed", "m-1", "check c-2 failed"),
+		ev(5, "machine.offline", "m-1", "no heartbeat"),
+		ev(6, "instance.stopped", "m-2", "stopped by the renter"), // another machine
+		ev(6, "machine.verified", "m-1", "check c-3 passed"),      // at to
+		ev(7, "instance.stopped", "m-1", "stopped by the renter"), // after to
+	}
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		for _, e := range in {
+			if err := tx.AppendEvent(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	do(t, s, func(ctx context.Context, tx coord.Tx) error {
+		got, err := tx.OutcomeCounts(ctx, "m-1", at(2), at(6))
+		if err != nil {
+			return err
+		}
+		diff(t, "OutcomeCounts", got, []coord.EventCount{
+			{Type: "instance.failed", Message: "host lost contact", N: 1},
+			{Type: "instance.preempted", Message: "outbid", N: 1},
+			{Type: "instance.stopped", Message: "stopped by the renter", N: 2},
+			{Type: "machine.verified", Message: "check c-1 passed", N: 1},
+			{Type: "machine.verified", Message: "check c-3 passed", N: 1},
+			{Type: "machine.verify_failed", Message: "check c-2 failed", N: 1},
+		})
+		none, err := tx.OutcomeCounts(ctx, "m-3", at(0), at(9))
+		if err != nil {
+			return err
+		}
+		diff(t, "OutcomeCounts of a machine without events", none, []coord.EventCount(nil), cmpopts.EquateEmpty())
+		return nil
+	})
+}
+
 func testRollback(t *testing.T, s coord.Store) {
 	exists := func(t *testing.T, id market.AccountID) bool {
 		t.Helper()

@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) coord.Store) {
 		{"FeesByDay", testFeesByDay},
 		{"Logs", testLogs},
 		{"Events", testEvents},
+		{"OutcomeCounts", testOutcomeCounts},
 		{"Rollback", testRollback},
 		{"SpotTerms", testSpotTerms},
 		{"Bids", testBids},

@@ -45,6 +45,9 @@ type HistoryEvent struct {
 	At    time.Time
 	Kind  HistoryKind
 	Fault Fault // for Ended
+	// Count, for Ended and the check kinds, is how many such outcomes
+	// this entry stands for (counted by the store); 0 means one.
+	Count int
 }
 
 // Reliability computes a machine's score over the window ending at now
@@ -82,6 +85,7 @@ func Reliability(created time.Time, history []HistoryEvent, now time.Time, windo
 		}
 		advance(e.At)
 		inWindow := !e.At.Before(start)
+		n := max(e.Count, 1)
 		switch e.Kind {
 		case Online:
 			online = true
@@ -97,19 +101,19 @@ func Reliability(created time.Time, history []HistoryEvent, now time.Time, windo
 			}
 			switch e.Fault {
 			case HostFault:
-				r.HostFaults++
+				r.HostFaults += n
 			case RenterFault:
-				r.RenterFaults++
+				r.RenterFaults += n
 			default:
-				r.Completed++
+				r.Completed += n
 			}
 		case CheckPassed:
 			if inWindow {
-				r.ChecksPassed++
+				r.ChecksPassed += n
 			}
 		case CheckFailed:
 			if inWindow {
-				r.ChecksFailed++
+				r.ChecksFailed += n
 			}
 		}
 	}
