@@ -231,3 +231,23 @@ func TestFactsThroughAnotherReplica(t *testing.T) {
 		t.Errorf("the other replica's facts after following: %+v, want verified with 10 tokens of bond per GPU", f)
 	}
 }
+
+// A machine has its facts as soon as it registers, on the coordinator it
+// registered with and on another when that one follows the change, rather
+// than at their next pass, up to 5 minutes later: until then a search for
+// reliable machines left it out.
+func TestFactsOfANewMachine(t *testing.T) {
+	e := newVEnv(t, func(c *coord.Config) { c.RequireVerification = false })
+	other := coord.New(coord.Config{Store: e.store, Clock: e.clock, RealClock: e.real, Passwords: plainPasswords{}, AllowFakeGPUs: true})
+	if err := other.RebuildIndex(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := e.register(e.host, fakeHW(t, "fp-new", "2xRTX 4090"))
+	if f := e.svc.OfferFacts(m.ID); f.ReliabilityPPM != 1_000_000 {
+		t.Errorf("facts right after registering: %+v, want reliability 1 (no history yet)", f)
+	}
+	must(other.FollowOnce(e.ctx))
+	if f := other.OfferFacts(m.ID); f.ReliabilityPPM != 1_000_000 {
+		t.Errorf("the other replica's facts after following the registration: %+v, want reliability 1", f)
+	}
+}

@@ -137,7 +137,7 @@ func (s *Service) followOnce(ctx context.Context) error {
 		return err
 	}
 	changed := map[market.MachineID]bool{}
-	var facts []market.MachineID // whose verdict or bond changed
+	facts := map[market.MachineID]bool{} // registered, or whose verdict or bond changed
 	for _, ev := range evs {
 		f.seq = max(f.seq, ev.Seq)
 		if f.started && ev.Machine != "" {
@@ -148,8 +148,8 @@ func (s *Service) followOnce(ctx context.Context) error {
 					changed[ev.Machine] = true
 				}
 			}
-			if factsEvents[ev.Type] && !slices.Contains(facts, ev.Machine) {
-				facts = append(facts, ev.Machine)
+			if factsEvents[ev.Type] {
+				facts[ev.Machine] = true
 			}
 			if ev.Type == "machine.check" {
 				// A check started through another replica: the agent's
@@ -169,7 +169,7 @@ func (s *Service) followOnce(ctx context.Context) error {
 	f.turnOwn()
 	f.refreshed.Add(int64(len(changed)))
 	s.reindex(ctx, slices.Collect(maps.Keys(changed))...) // in batches
-	for chunk := range slices.Chunk(facts, factsChunk) {
+	for chunk := range slices.Chunk(slices.Sorted(maps.Keys(facts)), factsChunk) {
 		if err := s.refreshFactsOf(ctx, chunk); err != nil {
 			s.log.Warn("refresh machine facts", "machines", len(chunk), "first", chunk[0], "err", err)
 		}
@@ -178,10 +178,11 @@ func (s *Service) followOnce(ctx context.Context) error {
 }
 
 // factsEvents holds the event types after which a machine's facts in the
-// offer index change at once (a verdict, a bond): the replica that made
-// the change refreshes them then (refreshMachineFacts), the others when
-// they follow it, rather than at their next pass (facts.go).
-var factsEvents = map[string]bool{"machine.verified": true, "machine.verify_failed": true, "machine.bond": true, "machine.slashed": true}
+// offer index change at once (a registration, which gives a new machine
+// its first; a verdict; a bond): the replica that made the change
+// refreshes them then (refreshMachineFacts), the others when they follow
+// it, rather than at their next pass (facts.go).
+var factsEvents = map[string]bool{"machine.registered": true, "machine.verified": true, "machine.verify_failed": true, "machine.bond": true, "machine.slashed": true}
 
 // markFollowed notes the newest event before the index is built from the
 // store, so that changes committed meanwhile are refreshed, not missed.

@@ -90,6 +90,7 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	s.live.online(m.ID, m.Owner, now)
 	s.noChecks.forget(m.ID) // a check may have started (afterRegister)
 	s.reindex(ctx, m.ID)
+	s.refreshMachineFacts(ctx, m.ID) // a new machine has none: searches on reliability would miss it
 	return s.fill(ctx, m)
 }
 
