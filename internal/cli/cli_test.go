@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 var t0 = time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC)
@@ -434,6 +435,29 @@ func TestLogsFollowStopsOnCancel(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("logs -f did not stop after cancel")
+	}
+}
+
+// offer search --help lists every query field on a line of its own, with
+// its description: the help printer runs unindented text together into
+// one paragraph, which once made the list unreadable.
+func TestOfferSearchHelpListsFields(t *testing.T) {
+	h := newHarness(t)
+	r := h.run("offer", "search", "--help")
+	if r.code != 0 {
+		t.Fatalf("code %d, stderr %q", r.code, r.stderr)
+	}
+	lines := strings.Split(r.stdout, "\n")
+	for _, f := range match.Fields() {
+		found := false
+		for k, l := range lines {
+			if strings.HasPrefix(strings.TrimSpace(l), f.Name+"  ") && k+1 < len(lines) && strings.Contains(lines[k+1], strings.Fields(f.Doc)[0]) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("field %s is not on a line of its own followed by its description in:\n%s", f.Name, r.stdout)
+		}
 	}
 }
 

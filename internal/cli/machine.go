@@ -347,8 +347,36 @@ Examples:
   gpumarket offer search 'gpu_ram>=40 region in [eu,us]' --sort price --limit 5
   gpumarket offer search 'gpu_name=H100 num_gpus>=8' --explain
 
-Fields:
-` + match.FieldHelp()
+Fields (name, type, unit of a bare number; other names accepted):
+` + fieldsHelp()
+}
+
+// fieldsHelp lists the query fields for --help: each on a line of its own,
+// its description wrapped under it. Every line is indented, so that the
+// help printer keeps it as it is rather than running the list together as
+// one paragraph.
+func fieldsHelp() string {
+	var b strings.Builder
+	for _, f := range match.Fields() {
+		head := "  " + f.Name + "  " + f.Type.String()
+		if f.Unit != "" && f.Unit != f.Type.String() {
+			head += ", " + f.Unit
+		}
+		if len(f.Aliases) > 0 {
+			head += "  (also " + strings.Join(f.Aliases, ", ") + ")"
+		}
+		b.WriteString(head + "\n")
+		line := "     "
+		for _, w := range strings.Fields(f.Doc) {
+			if len(line)+1+len(w) > 78 && len(line) > 5 {
+				b.WriteString(line + "\n")
+				line = "     "
+			}
+			line += " " + w
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
 }
 
 func (c *offerSearchCmd) Run(ctx context.Context, env *Env, api *apiclient.Client) error {

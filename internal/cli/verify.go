@@ -94,6 +94,11 @@ func printVerification(env *Env, v market.MachineVerification) {
 	t.row("  fault factor:", fmt.Sprintf("%.4f = 1 - %d host faults / (%d completed + %d host faults)", r.FaultFactor, r.HostFaults, r.Completed, r.HostFaults))
 	t.row("  not counted:", fmt.Sprintf("%d renter faults; checks in window: %d passed, %d failed", r.RenterFaults, r.ChecksPassed, r.ChecksFailed))
 	t.row("  formula:", r.Formula)
+	perf := "none yet: no passed check measured a GPU"
+	if v.PerfScore > 0 {
+		perf = fmt.Sprintf("%.4g trillion multiply-adds per second per GPU, measured by the newest passed check (search: perf_score)", v.PerfScore)
+	}
+	t.row("Performance:", perf)
 	t.row("Bond:", fmt.Sprintf("%s per GPU (%s in all; %s slashed to renters so far)", money(v.Bond.PerGPU, ""), money(v.Bond.Total, ""), money(v.Bond.Slashed, "")))
 	_ = t.flush()
 	fmt.Fprintln(w)

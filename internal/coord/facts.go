@@ -129,7 +129,7 @@ func (s *Service) refreshFactsOf(ctx context.Context, ids []market.MachineID) er
 				return err
 			}
 			facts[m.ID] = match.Facts{ReliabilityPPM: int64(rel.Score * 1e6), Verified: lastVerdict(checks) && !m.Unverified,
-				BondPerGPU: bondPerGPU(balances[bonds[i]], m)}
+				PerfScoreMilli: int64(perfScore(checks) * 1000), BondPerGPU: bondPerGPU(balances[bonds[i]], m)}
 		}
 		return nil
 	})

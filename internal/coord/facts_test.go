@@ -14,8 +14,8 @@ import (
 // more than one read of a facts pass covers, each with a history that
 // gives it its own reliability: listed two hours ago, every third offline
 // for i minutes of the last hour, every fifth with an instance the host
-// lost and two that ended well. The coordinator's offer index is then
-// rebuilt, as at its start.
+// lost and two that ended well, every seventh a passed check with measured
+// rates. The coordinator's offer index is then rebuilt, as at its start.
 func bulkMachines(e *vEnv, n int) []market.MachineID {
 	e.t.Helper()
 	now := e.clock.Now()
@@ -43,6 +43,15 @@ func bulkMachines(e *vEnv, n int) []market.MachineID {
 			}
 			for _, ev := range evs {
 				if err := tx.AppendEvent(e.ctx, ev); err != nil {
+					return err
+				}
+			}
+			if i%7 == 0 { // a passed check that measured i+8 trillion multiply-adds a second on average
+				c := market.Check{ID: market.CheckID(fmt.Sprintf("c-bulk%04d", i)), Machine: m.ID, Owner: e.host.ID, Cause: "requested",
+					State: market.CheckPassed, CreatedAt: now.Add(-time.Hour), FinishedAt: ptr(now.Add(-time.Hour)), Nonce: "n", Secret: "s",
+					GPUs: []market.CheckGPU{{Index: 0, UUID: fmt.Sprintf("GPU-bulk-%d", i), Model: "RTX 4090", Rate: float64(i+7) * 1e12, Passed: true},
+						{Index: 1, UUID: "GPU-gone", Model: "RTX 4090", Rate: float64(i+9) * 1e12, Passed: true}}}
+				if err := tx.InsertCheck(e.ctx, c); err != nil {
 					return err
 				}
 			}
@@ -84,20 +93,30 @@ func TestFactsPassMatchesEachMachine(t *testing.T) {
 	for _, id := range ids {
 		v := must(e.svc.MachineVerification(e.ctx, e.admin, id))
 		want, got := int64(v.Reliability.Score*1e6), e.svc.OfferFacts(id)
-		if got.ReliabilityPPM != want || got.Verified != (v.Verified && !v.Unverified) || got.BondPerGPU != v.Bond.PerGPU {
-			t.Fatalf("machine %s: facts %+v, its verification says reliability %d ppm, verified %v (unverified %v), bond per GPU %s",
-				id, got, want, v.Verified, v.Unverified, v.Bond.PerGPU)
+		if got.ReliabilityPPM != want || got.Verified != (v.Verified && !v.Unverified) || got.BondPerGPU != v.Bond.PerGPU ||
+			got.PerfScoreMilli != int64(v.PerfScore*1000) {
+			t.Fatalf("machine %s: facts %+v, its verification says reliability %d ppm, verified %v (unverified %v), bond per GPU %s, perf score %g",
+				id, got, want, v.Verified, v.Unverified, v.Bond.PerGPU, v.PerfScore)
 		}
 		scores[got.ReliabilityPPM] = true
 	}
 	if f := e.svc.OfferFacts(verified.ID); !f.Verified {
 		t.Errorf("the machine that passed its check is not verified in the index: %+v", f)
 	}
+	// Fake GPUs run the CPU path, far below a point (10^12 multiply-adds a
+	// second): the index holds milli-points, so only the verification
+	// shows it.
+	if v := must(e.svc.MachineVerification(e.ctx, e.admin, verified.ID)); v.PerfScore <= 0 {
+		t.Errorf("the machine that passed its check has perf_score %g, want its measured rate", v.PerfScore)
+	}
 	if f := e.svc.OfferFacts(bonded.ID); f.BondPerGPU != market.Tokens(10) {
 		t.Errorf("bonded machine: %+v, want 10 tokens per GPU", f)
 	}
 	if len(scores) < 10 {
 		t.Errorf("the bulk machines have %d distinct reliabilities, want their histories told apart", len(scores))
+	}
+	if f := e.svc.OfferFacts(ids[14]); f.PerfScoreMilli != 22_000 || !f.Verified {
+		t.Errorf("facts of the machine whose check measured 21 and 23 trillion multiply-adds a second: %+v, want verified with perf_score 22", f)
 	}
 }
 

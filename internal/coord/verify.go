@@ -630,7 +630,31 @@ func (s *Service) MachineVerification(ctx context.Context, caller market.Account
 	if checks == nil {
 		checks = []market.Check{}
 	}
-	return market.MachineVerification{Machine: id, Verified: lastVerdict(checks), Unverified: m.Unverified, Review: m.Review, Checks: checks, Reliability: rel, Bond: bond}, nil
+	return market.MachineVerification{Machine: id, Verified: lastVerdict(checks), Unverified: m.Unverified, Review: m.Review, Checks: checks,
+		Reliability: rel, PerfScore: perfScore(checks), Bond: bond}, nil
+}
+
+// perfScore is a machine's perf_score from its checks, newest first: the
+// mean rate of the GPUs that its newest passed check measured (from the
+// challenge's issue to the agent's commitment, so a lower bound), in
+// trillions of multiply-adds per second; 0 without such a check.
+func perfScore(checks []market.Check) float64 {
+	for _, c := range checks {
+		if c.State != market.CheckPassed {
+			continue
+		}
+		var sum float64
+		n := 0
+		for _, g := range c.GPUs {
+			if g.Passed && g.Rate > 0 {
+				sum, n = sum+g.Rate, n+1
+			}
+		}
+		if n > 0 {
+			return sum / float64(n) / 1e12
+		}
+	}
+	return 0
 }
 
 // lastVerdict reports whether the newest finished check passed.

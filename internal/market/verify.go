@@ -165,5 +165,9 @@ type MachineVerification struct {
 	Review      string      `json:"review,omitempty"` // why it is flagged for review
 	Checks      []Check     `json:"checks"`
 	Reliability Reliability `json:"reliability"`
-	Bond        Bond        `json:"bond"`
+	// PerfScore is the mean rate of the GPUs that its newest passed check
+	// measured, in trillions of multiply-adds per second (search's
+	// perf_score); 0 before any.
+	PerfScore float64 `json:"perf_score"`
+	Bond      Bond    `json:"bond"`
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/gpumarket/gpumarket/internal/market"
 )
@@ -32,8 +31,6 @@ const (
 	FCUDAVersion
 	FDriverVersion
 	FPCIeBandwidth
-	FInetDown
-	FInetUp
 	FRunner
 	FPerfScore
 	FBond
@@ -65,9 +62,9 @@ type Field struct {
 	Type    Type     `json:"type"`
 	Unit    string   `json:"unit,omitempty"` // what a bare number means
 	Doc     string   `json:"doc"`
-	// Backed is false for fields whose data market.Machine does not carry
-	// yet: they parse and evaluate against Facts, which read as zero until
-	// the coordinator fills them (Index.SetFacts).
+	// Backed is false for fields that market.Machine does not carry: the
+	// coordinator works them out from the machine's history, checks and
+	// bond (Facts, Index.SetFacts), and they read as zero until it has.
 	Backed bool `json:"backed"`
 	// base is the stored integer unit; units maps accepted suffixes
 	// (lower case, "" = bare number) to multiples of it.
@@ -91,18 +88,16 @@ var fieldTable = [numFields]Field{
 	{FDisk, "disk", []string{"disk_space"}, TypeNumber, "GB", "disk space", true, "MiB", sizeUnits, "MB, GB, GiB, TB"},
 	{FPricePerGPUHour, "price_per_gpu_hour", []string{"price", "dph_gpu"}, TypeMoney, "tokens/GPU-hour", "on-demand price of one GPU for one hour", true, "micro-token", map[string]int64{"": 1_000_000}, ""},
 	{FTotalPricePerHour, "total_price_per_hour", []string{"dph", "dph_total"}, TypeMoney, "tokens/hour", "price of all free GPUs for one hour", true, "micro-token", map[string]int64{"": 1_000_000}, ""},
-	{FSpotReserve, "spot_reserve", []string{"min_bid"}, TypeMoney, "tokens/GPU-hour", "host's reserve price for spot bids", false, "micro-token", map[string]int64{"": 1_000_000}, ""},
+	{FSpotReserve, "spot_reserve", []string{"min_bid"}, TypeMoney, "tokens/GPU-day", "host's reserve price for spot bids: the lowest bid per GPU-day it accepts", true, "micro-token", map[string]int64{"": 1_000_000}, ""},
 	{FReliability, "reliability", []string{"reliability2"}, TypeNumber, "fraction 0..1", "heartbeat coverage over 30 days counting host faults; 0.95 or 95%", false, "ppm", map[string]int64{"": 1_000_000, "%": 10_000}, "%"},
 	{FVerified, "verified", nil, TypeBool, "true/false", "machine passed verification", false, "", nil, ""},
 	{FRegion, "region", []string{"geolocation"}, TypeText, "", "region; a value also matches its sub-regions: eu matches eu-west-1", true, "", nil, ""},
 	{FDatacenter, "datacenter", []string{"dc"}, TypeText, "", "data center name", true, "", nil, ""},
 	{FCUDAVersion, "cuda_version", []string{"cuda_vers", "cuda"}, TypeVersion, "version", "highest CUDA version the driver supports, like 12.4", true, "", nil, ""},
 	{FDriverVersion, "driver_version", []string{"driver"}, TypeVersion, "version", "NVIDIA driver version, like 550.54.15", true, "", nil, ""},
-	{FPCIeBandwidth, "pcie_bandwidth", []string{"pcie_bw"}, TypeNumber, "GB/s", "measured host-to-GPU bandwidth", false, "MB/s", map[string]int64{"": 1000, "gb/s": 1000, "gbps": 1000, "mb/s": 1}, "GB/s, MB/s"},
-	{FInetDown, "inet_down", nil, TypeNumber, "Mbit/s", "measured download bandwidth; units Mbps Gbps", false, "Mbit/s", map[string]int64{"": 1, "mbps": 1, "mbit/s": 1, "gbps": 1000, "gbit/s": 1000}, "Mbps, Gbps"},
-	{FInetUp, "inet_up", nil, TypeNumber, "Mbit/s", "measured upload bandwidth; units Mbps Gbps", false, "Mbit/s", map[string]int64{"": 1, "mbps": 1, "mbit/s": 1, "gbps": 1000, "gbit/s": 1000}, "Mbps, Gbps"},
+	{FPCIeBandwidth, "pcie_bandwidth", []string{"pcie_bw"}, TypeNumber, "GB/s", "host-to-GPU PCIe link bandwidth of the slowest GPU, from the link generation and width its driver reports (Gen4 x16: 31.5 GB/s)", true, "MB/s", map[string]int64{"": 1000, "gb/s": 1000, "gbps": 1000, "mb/s": 1}, "GB/s, MB/s"},
 	{FRunner, "runner", nil, TypeText, "", "how work runs: docker or process", true, "", nil, ""},
-	{FPerfScore, "perf_score", []string{"dlperf"}, TypeNumber, "points", "performance measured by verification", false, "milli-point", map[string]int64{"": 1000}, ""},
+	{FPerfScore, "perf_score", []string{"dlperf"}, TypeNumber, "points", "compute measured by the newest passed check: trillions of 32-bit multiply-adds per second per GPU, from the challenge's issue to the agent's commitment (an RTX 4090 measures up to about 20)", false, "milli-point", map[string]int64{"": 1000}, ""},
 	{FBond, "bond_per_gpu", []string{"stake_per_gpu"}, TypeMoney, "tokens/GPU", "tokens the host bonded per GPU, paid to renters on failed checks and downtime", false, "micro-token", map[string]int64{"": 1_000_000}, ""},
 }
 
@@ -117,27 +112,6 @@ func (f FieldID) String() string {
 	return fmt.Sprintf("field(%d)", f)
 }
 
-// FieldHelp is the field table as text for `offer search --help` and the
-// API description.
-func FieldHelp() string {
-	var b strings.Builder
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "FIELD\tTYPE\tUNIT\tDESCRIPTION")
-	for _, f := range fieldTable {
-		doc := f.Doc
-		if !f.Backed {
-			doc += " (no data yet: reads as 0/false)"
-		}
-		if len(f.Aliases) > 0 {
-			doc += "; also " + strings.Join(f.Aliases, ", ")
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Name, f.Type, f.Unit, doc)
-	}
-	_ = tw.Flush()
-	b.WriteString("\nOperators: = != < <= > >= in notin. Values may be quoted: gpu_name=\"RTX 4090\" region in [eu,us]\n")
-	return b.String()
-}
-
 func lookupField(name string) (FieldID, bool) {
 	name = strings.ToLower(name)
 	for _, f := range fieldTable {
@@ -148,17 +122,13 @@ func lookupField(name string) (FieldID, bool) {
 	return 0, false
 }
 
-// Facts are the facts about a machine that market.Machine does not hold
-// (yet): reliability from heartbeats, verification results, measured
-// bandwidth and the spot reserve. Their zero value means "not known".
+// Facts are the facts about a machine that market.Machine does not hold:
+// reliability from its history, verification's verdict and measured
+// compute, and its bond. Their zero value means "not known".
 type Facts struct {
-	ReliabilityPPM    int64 // parts per million of 30-day coverage
-	Verified          bool
-	SpotReserve       market.Money // per GPU-hour
-	PCIeBandwidthMBps int64
-	InetDownMbps      int64
-	InetUpMbps        int64
-	PerfScoreMilli    int64 // perf_score x 1000
+	ReliabilityPPM int64 // parts per million of 30-day coverage
+	Verified       bool
+	PerfScoreMilli int64 // perf_score x 1000
 	// BondPerGPU is the host's bond per GPU (docs/verification.md).
 	BondPerGPU market.Money
 }
@@ -191,7 +161,7 @@ func rowOf(m market.Machine, f Facts) row {
 	r.num[FDisk] = m.DiskGiB * 1024
 	r.num[FPricePerGPUHour] = int64(m.PricePerGPUHour)
 	r.num[FTotalPricePerHour] = int64(m.PricePerGPUHour) * int64(len(free))
-	r.num[FSpotReserve] = int64(f.SpotReserve)
+	r.num[FSpotReserve] = int64(m.Spot.ReservePerGPUDay)
 	r.num[FReliability] = f.ReliabilityPPM
 	if f.Verified {
 		r.num[FVerified] = 1
@@ -200,13 +170,32 @@ func rowOf(m market.Machine, f Facts) row {
 	r.str[FDatacenter] = normText(m.DataCenter)
 	r.num[FCUDAVersion], _ = parseVersion(m.CUDAVersion)
 	r.num[FDriverVersion], _ = parseVersion(m.DriverVersion)
-	r.num[FPCIeBandwidth] = f.PCIeBandwidthMBps
-	r.num[FInetDown] = f.InetDownMbps
-	r.num[FInetUp] = f.InetUpMbps
+	r.num[FPCIeBandwidth] = pcieMBps(m.GPUs)
 	r.str[FRunner] = normText(m.Runner)
 	r.num[FPerfScore] = f.PerfScoreMilli
 	r.num[FBond] = int64(f.BondPerGPU)
 	return r
+}
+
+// pcieLaneMBps is the bandwidth of one PCIe lane, in MB/s after line
+// encoding, by generation (1 to 6).
+var pcieLaneMBps = [...]int64{0, 250, 500, 985, 1969, 3938, 7563}
+
+// pcieMBps is the host-to-GPU link bandwidth of the slowest of gpus, from
+// the link generation and width their drivers report (nvidia-smi's
+// pcie.link.gen.max and .width.max: what the GPU and the slot allow
+// together), in MB/s; 0 when no GPU reports them.
+func pcieMBps(gpus []market.GPU) int64 {
+	var slowest int64
+	for _, g := range gpus {
+		if g.PCIeGen <= 0 || g.PCIeGen >= len(pcieLaneMBps) || g.PCIeWidth <= 0 {
+			continue
+		}
+		if bw := pcieLaneMBps[g.PCIeGen] * int64(g.PCIeWidth); slowest == 0 || bw < slowest {
+			slowest = bw
+		}
+	}
+	return slowest
 }
 
 // NormModel lets "rtx_4090", "RTX 4090" and "NVIDIA GeForce RTX 4090"

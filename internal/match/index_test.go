@@ -45,8 +45,12 @@ func randMachine(r *rand.Rand, i, gpus int) (market.Machine, Facts) {
 			m.UsedGPUs = append(m.UsedGPUs, g)
 		}
 	}
+	for g := range m.GPUs {
+		m.GPUs[g].PCIeGen, m.GPUs[g].PCIeWidth = 3+r.Intn(3), 8<<r.Intn(2)
+	}
+	m.Spot.ReservePerGPUDay = market.Money(r.Int63n(1_000_000))
 	fs := Facts{ReliabilityPPM: 800_000 + r.Int63n(200_001), Verified: r.Intn(4) != 0, PerfScoreMilli: r.Int63n(200_000),
-		SpotReserve: market.Money(r.Int63n(1_000_000)), InetDownMbps: r.Int63n(10_000), InetUpMbps: r.Int63n(10_000)}
+		BondPerGPU: market.Money(r.Int63n(20_000_000))}
 	return m, fs
 }
 
@@ -71,6 +75,9 @@ func randQuery(r *rand.Rand) string {
 			"datacenter!=dc1", "runner="+pick("docker", "process"),
 			"cuda_version>="+pick("12", "12.4", "12.8"),
 			fmt.Sprintf("perf_score>%d", r.Intn(200)),
+			fmt.Sprintf("spot_reserve<0.%d", r.Intn(10)),
+			fmt.Sprintf("pcie_bandwidth>=%d", 8+r.Intn(60)),
+			fmt.Sprintf("bond_per_gpu>=%d", r.Intn(20)),
 			fmt.Sprintf("cpu_cores>=%d ram>=%dG disk<%dGiB", 8<<r.Intn(4), 64<<r.Intn(3), 500<<r.Intn(4)),
 		))
 	}
@@ -87,6 +94,9 @@ func bruteScore(rk Ranking, m market.Machine, f Facts, region string) float64 {
 	}
 	if region != "" && rk.LatencyWeight != 0 {
 		sc += rk.LatencyWeight * (1 / (1 + float64(rk.Latency.Lookup(region, m.Region))/float64(max(rk.LatencyRef, 1))))
+	}
+	if bond := float64(f.BondPerGPU); bond > 0 {
+		sc += rk.BondWeight * bond / (bond + float64(max(rk.BondRef, 1)))
 	}
 	return sc
 }

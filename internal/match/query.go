@@ -133,6 +133,14 @@ func (p *parser) parse() (Query, *ParseError) {
 	}
 }
 
+// unmeasured names fields of other marketplaces' query languages that
+// gpumarket has no data for, and why: a filter on them would quietly
+// match nothing (or everything), so a query that names one is refused.
+var unmeasured = map[string]string{
+	"inet_down": "gpumarket does not measure hosts' internet bandwidth",
+	"inet_up":   "gpumarket does not measure hosts' internet bandwidth",
+}
+
 const nameStop = " \t\r\n=!<>[]\"',"
 
 func (p *parser) filter() (Filter, *ParseError) {
@@ -145,6 +153,9 @@ func (p *parser) filter() (Filter, *ParseError) {
 		return Filter{}, errAt(start, "filters look like num_gpus>=2", "expected a field name, found '%c'", p.src[start])
 	}
 	id, ok := lookupField(name)
+	if why, gone := unmeasured[strings.ToLower(name)]; !ok && gone {
+		return Filter{}, errAt(start, "leave it out of the query", "%s is not a field: %s", name, why)
+	}
 	if !ok {
 		hint := "quote values that contain spaces, like gpu_name=\"RTX 4090\"; see the field list in --help"
 		if s := suggest(name); s != "" {

@@ -35,11 +35,13 @@ type Ranking struct {
 }
 
 // DefaultRanking weighs price 0.5, reliability 0.25, performance 0.15 and
-// latency 0.10, with references 1 token/GPU-hour, 100 points and 50 ms.
+// latency 0.10, with references 1 token/GPU-hour, 10 points (perf_score:
+// trillions of multiply-adds per second per GPU, measured by checks) and
+// 50 ms.
 func DefaultRanking() Ranking {
 	return Ranking{
 		PriceWeight: 0.5, ReliabilityWeight: 0.25, PerfWeight: 0.15, LatencyWeight: 0.10,
-		PriceRef: market.Micro, PerfRef: 100, LatencyRef: 50 * time.Millisecond,
+		PriceRef: market.Micro, PerfRef: 10, LatencyRef: 50 * time.Millisecond,
 		Latency: LatencyTable{Default: 150 * time.Millisecond},
 		// A bond of 10 tokens per GPU is worth 0.05, a tenth of the price term's range.
 		BondWeight: 0.1, BondRef: 10 * market.Micro,
