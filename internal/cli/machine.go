@@ -57,7 +57,8 @@ type machineShowCmd struct {
 
 func (c *machineShowCmd) Help() string {
 	return `Shows the machine, its GPUs, its reliability score with the formula's
-terms, and every verification check with its result.
+terms, the performance its checks measured (perf_score in offer search), and
+every verification check with its result.
 
 Example:
   gpumarket machine show m-0a1b2c3d4e5f`
