@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
 )
 
 // Replicas on one database each keep their own offer index. A replica
@@ -148,7 +149,9 @@ func (s *Service) followOnce(ctx context.Context) error {
 					changed[ev.Machine] = true
 				}
 			}
-			if factsEvents[ev.Type] {
+			// A registration gives a machine its first facts: those that
+			// have facts here (registered here) have them already.
+			if factsEvents[ev.Type] && (ev.Type != "machine.registered" || s.index.Facts(ev.Machine) == match.Facts{}) {
 				facts[ev.Machine] = true
 			}
 			if ev.Type == "machine.check" {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gpumarket/gpumarket/internal/market"
+	"github.com/gpumarket/gpumarket/internal/match"
+	"github.com/gpumarket/gpumarket/internal/verify"
 )
 
 // RegisterMachine records the caller's machine from its agent's hardware
@@ -33,10 +35,12 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	}
 	now := s.now()
 	var m market.Machine
+	var isNew bool
 	err := s.store.Tx(ctx, func(tx Tx) error {
 		old, err := tx.MachineByFingerprint(ctx, caller.ID, hw.Fingerprint)
+		isNew = market.IsKind(err, market.NotFound)
 		switch {
-		case market.IsKind(err, market.NotFound):
+		case isNew:
 			m = market.Machine{
 				ID:        market.MachineID(market.NewID(market.MachinePrefix)),
 				Owner:     caller.ID,
@@ -90,7 +94,14 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	s.live.online(m.ID, m.Owner, now)
 	s.noChecks.forget(m.ID) // a check may have started (afterRegister)
 	s.reindex(ctx, m.ID)
-	s.refreshMachineFacts(ctx, m.ID) // a new machine has none: searches on reliability would miss it
+	// Its facts at once, or searches on reliability would miss it until
+	// the next pass: a new machine's follow from having no history (no
+	// read, so that registering 100,000 machines costs no more reads).
+	if isNew {
+		s.index.SetFacts(m.ID, match.Facts{ReliabilityPPM: int64(verify.Reliability(m.CreatedAt, nil, now, verify.Window).Score * 1e6)})
+	} else {
+		s.refreshMachineFacts(ctx, m.ID)
+	}
 	return s.fill(ctx, m)
 }
 
