@@ -31,8 +31,8 @@ const DefaultBidLifetime = 20 * 24 * time.Hour
 
 // Clocks are a bid's optional clock settings, in MHz. Zero means "not set":
 // the card keeps its default (a lock of 0 MHz or an offset of 0 MHz would
-// mean the same). One value applies to every GPU the bid gets; per-GPU lists
-// are not supported yet.
+// mean the same). One value applies to every GPU the bid gets, unless the
+// bid or instance gives GPUClocks, one entry per GPU (GPUSettings).
 type Clocks struct {
 	CoreLockMHz   int `json:"core_lock_mhz,omitempty"`
 	MemLockMHz    int `json:"mem_lock_mhz,omitempty"`
