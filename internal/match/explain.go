@@ -97,7 +97,11 @@ func (ix *Index) Explain(q Query, s Sort, near int) Explanation {
 // String formats the explanation for people (offer search --explain).
 func (x Explanation) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d machines, %d available (the rest are offline, unlisted or fully rented)\n", x.Machines, x.Available)
+	fmt.Fprintf(&b, "%d %s, %d available", x.Machines, plural(x.Machines, "machine", "machines"), x.Available)
+	if x.Available < x.Machines {
+		b.WriteString(" (the rest are offline, unlisted or fully rented)")
+	}
+	b.WriteString("\n")
 	left := x.Available
 	for _, st := range x.Steps {
 		left -= st.Removed
@@ -118,4 +122,11 @@ func (x Explanation) String() string {
 		}
 	}
 	return b.String()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

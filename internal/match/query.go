@@ -154,7 +154,7 @@ func (p *parser) filter() (Filter, *ParseError) {
 	}
 	id, ok := lookupField(name)
 	if why, gone := unmeasured[strings.ToLower(name)]; !ok && gone {
-		return Filter{}, errAt(start, "leave it out of the query", "%s is not a field: %s", name, why)
+		return Filter{}, errAt(start, "leave it out of the query", "unknown field '%s' (%s)", name, why)
 	}
 	if !ok {
 		hint := "quote values that contain spaces, like gpu_name=\"RTX 4090\"; see the field list in --help"

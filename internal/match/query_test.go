@@ -65,7 +65,7 @@ func TestParse(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"gpu_mem>=24", "unknown field 'gpu_mem' at 1; did you mean 'gpu_ram'?"},
-		{"num_gpus>=1 inet_down>=1Gbps", "inet_down is not a field: gpumarket does not measure hosts' internet bandwidth at 13; leave it out of the query"},
+		{"num_gpus>=1 inet_down>=1Gbps", "unknown field 'inet_down' (gpumarket does not measure hosts' internet bandwidth) at 13; leave it out of the query"},
 		{"num_gpus>=2 gpu_ram>=x", "'>=' needs a number at 22"},
 		{"gpu_ram>= ", "'>=' needs a number at 11"},
 		{"num_gpus>=2 reliabilty>0.9", "unknown field 'reliabilty' at 13; did you mean 'reliability'?"},
