@@ -10,17 +10,20 @@ import (
 )
 
 // The offer index's facts about a machine (reliability, verified flag,
-// bond per GPU) come from its events, its checks and its bond account,
-// which change without its row changing. Every coordinator keeps them
-// (keepFacts: each serves searches): once at start, as fast as the store
-// answers, since until then the index knows none; then every machine once
-// every factsEvery, the pass spread over half of that. A check's verdict
-// or a change of bond refreshes its machine at once (refreshMachineFacts).
+// measured performance, bond per GPU) come from its events, its checks and
+// its bond account, which change without its row changing. Every
+// coordinator keeps them (keepFacts: each serves searches): once at start,
+// as fast as the store answers, since until then the index knows none;
+// then every machine once every factsEvery, the pass spread over half of
+// that. A registration, a check's verdict or a change of bond refreshes
+// its machine at once (refreshMachineFacts).
 //
 // A pass reads factsChunk machines at a time, outside any transaction
 // (Store.Read where the adapter has one: facts are advisory, and the
-// reads need not see one instant): the machines' rows and their bond
-// balances in one statement each, then each machine's events and checks.
+// reads need not see one instant), in five statements: the machines' rows,
+// their bond balances, their state events, their outcome counts and their
+// newest checks (it read each machine's events and checks apart, two or
+// three statements per machine, until session 13).
 // It used to refresh 200 machines per background tick (every 5 s), one
 // serializable transaction of seven statements each: 40 machines a
 // second, so 100,000 machines took 42 minutes, during which a restarted
@@ -36,6 +39,10 @@ const (
 	factsChunk = 32
 	// factsRetry is how soon a pass that failed is tried again.
 	factsRetry = 10 * time.Second
+	// factsChecks is how many of each machine's newest checks a refresh
+	// reads: the verified flag is the newest finished one's verdict, the
+	// perf score the newest passed one's rates.
+	factsChecks = 10
 )
 
 // keepFacts recomputes the facts of every machine, at once and then every
@@ -102,34 +109,47 @@ func (s *Service) refreshMachineFacts(ctx context.Context, id market.MachineID) 
 }
 
 // refreshFactsOf recomputes the facts of the machines ids in the offer
-// index (those the store has).
+// index (those the store has), in five statements however many they are
+// (up to the store's list size): their rows, their bond balances, their
+// state events, their outcome counts and their newest checks.
 func (s *Service) refreshFactsOf(ctx context.Context, ids []market.MachineID) error {
 	facts := make(map[market.MachineID]match.Facts, len(ids))
 	err := s.read(ctx, func(tx Tx) error {
 		clear(facts)
 		ms, err := tx.Machines(ctx, MachineFilter{IDs: ids})
-		if err != nil {
+		if err != nil || len(ms) == 0 {
 			return err
 		}
+		now := s.now()
+		found := make([]market.MachineID, len(ms))
 		bonds := make([]market.LedgerAccount, len(ms))
+		spans := make([]OutcomeSpan, len(ms))
 		for i, m := range ms {
-			bonds[i] = market.MachineBond(m.Owner, m.ID)
+			found[i], bonds[i], spans[i] = m.ID, market.MachineBond(m.Owner, m.ID), outcomeSpan(m, now)
 		}
 		balances, err := tx.BalancesOf(ctx, market.DefaultAsset, bonds)
 		if err != nil {
 			return err
 		}
+		evs, err := tx.Events(ctx, EventFilter{Machines: found, StatesOnly: true, LimitEach: historyLimit})
+		if err != nil {
+			return err
+		}
+		counts, err := tx.OutcomeCounts(ctx, spans)
+		if err != nil {
+			return err
+		}
+		cs, err := tx.Checks(ctx, CheckFilter{Machines: found, LimitEach: factsChecks})
+		if err != nil {
+			return err
+		}
+		states, outcomes, checks := groupBy(evs, func(e market.Event) market.MachineID { return e.Machine }),
+			groupBy(counts, func(c EventCount) market.MachineID { return c.Machine }),
+			groupBy(cs, func(c market.Check) market.MachineID { return c.Machine })
 		for i, m := range ms {
-			rel, err := s.reliability(ctx, tx, m)
-			if err != nil {
-				return err
-			}
-			checks, err := tx.Checks(ctx, CheckFilter{Machine: m.ID, Limit: 10})
-			if err != nil {
-				return err
-			}
-			facts[m.ID] = match.Facts{ReliabilityPPM: int64(rel.Score * 1e6), Verified: lastVerdict(checks) && !m.Unverified,
-				PerfScoreMilli: int64(perfScore(checks) * 1000), BondPerGPU: bondPerGPU(balances[bonds[i]], m)}
+			rel := reliabilityOf(m, states[m.ID], outcomes[m.ID], now)
+			facts[m.ID] = match.Facts{ReliabilityPPM: int64(rel.Score * 1e6), Verified: lastVerdict(checks[m.ID]) && !m.Unverified,
+				PerfScoreMilli: int64(perfScore(checks[m.ID]) * 1000), BondPerGPU: bondPerGPU(balances[bonds[i]], m)}
 		}
 		return nil
 	})
@@ -140,4 +160,14 @@ func (s *Service) refreshFactsOf(ctx context.Context, ids []market.MachineID) er
 		s.index.SetFacts(id, f)
 	}
 	return nil
+}
+
+// groupBy groups vs by key, keeping their order within each group.
+func groupBy[V any, K comparable](vs []V, key func(V) K) map[K][]V {
+	out := map[K][]V{}
+	for _, v := range vs {
+		k := key(v)
+		out[k] = append(out[k], v)
+	}
+	return out
 }

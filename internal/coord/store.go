@@ -218,10 +218,10 @@ type Tx interface {
 	// before: Events then lists them once Tx returns, not inside it.
 	AppendEvent(ctx context.Context, e market.Event) error
 	Events(ctx context.Context, f EventFilter) ([]market.Event, error) // newest first
-	// OutcomeCounts counts machine id's events of the OutcomeTypes from
-	// from to to (both included), by type and message (ordered so),
-	// reading only those.
-	OutcomeCounts(ctx context.Context, id market.MachineID, from, to time.Time) ([]EventCount, error)
+	// OutcomeCounts counts the events of the OutcomeTypes of each span's
+	// machine from its From to its To (both included), by machine, type
+	// and message (ordered so), reading only those.
+	OutcomeCounts(ctx context.Context, spans []OutcomeSpan) ([]EventCount, error)
 
 	// Leases (leader election). Lease returns NotFound for a name never
 	// written; PutLease writes the whole row, inserting it if missing.
@@ -437,8 +437,13 @@ type RoundFilter struct {
 // CheckFilter selects verification checks. Zero fields do not filter.
 type CheckFilter struct {
 	Machine market.MachineID
-	State   market.CheckState
-	Limit   int
+	// Machines, when not empty, selects only checks of these machines.
+	Machines []market.MachineID
+	State    market.CheckState
+	Limit    int
+	// LimitEach, when above 0 with Machines, keeps only the newest
+	// LimitEach checks of each of them.
+	LimitEach int
 }
 
 // DeploymentFilter selects deployments. Zero fields do not filter.
@@ -476,11 +481,16 @@ type EventFilter struct {
 	Instance market.InstanceID
 	Type     string
 	AfterSeq int64 // only events with a higher Seq
+	// Machines, when not empty, selects only events of these machines.
+	Machines []market.MachineID
 	// StatesOnly selects only the events that change whether a machine
 	// is online or listed: machine.registered, .online, .offline, .listed
 	// and .unlisted (indexed apart: migration 0019).
 	StatesOnly bool
 	Limit      int
+	// LimitEach, when above 0 with Machines, keeps only the newest
+	// LimitEach events of each of them.
+	LimitEach int
 }
 
 // OutcomeTypes are the event types of a machine's outcomes that its
@@ -488,9 +498,16 @@ type EventFilter struct {
 // (Tx.OutcomeCounts).
 var OutcomeTypes = []string{"instance.failed", "instance.stopped", "instance.preempted", "machine.verified", "machine.verify_failed"}
 
-// EventCount is how many events of one type and message Tx.OutcomeCounts
-// found.
+// OutcomeSpan is a machine and a span of time for Tx.OutcomeCounts.
+type OutcomeSpan struct {
+	Machine  market.MachineID
+	From, To time.Time
+}
+
+// EventCount is how many events of one machine, type and message
+// Tx.OutcomeCounts found.
 type EventCount struct {
+	Machine       market.MachineID
 	Type, Message string
 	N             int
 }

@@ -674,27 +674,40 @@ func lastVerdict(checks []market.Check) bool {
 // verdicts), which the store counts by type and message (OutcomeCounts).
 // It used to read the machine's newest historyLimit events of every type,
 // so that a machine busy with short rentals, thousands of events a day,
-// had most of its window's outcomes left out of its counts.
+// had most of its window's outcomes left out of its counts. The facts
+// pass reads the same for many machines at once (refreshFactsOf).
 func (s *Service) reliability(ctx context.Context, tx Tx, m market.Machine) (market.Reliability, error) {
 	now := s.now()
 	states, err := tx.Events(ctx, EventFilter{Machine: m.ID, StatesOnly: true, Limit: historyLimit})
 	if err != nil {
 		return market.Reliability{}, err
 	}
-	h := make([]verify.HistoryEvent, 0, len(states)+8)
+	counts, err := tx.OutcomeCounts(ctx, []OutcomeSpan{outcomeSpan(m, now)})
+	if err != nil {
+		return market.Reliability{}, err
+	}
+	return reliabilityOf(m, states, counts, now), nil
+}
+
+// outcomeSpan is the span of m's reliability window ending at now: the
+// last verify.Window, from its registration if that is later.
+func outcomeSpan(m market.Machine, now time.Time) OutcomeSpan {
+	start := now.Add(-verify.Window) // as verify.Reliability says it
+	if m.CreatedAt.After(start) {
+		start = m.CreatedAt
+	}
+	return OutcomeSpan{Machine: m.ID, From: start, To: now}
+}
+
+// reliabilityOf computes m's score at now from its state events and its
+// outcome counts over outcomeSpan.
+func reliabilityOf(m market.Machine, states []market.Event, counts []EventCount, now time.Time) market.Reliability {
+	h := make([]verify.HistoryEvent, 0, len(states)+len(counts))
 	for _, e := range states {
 		if he, ok := historyEvent(e.Type, e.Message); ok {
 			he.At = e.At
 			h = append(h, he)
 		}
-	}
-	start := now.Add(-verify.Window) // as verify.Reliability says it
-	if m.CreatedAt.After(start) {
-		start = m.CreatedAt
-	}
-	counts, err := tx.OutcomeCounts(ctx, m.ID, start, now)
-	if err != nil {
-		return market.Reliability{}, err
 	}
 	for _, c := range counts {
 		if he, ok := historyEvent(c.Type, c.Message); ok {
@@ -702,7 +715,7 @@ func (s *Service) reliability(ctx context.Context, tx Tx, m market.Machine) (mar
 			h = append(h, he)
 		}
 	}
-	return verify.Reliability(m.CreatedAt, h, now, verify.Window), nil
+	return verify.Reliability(m.CreatedAt, h, now, verify.Window)
 }
 
 // historyEvent says what reliability counts of an event of type typ with

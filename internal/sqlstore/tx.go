@@ -444,6 +444,23 @@ func (w *where) in(col string, vals []string) {
 	w.conds = append(w.conds, col+" IN ("+strings.Join(ph, ", ")+")")
 }
 
+// eachOf returns a query of out from table that keeps, of each of
+// machines, its first n rows in order (an ORDER BY clause on cols, which
+// hold out) among those w selects: one subquery per machine, each reading
+// only its n rows through the table's index on the machine, united. (A
+// window function, ROW_NUMBER over each machine, read every row of each
+// machine first.) The text depends on the number of machines only.
+func (w *where) eachOf(out, cols, table, order string, machines []string, n int) string {
+	parts := make([]string, len(machines))
+	for i, m := range machines {
+		w.args = append(w.args, m)
+		conds := append([]string{"machine_id = $" + strconv.Itoa(len(w.args))}, w.conds...)
+		parts[i] = "SELECT " + cols + " FROM (SELECT " + cols + " FROM " + table + " WHERE " + strings.Join(conds, " AND ") + order +
+			" LIMIT " + strconv.Itoa(n) + ") AS m" + strconv.Itoa(i)
+	}
+	return "SELECT " + out + " FROM (" + strings.Join(parts, " UNION ALL ") + ") AS kept" + order
+}
+
 // chunked runs list once per chunk of at most inList of ids (once when
 // ids is empty) and returns the rows of all runs.
 func chunked[T any, ID ~string](ids []ID, list func(chunk []string) ([]T, error)) ([]T, error) {
@@ -1411,25 +1428,59 @@ func scanEvent(s scanner) (market.Event, error) {
 	return e, err
 }
 
-func (t *sqlTx) OutcomeCounts(ctx context.Context, id market.MachineID, from, to time.Time) ([]coord.EventCount, error) {
-	rows, err := t.tx.QueryContext(ctx, qOutcomeCounts, id, micros(from), micros(to))
-	if err != nil {
-		return nil, fmt.Errorf("count the outcomes of machine %s: %w", id, err)
+func (t *sqlTx) OutcomeCounts(ctx context.Context, spans []coord.OutcomeSpan) ([]coord.EventCount, error) {
+	var out []coord.EventCount
+	for chunk := range slices.Chunk(spans, inList/3) {
+		args := make([]any, 0, 3*len(chunk))
+		conds := make([]string, len(chunk))
+		for i, sp := range chunk {
+			args = append(args, sp.Machine, micros(sp.From), micros(sp.To))
+			n := len(args)
+			conds[i] = "(machine_id = $" + strconv.Itoa(n-2) + " AND at >= $" + strconv.Itoa(n-1) + " AND at <= $" + strconv.Itoa(n) + ")"
+		}
+		rows, err := t.tx.QueryContext(ctx, qOutcomeCounts+strings.Join(conds, " OR ")+qOutcomeCountsEnd, args...)
+		if err != nil {
+			return nil, fmt.Errorf("count the outcomes of %d machines: %w", len(chunk), err)
+		}
+		counts, err := collect(rows, func(s scanner) (coord.EventCount, error) {
+			var c coord.EventCount
+			err := s.Scan(&c.Machine, &c.Type, &c.Message, &c.N)
+			return c, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("count the outcomes of %d machines: %w", len(chunk), err)
+		}
+		out = append(out, counts...)
 	}
-	return collect(rows, func(s scanner) (coord.EventCount, error) {
-		var c coord.EventCount
-		err := s.Scan(&c.Type, &c.Message, &c.N)
-		return c, err
-	})
+	if len(spans) > inList/3 {
+		slices.SortFunc(out, func(a, b coord.EventCount) int {
+			return cmp.Or(strings.Compare(string(a.Machine), string(b.Machine)), strings.Compare(a.Type, b.Type), strings.Compare(a.Message, b.Message))
+		})
+	}
+	return out, nil
 }
 
 func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event, error) {
+	evs, err := chunked(f.Machines, func(machines []string) ([]market.Event, error) { return t.events(ctx, f, machines) })
+	if len(f.Machines) > inList {
+		slices.SortFunc(evs, func(a, b market.Event) int { return cmp.Compare(b.Seq, a.Seq) })
+		if f.Limit > 0 && len(evs) > f.Limit {
+			evs = evs[:f.Limit]
+		}
+	}
+	return evs, err
+}
+
+func (t *sqlTx) events(ctx context.Context, f coord.EventFilter, machines []string) ([]market.Event, error) {
 	var w where
 	if f.Account != "" {
 		w.add("account_id = ?", f.Account)
 	}
 	if f.Machine != "" {
 		w.add("machine_id = ?", f.Machine)
+	}
+	if len(machines) > 0 && f.LimitEach == 0 {
+		w.in("machine_id", machines) // with LimitEach, eachOf names them
 	}
 	if f.Instance != "" {
 		w.add("instance_id = ?", f.Instance)
@@ -1444,6 +1495,9 @@ func (t *sqlTx) Events(ctx context.Context, f coord.EventFilter) ([]market.Event
 		w.as(qMachineStateTypes)
 	}
 	q := qEvents + w.sql() + qEventsOrder
+	if f.LimitEach > 0 && len(machines) > 0 {
+		q = w.eachOf(eventColumns, eventColumns, "events", qEventsOrder, machines, f.LimitEach)
+	}
 	if f.Limit > 0 {
 		w.args = append(w.args, f.Limit)
 		q += " LIMIT $" + strconv.Itoa(len(w.args))

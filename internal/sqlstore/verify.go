@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -104,14 +105,33 @@ func (t *sqlTx) Check(ctx context.Context, id market.CheckID) (market.Check, err
 }
 
 func (t *sqlTx) Checks(ctx context.Context, f coord.CheckFilter) ([]market.Check, error) {
+	cs, err := chunked(f.Machines, func(machines []string) ([]market.Check, error) { return t.checks(ctx, f, machines) })
+	if len(f.Machines) > inList {
+		slices.SortFunc(cs, func(a, b market.Check) int {
+			return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(string(b.ID), string(a.ID)))
+		})
+		if f.Limit > 0 && len(cs) > f.Limit {
+			cs = cs[:f.Limit]
+		}
+	}
+	return cs, err
+}
+
+func (t *sqlTx) checks(ctx context.Context, f coord.CheckFilter, machines []string) ([]market.Check, error) {
 	var w where
 	if f.Machine != "" {
 		w.add("machine_id = ?", f.Machine)
+	}
+	if len(machines) > 0 && f.LimitEach == 0 {
+		w.in("machine_id", machines) // with LimitEach, eachOf names them
 	}
 	if f.State != "" {
 		w.add("state = ?", string(f.State))
 	}
 	q := qChecks + w.sql() + qChecksOrder
+	if f.LimitEach > 0 && len(machines) > 0 {
+		q = w.eachOf("body", "body, created_at, id", "checks", qChecksOrder, machines, f.LimitEach)
+	}
 	if f.Limit > 0 {
 		q += " LIMIT " + strconv.Itoa(f.Limit)
 	}

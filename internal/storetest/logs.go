@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -116,6 +117,9 @@ func testEvents(t *testing.T, s coord.Store) {
 		{"machine, limit", coord.EventFilter{Machine: "m-1", Limit: 1}, pick(3)},
 		{"machine, states only", coord.EventFilter{Machine: "m-1", StatesOnly: true}, pick(1)},
 		{"states only", coord.EventFilter{StatesOnly: true}, pick(4, 1)},
+		{"machines", coord.EventFilter{Machines: []market.MachineID{"m-2", "m-1"}}, pick(4, 3, 2, 1)},
+		{"machines, newest of each", coord.EventFilter{Machines: []market.MachineID{"m-2", "m-1"}, LimitEach: 1}, pick(4, 3)},
+		{"machines, states only, newest of each", coord.EventFilter{Machines: []market.MachineID{"m-1", "m-2"}, StatesOnly: true, LimitEach: 5}, pick(4, 1)},
 		{"no match", coord.EventFilter{Instance: "i-none"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,19 +164,27 @@ func testOutcomeCounts(t *testing.T, s coord.Store) {
 		return nil
 	})
 	do(t, s, func(ctx context.Context, tx coord.Tx) error {
-		got, err := tx.OutcomeCounts(ctx, "m-1", at(2), at(6))
+		got, err := tx.OutcomeCounts(ctx, []coord.OutcomeSpan{{Machine: "m-1", From: at(2), To: at(6)}})
 		if err != nil {
 			return err
 		}
-		diff(t, "OutcomeCounts", got, []coord.EventCount{
-			{Type: "instance.failed", Message: "host lost contact", N: 1},
-			{Type: "instance.preempted", Message: "outbid", N: 1},
-			{Type: "instance.stopped", Message: "stopped by the renter", N: 2},
-			{Type: "machine.verified", Message: "check c-1 passed", N: 1},
-			{Type: "machine.verified", Message: "check c-3 passed", N: 1},
-			{Type: "machine.verify_failed", Message: "check c-2 failed", N: 1},
-		})
-		none, err := tx.OutcomeCounts(ctx, "m-3", at(0), at(9))
+		m1 := []coord.EventCount{
+			{Machine: "m-1", Type: "instance.failed", Message: "host lost contact", N: 1},
+			{Machine: "m-1", Type: "instance.preempted", Message: "outbid", N: 1},
+			{Machine: "m-1", Type: "instance.stopped", Message: "stopped by the renter", N: 2},
+			{Machine: "m-1", Type: "machine.verified", Message: "check c-1 passed", N: 1},
+			{Machine: "m-1", Type: "machine.verified", Message: "check c-3 passed", N: 1},
+			{Machine: "m-1", Type: "machine.verify_failed", Message: "check c-2 failed", N: 1},
+		}
+		diff(t, "OutcomeCounts", got, m1)
+		// Several machines, each over its own span, in one call.
+		both, err := tx.OutcomeCounts(ctx, []coord.OutcomeSpan{{Machine: "m-2", From: at(0), To: at(9)}, {Machine: "m-1", From: at(2), To: at(6)},
+			{Machine: "m-3", From: at(0), To: at(9)}})
+		if err != nil {
+			return err
+		}
+		diff(t, "OutcomeCounts of three machines", both, append(slices.Clone(m1), coord.EventCount{Machine: "m-2", Type: "instance.stopped", Message: "stopped by the renter", N: 1}))
+		none, err := tx.OutcomeCounts(ctx, []coord.OutcomeSpan{{Machine: "m-3", From: at(0), To: at(9)}})
 		if err != nil {
 			return err
 		}

@@ -76,6 +76,10 @@ func testChecks(t *testing.T, s coord.Store) {
 	diff(t, "of m1", list(coord.CheckFilter{Machine: m1.ID}), []market.CheckID{"v-2", "v-1"})
 	diff(t, "pending", list(coord.CheckFilter{State: market.CheckPending}), []market.CheckID{"v-3", "v-2"})
 	diff(t, "limit", list(coord.CheckFilter{Limit: 1}), []market.CheckID{"v-3"})
+	diff(t, "of two machines", list(coord.CheckFilter{Machines: []market.MachineID{m2.ID, m1.ID}}), []market.CheckID{"v-3", "v-2", "v-1"})
+	diff(t, "newest of each machine", list(coord.CheckFilter{Machines: []market.MachineID{m1.ID, m2.ID}, LimitEach: 1}), []market.CheckID{"v-3", "v-2"})
+	diff(t, "newest two of each machine", list(coord.CheckFilter{Machines: []market.MachineID{m1.ID, m2.ID}, LimitEach: 2}), []market.CheckID{"v-3", "v-2", "v-1"})
+	diff(t, "pending, newest of each machine", list(coord.CheckFilter{Machines: []market.MachineID{m1.ID, m2.ID}, State: market.CheckPending, LimitEach: 1}), []market.CheckID{"v-3", "v-2"})
 	c2.State, c2.Failure = market.CheckFailed, "too slow"
 	do(t, s, func(ctx context.Context, tx coord.Tx) error { return tx.UpdateCheck(ctx, c2) })
 	diff(t, "pending after update", list(coord.CheckFilter{State: market.CheckPending}), []market.CheckID{"v-3"})
