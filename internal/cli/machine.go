@@ -340,7 +340,8 @@ type offerSearchCmd struct {
 func (c *offerSearchCmd) Help() string {
 	return `Operators: = != < <= > >= in notin. Strings may be quoted; numbers may carry
 units (gpu_ram>=24GB, ram>=64GiB); lists are [a,b]. Offers are ranked by a
-score of price, reliability, verified performance and latency from --region.
+score of price, reliability, verified performance (perf_score), the host's
+bond and latency from --region.
 
 Examples:
   gpumarket offer search

@@ -269,7 +269,8 @@ func (f *fakeService) MachineVerification(ctx context.Context, caller market.Acc
 	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	return market.MachineVerification{Machine: id, Verified: true,
 		Checks:      []market.Check{{ID: "v-1", Machine: id, Cause: market.CheckOnRegister, State: market.CheckFailed, Failure: "GPU 1 answered <late>", CreatedAt: at}},
-		Reliability: market.Reliability{Score: 0.9731, Coverage: 0.99, FaultFactor: 0.98, ListedSecs: 36000, OnlineSecs: 35640, Completed: 49, HostFaults: 1, Formula: "coverage x fault_factor"}}, nil
+		Reliability: market.Reliability{Score: 0.9731, Coverage: 0.99, FaultFactor: 0.98, ListedSecs: 36000, OnlineSecs: 35640, Completed: 49, HostFaults: 1, Formula: "coverage x fault_factor"},
+		PerfScore:   17.42}, nil
 }
 
 func (f *fakeService) Fleet(ctx context.Context, caller market.Account) ([]market.Machine, error) {

@@ -323,5 +323,5 @@ func TestStatementDownload(t *testing.T) {
 func TestMachineVerificationSection(t *testing.T) {
 	u := newUI(t)
 	rec := u.get(u.hostCk, "/machines/"+string(u.machine))
-	check(t, rec, 200, `id="reliability">97.3 %<`, "online 9.9 h of 10.0 h listed", "1 instances ended by a host fault", `id="checks"`, "GPU 1 answered &lt;late&gt;", "coverage x fault_factor")
+	check(t, rec, 200, `id="reliability">97.3 %<`, `id="perf">17.4<`, "online 9.9 h of 10.0 h listed", "1 instances ended by a host fault", `id="checks"`, "GPU 1 answered &lt;late&gt;", "coverage x fault_factor")
 }
