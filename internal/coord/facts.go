@@ -22,8 +22,8 @@ import (
 // (Store.Read where the adapter has one: facts are advisory, and the
 // reads need not see one instant), in five statements: the machines' rows,
 // their bond balances, their state events, their outcome counts and their
-// newest checks (it read each machine's events and checks apart, two or
-// three statements per machine, until session 13).
+// newest checks (it used to read each machine's events and checks apart:
+// two or three statements per machine).
 // It used to refresh 200 machines per background tick (every 5 s), one
 // serializable transaction of seven statements each: 40 machines a
 // second, so 100,000 machines took 42 minutes, during which a restarted
