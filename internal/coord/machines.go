@@ -95,8 +95,8 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	s.noChecks.forget(m.ID) // a check may have started (afterRegister)
 	s.reindex(ctx, m.ID)
 	// Its facts at once, or searches on reliability would miss it until
-	// the next pass: a new machine's follow from having no history (no
-	// read, so that registering 100,000 machines costs no more reads).
+	// the next pass. A new machine's follow from its having no history:
+	// no read, so that registering 100,000 machines costs no more reads.
 	if isNew {
 		s.index.SetFacts(m.ID, match.Facts{ReliabilityPPM: int64(verify.Reliability(m.CreatedAt, nil, now, verify.Window).Score * 1e6)})
 	} else {
