@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gpumarket/gpumarket/internal/agent"
 	"github.com/gpumarket/gpumarket/internal/gpu/fake"
@@ -14,12 +15,37 @@ import (
 
 func leaveRunning(c *agent.Config) { c.LeaveRunning = true }
 
+// agentDir is a directory for the instances of agents that run one after
+// the other in this test process, removed once nothing writes there any
+// more. An agent that left its workloads running exits, but its runner,
+// here in the same process, still waits on the processes it started and
+// records their end when a later agent stops them, which may happen as
+// the test ends (t.TempDir's removal then failed: "directory not empty").
+// A real agent's process is gone by then.
+func agentDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gpumarket-agent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // registered first, so it runs after the agents' own
+		for range 100 {
+			if err = os.RemoveAll(dir); err == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Errorf("remove %s: %v", dir, err)
+	})
+	return dir
+}
+
 // An agent with LeaveRunning exits without stopping its workloads; the
 // next one adopts them without starting them again, keeps the settings of
 // the one it adopts, and stops the one the coordinator ended meanwhile,
 // then resets that one's GPU, whose settings it never learnt.
 func TestLeaveRunningRestart(t *testing.T) {
-	dir := t.TempDir()
+	dir := agentDir(t)
 	count := filepath.Join(t.TempDir(), "starts")
 	gpus, err := fake.Parse("2xRTX 4090", "seed")
 	if err != nil {
