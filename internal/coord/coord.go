@@ -231,9 +231,8 @@ func New(cfg Config) *Service {
 // Run keeps the leader lease (taking it when free, renewing it while
 // held), flushes heartbeats, follows other replicas' changes, keeps the
 // offer index's machine facts (facts.go), and every interval of real time
-// runs Tick,
-// whose background loops (billing, lost-host detection, spot rounds) run
-// only while this coordinator leads, until ctx ends.
+// runs Tick, whose background loops (billing, lost-host detection, spot
+// rounds) run only while this coordinator leads, until ctx ends.
 func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 	keepCtx, stopKeep := context.WithCancel(ctx)
 	kept := make(chan struct{})

@@ -77,7 +77,8 @@ func (s *Service) keepFacts(ctx context.Context) {
 // logged and left to the next pass, so that one the store cannot read
 // does not hold back the others; the pass fails only when ctx ends.
 func (s *Service) factsPass(ctx context.Context, spread time.Duration) (int, error) {
-	ids := s.index.IDs() // every machine: RebuildIndex loaded them, following keeps them
+	var ids []market.MachineID // every machine: RebuildIndex loaded them, following keeps them
+	s.index.Each(func(m *market.Machine) { ids = append(ids, m.ID) })
 	slices.Sort(ids)
 	chunks := slices.Collect(slices.Chunk(ids, factsChunk))
 	start, done := time.Now(), 0

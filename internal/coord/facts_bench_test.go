@@ -11,7 +11,7 @@ import (
 )
 
 // BenchmarkFactsPass measures one pass of the offer index's facts refresh
-// (reliability, verified flag, bond per GPU) over every machine: 1,000
+// (reliability, verified flag, performance, bond per GPU) over every machine: 1,000
 // machines of 8 GPUs, each running 8 instances (seedRunning), with a
 // history of 48 events each (seedHistory). It reports
 // the machines refreshed per second of wall time and the CPU this process

@@ -149,10 +149,10 @@ func (s *Service) checkSpendCap(ctx context.Context, tx Tx, op string, renter ma
 // hour reached their threshold and who were not alerted in the last hour.
 // Who may be due is read outside any transaction, every renter's spending
 // together (FlowsOf: on Postgres, one statement per 2,500 renters): most
-// ticks alert nobody, and
-// a serializable transaction that read the spending of every renter with
-// an alert would take part in the conflicts of every charge made
-// meanwhile. Those due are read again, and alerted, in one transaction.
+// ticks alert nobody, and a serializable transaction that read the
+// spending of every renter with an alert would take part in the conflicts
+// of every charge made meanwhile. Those due are read again, and alerted,
+// in one transaction.
 func (s *Service) checkSpendAlerts(ctx context.Context) error {
 	now := s.now()
 	var due []market.AccountID

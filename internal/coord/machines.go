@@ -10,7 +10,6 @@ import (
 
 	"github.com/gpumarket/gpumarket/internal/market"
 	"github.com/gpumarket/gpumarket/internal/match"
-	"github.com/gpumarket/gpumarket/internal/verify"
 )
 
 // RegisterMachine records the caller's machine from its agent's hardware
@@ -98,7 +97,7 @@ func (s *Service) RegisterMachine(ctx context.Context, caller market.Account, hw
 	// the next pass. A new machine's follow from its having no history:
 	// no read, so that registering 100,000 machines costs no more reads.
 	if isNew {
-		s.index.SetFacts(m.ID, match.Facts{ReliabilityPPM: int64(verify.Reliability(m.CreatedAt, nil, now, verify.Window).Score * 1e6)})
+		s.index.SetFacts(m.ID, match.Facts{ReliabilityPPM: int64(reliabilityOf(m, nil, nil, now).Score * 1e6)})
 	} else {
 		s.refreshMachineFacts(ctx, m.ID)
 	}

@@ -134,18 +134,6 @@ func (ix *Index) Each(f func(m *market.Machine)) {
 	}
 }
 
-// IDs returns the IDs of every machine in the index, available or not, in
-// no particular order.
-func (ix *Index) IDs() []market.MachineID {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	ids := make([]market.MachineID, 0, len(ix.entries))
-	for id := range ix.entries {
-		ids = append(ids, id)
-	}
-	return ids
-}
-
 type printKey struct {
 	owner market.AccountID
 	print string
